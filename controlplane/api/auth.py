@@ -1,0 +1,41 @@
+"""Bearer-token authentication for every route but the public ones, compared in constant time."""
+
+import hmac
+
+from flask import current_app, request
+
+from controlplane.api.errors import error_response
+
+
+def _presented_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(presented: str, tokens) -> bool:
+    # Compare with every token, never stopping early, so timing says nothing about which matched.
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(presented.encode(), token.encode())
+    return found
+
+
+def register(app) -> None:
+    @app.before_request
+    def authenticate():
+        if request.routing_exception is not None:
+            return None  # unknown route or wrong method: answered as a JSON 404/405
+        view = current_app.view_functions.get(request.endpoint)
+        if getattr(view, "whin_public", False):
+            return None
+        settings = current_app.config["WHIN_SETTINGS"]
+        presented = _presented_token()
+        unauthorized = {"WWW-Authenticate": 'Bearer realm="whinmovilla"'}
+        if presented is None:
+            return error_response(401, "unauthorized", "Send 'Authorization: Bearer <token>'.", unauthorized)
+        if not _matches(presented, settings.api_tokens):
+            return error_response(401, "unauthorized", "The bearer token is not valid.", unauthorized)
+        if getattr(view, "whin_admin", False) and not _matches(presented, settings.api_tokens[:1]):
+            return error_response(403, "forbidden", "This call needs the admin token.")
+        return None

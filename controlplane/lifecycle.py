@@ -1,0 +1,174 @@
+"""What the manual's slot endpoints do, for the API and for whinctl alike (no Flask here).
+
+Each action writes the desired state to Redis first and then asks supervisord to make it so. If
+supervisord is slow or down, Redis still says what should be, and the reconciler converges.
+"""
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from controlplane import ids, slotfiles
+from controlplane.config import Settings
+from controlplane.errors import EngineTimeout, Refused, ServiceUnavailable
+from controlplane.states import SlotStatus
+from controlplane.store import Slot, SlotStore
+from controlplane.supervisor import ProgramMissing, Supervisor
+
+log = logging.getLogger(__name__)
+
+MAX_SLOTS_PER_REQUEST = 100
+_POLL = 0.02  # seconds between looks at Redis while waiting on a worker
+
+
+@dataclass(frozen=True)
+class QrCode:
+    text: str
+    expires_in: float
+
+
+class Lifecycle:
+    def __init__(self, settings: Settings, store: SlotStore, supervisor: Supervisor):
+        self.settings = settings
+        self.store = store
+        self.supervisor = supervisor
+
+    # --- provisioning ---
+
+    def provision(self, count) -> list[str]:
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SLOTS_PER_REQUEST:
+            raise Refused("invalid_count",
+                          f"'count' must be a whole number from 1 to {MAX_SLOTS_PER_REQUEST}.")
+        created = self.store.create_slots(count)
+        try:
+            self.supervisor.add_programs(created)
+        except ServiceUnavailable as err:
+            # The slots exist in Redis; the reconciler adds their programs once supervisord answers.
+            log.warning("provisioned slots not yet added to supervisord: %s", err.detail)
+        return created
+
+    # --- lookups that turn input into a known slot ---
+
+    def slot(self, slot_text: str) -> Slot:
+        return self.store.require(ids.parse_slot_id(slot_text))
+
+    def slot_of_line(self, line_text: str) -> Slot:
+        line = ids.parse_line(line_text)
+        slot_id = self.store.slot_for_line(line)
+        if slot_id is None:
+            raise Refused("unknown_line", f"The line {line} is not enrolled on any slot.")
+        return self.store.require(slot_id)
+
+    # --- enrollment ---
+
+    def enroll(self, slot: Slot) -> QrCode:
+        """Start pairing (or join the pairing under way) and return the QR the worker shows now."""
+        if slot.status is not SlotStatus.AVAILABLE:
+            raise Refused("slot_not_available",
+                          f"Slot {slot.id} is {slot.status.value}; only an available slot can enroll a line.")
+        try:
+            started = self.store.begin_pairing(slot.id, time.time() + self.settings.pairing_timeout)
+        except Refused as refusal:
+            raise _state_refusal(slot.id, refusal, "slot_not_available") from None
+        if started:
+            self._start_worker(slot.id)
+        return self._wait_for_qr(slot.id)
+
+    def _wait_for_qr(self, slot_id: str) -> QrCode:
+        deadline = time.monotonic() + self.settings.enroll_timeout
+        while time.monotonic() < deadline:
+            slot = self.store.get(slot_id)
+            if slot.status is SlotStatus.ACTIVE:
+                raise Refused("slot_not_available", f"Slot {slot_id} has just linked a line.")
+            if not slot.pairing:
+                raise Refused("pairing_ended",
+                              f"Slot {slot_id} stopped pairing before showing a code; call /enroll again.")
+            now = time.time()
+            if slot.qr and slot.qr_expires_at and slot.qr_expires_at > now:
+                return QrCode(slot.qr, round(slot.qr_expires_at - now, 1))
+            time.sleep(_POLL)
+        raise EngineTimeout(f"Slot {slot_id} showed no QR code within {self.settings.enroll_timeout:g} s.")
+
+    # --- sleep and resume ---
+
+    def sleep(self, slot: Slot) -> None:
+        if slot.status is not SlotStatus.ACTIVE:
+            raise Refused("not_active", f"Slot {slot.id} is {slot.status.value}; only an active line can sleep.")
+        try:
+            self.store.move(slot.id, SlotStatus.ACTIVE, SlotStatus.SLEEPING)
+        except Refused as refusal:
+            raise _state_refusal(slot.id, refusal, "not_active") from None
+        self._stop_worker(slot.id)
+
+    def resume(self, slot: Slot) -> None:
+        if slot.status is not SlotStatus.SLEEPING:
+            raise Refused("not_sleeping",
+                          f"Slot {slot.id} is {slot.status.value}; only a sleeping line can resume.")
+        try:
+            self.store.move(slot.id, SlotStatus.SLEEPING, SlotStatus.ACTIVE)
+        except Refused as refusal:
+            raise _state_refusal(slot.id, refusal, "not_sleeping") from None
+        self._start_worker(slot.id)
+        self._wait_until_connected(slot.id)
+
+    def _wait_until_connected(self, slot_id: str) -> None:
+        deadline = time.monotonic() + self.settings.connect_timeout
+        while time.monotonic() < deadline:
+            slot = self.store.get(slot_id)
+            if slot.status is SlotStatus.AVAILABLE:
+                raise Refused("logged_out",
+                              f"The phone unlinked the line of slot {slot_id} while it slept; enroll it again.")
+            if slot.connected:
+                return
+            time.sleep(_POLL)
+        raise EngineTimeout(f"Slot {slot_id} did not reconnect within {self.settings.connect_timeout:g} s; "
+                            "it stays active and keeps trying.")
+
+    # --- kill ---
+
+    def kill(self, slot: Slot) -> None:
+        """Unlink, wipe credentials and keys, and make the slot available again."""
+        allowed = (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value, "pairing")
+        try:
+            self.store.release(slot.id, "killed", allowed)
+        except Refused as refusal:
+            raise _state_refusal(slot.id, refusal, "not_enrolled") from None
+        # The worker logs out from the network and wipes its own files; start it if it sleeps.
+        self._start_worker(slot.id)
+        if not self._wait_for_teardown(slot.id):
+            log.warning("slot %s: worker did not finish its logout in time; wiping its files here", slot.id)
+            self._stop_worker(slot.id)
+            slotfiles.wipe(self.settings.slot_dir(slot.id))
+            self.store.finish_teardown(slot.id)
+
+    def _wait_for_teardown(self, slot_id: str) -> bool:
+        deadline = time.monotonic() + self.settings.kill_timeout
+        while time.monotonic() < deadline:
+            if not self.store.get(slot_id).teardown:
+                return True
+            time.sleep(_POLL)
+        return False
+
+    # --- supervisord, tolerant of a program it has not loaded yet ---
+
+    def _start_worker(self, slot_id: str) -> None:
+        try:
+            self.supervisor.start(slot_id)
+        except ProgramMissing:
+            self.supervisor.add_programs([slot_id])
+            self.supervisor.start(slot_id)
+
+    def _stop_worker(self, slot_id: str) -> None:
+        with contextlib.suppress(ProgramMissing):  # supervisord has no such program: nothing of it runs
+            self.supervisor.stop(slot_id)
+
+
+def _state_refusal(slot_id: str, refusal: Refused, code: str) -> Refused:
+    """A Lua script found the slot in another state than the view had read: say which, with our code."""
+    if refusal.code != "wrong_state":
+        return refusal
+    state = refusal.detail
+    if state == "teardown":
+        return Refused(code, f"Slot {slot_id} is being reset; try again in a moment.")
+    return Refused(code, f"Slot {slot_id} is {state}.")

@@ -1,0 +1,110 @@
+"""Make supervisord match what Redis says should run: level-based, so any drift gets repaired.
+
+``plan(slots, programs, now)`` is pure and table-tested; ``Reconciler.apply`` carries it out and
+each action is idempotent. Run as ``python -m controlplane.reconciler`` under supervisord.
+
+Read order matters: supervisord's states first, Redis second. The API writes Redis before it starts
+or stops a worker, so a worker seen running was already wanted by the time Redis is read.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from controlplane.config import Settings
+from controlplane.errors import ServiceUnavailable
+from controlplane.states import SlotStatus
+from controlplane.store import Slot, SlotStore
+from controlplane.supervisor import RUNNING_STATES, STOPPED_STATES, ProgramMissing, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class ActionKind(StrEnum):
+    ADD = "add"  # write the program's file and load it into supervisord
+    START = "start"
+    STOP = "stop"
+    END_PAIRING = "end_pairing"  # a pairing whose worker is gone and whose deadline passed
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    slot_id: str
+
+
+def should_run(slot: Slot, now: float) -> bool:
+    """A slot's worker runs while its line is active, while it pairs, and while it must be wiped."""
+    if slot.teardown or slot.status is SlotStatus.ACTIVE:
+        return True
+    return slot.pairing and (slot.pair_deadline or 0) > now
+
+
+def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action]:
+    """The actions that bring supervisord's ``programs`` (slot id -> state name) in line with ``slots``."""
+    actions = []
+    for slot in slots:
+        state = programs.get(slot.id)
+        run = should_run(slot, now)
+        if state is None:
+            actions.append(Action(ActionKind.ADD, slot.id))
+        if slot.pairing and not run and state not in RUNNING_STATES:
+            actions.append(Action(ActionKind.END_PAIRING, slot.id))
+        if run and (state is None or state in STOPPED_STATES):
+            actions.append(Action(ActionKind.START, slot.id))
+        elif not run and state in RUNNING_STATES:
+            actions.append(Action(ActionKind.STOP, slot.id))
+    return actions
+
+
+class Reconciler:
+    def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float):
+        self.store = store
+        self.supervisor = supervisor
+        self.interval = interval
+
+    def once(self) -> list[Action]:
+        programs = self.supervisor.slot_states()  # first: see the module's note on read order
+        actions = plan(self.store.all(), programs, time.time())
+        self.apply(actions)
+        return actions
+
+    def apply(self, actions: list[Action]) -> None:
+        to_add = [a.slot_id for a in actions if a.kind is ActionKind.ADD]
+        if to_add:
+            self.supervisor.add_programs(to_add)
+        for action in actions:
+            log.info("reconcile: %s slot %s", action.kind.value, action.slot_id)
+            try:
+                if action.kind is ActionKind.START:
+                    self.supervisor.start(action.slot_id)
+                elif action.kind is ActionKind.STOP:
+                    self.supervisor.stop(action.slot_id, wait=False)
+                elif action.kind is ActionKind.END_PAIRING:
+                    self.store.end_pairing(action.slot_id)
+            except ProgramMissing:
+                log.warning("reconcile: slot %s has no program yet; next pass adds it", action.slot_id)
+
+    def run_forever(self) -> None:
+        while True:
+            try:
+                self.once()
+            except ServiceUnavailable as err:
+                log.warning("reconcile: %s", err.detail)
+            except Exception:  # noqa: BLE001 - the loop must outlive a bad pass (e.g. Redis restarting)
+                log.exception("reconcile pass failed")
+                time.sleep(self.interval)
+                continue
+            self.store.wait_for_nudge(self.interval)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    store = SlotStore.from_url(settings.redis_url)
+    Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval).run_forever()
+
+
+if __name__ == "__main__":
+    main()

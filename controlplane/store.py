@@ -1,0 +1,291 @@
+"""The one place Redis keys are spelled, and the atomic scripts that keep line <-> slot one-to-one.
+
+Keys (prefix ``whin:``), each owned here:
+  whin:slots             SET   every slot id ever provisioned (ids are never reused)
+  whin:slot:<ID>         HASH  status, line, pairing, pair_deadline, qr, qr_expires_at, connected, teardown
+  whin:lines             HASH  line -> slot id, for every enrolled line
+  whin:cmd:<ID>          LIST  commands for the slot's worker (JSON), popped by the worker
+  whin:reconciler:nudge  LIST  a poke that wakes the reconciler before its next tick
+
+Every change that touches a line and a slot at once runs as one Lua script, so no reader can ever
+see two slots with one line. Readers that need several keys use MULTI (a transaction pipeline),
+which Redis runs without interleaving any script.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis
+
+from controlplane import ids
+from controlplane.errors import Refused
+from controlplane.states import SlotStatus
+
+PREFIX = "whin:"
+SLOTS = PREFIX + "slots"
+LINES = PREFIX + "lines"
+NUDGE = PREFIX + "reconciler:nudge"
+
+# Fields of a slot's hash that only mean something while it is pairing or linked.
+_SESSION_FIELDS = ("line", "pairing", "pair_deadline", "qr", "qr_expires_at", "connected")
+
+
+def slot_key(slot_id: str) -> str:
+    return f"{PREFIX}slot:{slot_id}"
+
+
+def command_key(slot_id: str) -> str:
+    return f"{PREFIX}cmd:{slot_id}"
+
+
+@dataclass(frozen=True)
+class Slot:
+    id: str
+    status: SlotStatus
+    line: str | None = None
+    pairing: bool = False
+    pair_deadline: float | None = None
+    qr: str | None = None
+    qr_expires_at: float | None = None
+    connected: bool = False
+    teardown: bool = False
+
+    @classmethod
+    def from_hash(cls, slot_id: str, h: dict) -> "Slot":
+        def num(name):
+            return float(h[name]) if h.get(name) else None
+
+        return cls(
+            id=slot_id,
+            status=SlotStatus(h.get("status", SlotStatus.AVAILABLE.value)),
+            line=h.get("line") or None,
+            pairing=h.get("pairing") == "1",
+            pair_deadline=num("pair_deadline"),
+            qr=h.get("qr") or None,
+            qr_expires_at=num("qr_expires_at"),
+            connected=h.get("connected") == "1",
+            teardown=h.get("teardown") == "1",
+        )
+
+
+# --- Lua: each script is one atomic step; errors come back as the contract's machine codes. ---
+
+# Release a slot's line and mark its credentials for wiping: kill, eviction and the phone's unlink
+# all end here. The worker (or the API, if the worker is gone) wipes and clears `teardown`.
+_RELEASE_LUA = """
+local function release(prefix, slot, reason)
+  local key = prefix .. 'slot:' .. slot
+  local line = redis.call('HGET', key, 'line')
+  if line and redis.call('HGET', prefix .. 'lines', line) == slot then
+    redis.call('HDEL', prefix .. 'lines', line)
+  end
+  redis.call('HSET', key, 'status', 'available', 'teardown', '1')
+  redis.call('HDEL', key, 'line', 'pairing', 'pair_deadline', 'qr', 'qr_expires_at', 'connected')
+  redis.call('DEL', prefix .. 'cmd:' .. slot)
+  redis.call('RPUSH', prefix .. 'cmd:' .. slot, cjson.encode({op = 'logout', reason = reason}))
+  redis.call('RPUSH', prefix .. 'reconciler:nudge', '1')
+  return line or ''
+end
+"""
+
+_PAIR_SUCCESS = _RELEASE_LUA + """
+-- ARGV: prefix, slot, line. Maps line -> slot and evicts whichever slot held the line before.
+local prefix, slot, line = ARGV[1], ARGV[2], ARGV[3]
+local key = prefix .. 'slot:' .. slot
+if redis.call('EXISTS', key) == 0 then return redis.error_reply('unknown_slot') end
+if redis.call('HGET', key, 'pairing') ~= '1' then return redis.error_reply('not_pairing') end
+local evicted = ''
+local previous = redis.call('HGET', prefix .. 'lines', line)
+if previous and previous ~= slot then
+  release(prefix, previous, 'evicted')
+  evicted = previous
+end
+redis.call('HSET', prefix .. 'lines', line, slot)
+redis.call('HSET', key, 'status', 'active', 'line', line, 'connected', '1')
+redis.call('HDEL', key, 'pairing', 'pair_deadline', 'qr', 'qr_expires_at', 'teardown')
+return evicted
+"""
+
+_RELEASE = _RELEASE_LUA + """
+-- ARGV: prefix, slot, reason, allowed statuses (comma list; pairing counts as 'pairing').
+local prefix, slot, reason, allowed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = prefix .. 'slot:' .. slot
+local status = redis.call('HGET', key, 'status')
+if not status then return redis.error_reply('unknown_slot') end
+if redis.call('HGET', key, 'pairing') == '1' then status = 'pairing' end
+if not string.find(',' .. allowed .. ',', ',' .. status .. ',', 1, true) then
+  return redis.error_reply('wrong_state:' .. status)
+end
+return release(prefix, slot, reason)
+"""
+
+# ARGV: from-status, to-status. A plain status change of a linked slot (sleep, resume).
+_MOVE = """
+local key, from, to = KEYS[1], ARGV[1], ARGV[2]
+local status = redis.call('HGET', key, 'status')
+if not status then return redis.error_reply('unknown_slot') end
+if status ~= from then return redis.error_reply('wrong_state:' .. status) end
+redis.call('HSET', key, 'status', to)
+redis.call('HDEL', key, 'connected')
+return status
+"""
+
+# ARGV: deadline. Starts pairing on an available slot; returns 'started' or 'already'.
+_BEGIN_PAIRING = """
+local key, deadline, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local status = redis.call('HGET', key, 'status')
+if not status then return redis.error_reply('unknown_slot') end
+if status ~= 'available' then return redis.error_reply('wrong_state:' .. status) end
+if redis.call('HGET', key, 'teardown') == '1' then return redis.error_reply('wrong_state:teardown') end
+local current = tonumber(redis.call('HGET', key, 'pair_deadline') or '0')
+if redis.call('HGET', key, 'pairing') == '1' and current > now then return 'already' end
+redis.call('HSET', key, 'pairing', '1', 'pair_deadline', deadline)
+redis.call('HDEL', key, 'qr', 'qr_expires_at')
+return 'started'
+"""
+
+# Clears the pairing flag only if the slot is still pairing (a pair success may have won the race).
+_END_PAIRING = """
+local key = KEYS[1]
+if redis.call('HGET', key, 'pairing') ~= '1' then return 0 end
+redis.call('HDEL', key, 'pairing', 'pair_deadline', 'qr', 'qr_expires_at')
+return 1
+"""
+
+# Publishes a QR only while the slot is pairing, so a late code never outlives the pairing.
+_SET_QR = """
+local key = KEYS[1]
+if redis.call('HGET', key, 'pairing') ~= '1' then return 0 end
+redis.call('HSET', key, 'qr', ARGV[1], 'qr_expires_at', ARGV[2])
+return 1
+"""
+
+
+class SlotStore:
+    """Slots, lines and commands in Redis. Methods that change state are atomic."""
+
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+        self._pair_success = client.register_script(_PAIR_SUCCESS)
+        self._release = client.register_script(_RELEASE)
+        self._move = client.register_script(_MOVE)
+        self._begin_pairing = client.register_script(_BEGIN_PAIRING)
+        self._end_pairing = client.register_script(_END_PAIRING)
+        self._set_qr = client.register_script(_SET_QR)
+
+    @classmethod
+    def from_url(cls, url: str) -> "SlotStore":
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+
+    # --- provisioning and reads ---
+
+    def create_slots(self, count: int) -> list[str]:
+        created = []
+        while len(created) < count:
+            slot_id = ids.new_slot_id()
+            # SADD answers 0 for an id that exists (or existed): never reuse one.
+            if self.redis.sadd(SLOTS, slot_id):
+                self.redis.hset(slot_key(slot_id), mapping={"status": SlotStatus.AVAILABLE.value,
+                                                             "created": f"{time.time():.3f}"})
+                created.append(slot_id)
+        return created
+
+    def get(self, slot_id: str) -> Slot | None:
+        h = self.redis.hgetall(slot_key(slot_id))
+        return Slot.from_hash(slot_id, h) if h else None
+
+    def require(self, slot_id: str) -> Slot:
+        slot = self.get(slot_id)
+        if slot is None:
+            raise Refused("unknown_slot", f"There is no slot {slot_id}.")
+        return slot
+
+    def all(self) -> list[Slot]:
+        """Every slot, sorted by id, read as one consistent snapshot."""
+        slot_ids = sorted(self.redis.smembers(SLOTS))
+        with self.redis.pipeline(transaction=True) as pipe:
+            for slot_id in slot_ids:
+                pipe.hgetall(slot_key(slot_id))
+            hashes = pipe.execute()
+        return [Slot.from_hash(s, h) for s, h in zip(slot_ids, hashes, strict=True) if h]
+
+    def lines(self) -> dict[str, str]:
+        return self.redis.hgetall(LINES)
+
+    def slot_for_line(self, line: str) -> str | None:
+        return self.redis.hget(LINES, line)
+
+    # --- transitions ---
+
+    def begin_pairing(self, slot_id: str, deadline: float) -> bool:
+        """Mark the slot as pairing; False when it already was (and is not overdue)."""
+        result = self._call(self._begin_pairing, [slot_key(slot_id)], [f"{deadline:.3f}", time.time()])
+        return result == "started"
+
+    def end_pairing(self, slot_id: str) -> bool:
+        return bool(self._end_pairing(keys=[slot_key(slot_id)]))
+
+    def set_qr(self, slot_id: str, code: str, expires_at: float) -> bool:
+        return bool(self._set_qr(keys=[slot_key(slot_id)], args=[code, f"{expires_at:.3f}"]))
+
+    def pair_success(self, slot_id: str, line: str) -> str | None:
+        """Map line -> slot atomically; return the slot that held the line before (now evicted)."""
+        evicted = self._call(self._pair_success, [], [PREFIX, slot_id, line])
+        return evicted or None
+
+    def release(self, slot_id: str, reason: str, allowed: tuple[str, ...]) -> str | None:
+        """Unmap the slot's line, mark its credentials for wiping; return the line it had."""
+        line = self._call(self._release, [], [PREFIX, slot_id, reason, ",".join(allowed)])
+        return line or None
+
+    def move(self, slot_id: str, source: SlotStatus, target: SlotStatus) -> None:
+        self._call(self._move, [slot_key(slot_id)], [source.value, target.value])
+
+    def set_connected(self, slot_id: str, connected: bool) -> None:
+        if connected:
+            self.redis.hset(slot_key(slot_id), "connected", "1")
+        else:
+            self.redis.hdel(slot_key(slot_id), "connected")
+
+    def finish_teardown(self, slot_id: str) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(slot_key(slot_id), "teardown", "connected")
+            pipe.delete(command_key(slot_id))
+            pipe.execute()
+
+    # --- commands to a slot's worker, and pokes for the reconciler ---
+
+    def push_command(self, slot_id: str, command: dict) -> None:
+        self.redis.rpush(command_key(slot_id), json.dumps(command))
+
+    def pop_command(self, slot_id: str, timeout: float) -> dict | None:
+        item = self.redis.blpop([command_key(slot_id)], timeout=timeout)
+        return json.loads(item[1]) if item else None
+
+    def nudge_reconciler(self) -> None:
+        self.redis.rpush(NUDGE, "1")
+
+    def wait_for_nudge(self, timeout: float) -> bool:
+        woke = self.redis.blpop([NUDGE], timeout=timeout)
+        if woke:
+            self.redis.delete(NUDGE)  # several pokes mean one more pass, not several
+        return bool(woke)
+
+    @staticmethod
+    def _call(script, keys, args):
+        try:
+            return script(keys=keys, args=args)
+        except redis.ResponseError as err:
+            raise _refusal(str(err)) from None
+
+
+def _refusal(message: str) -> Refused:
+    if message.startswith("unknown_slot"):
+        return Refused("unknown_slot", "There is no such slot.")
+    if message.startswith("not_pairing"):
+        return Refused("not_pairing", "The slot is no longer pairing.")
+    if message.startswith("wrong_state:"):
+        state = message.split(":", 1)[1]
+        return Refused("wrong_state", state)
+    raise redis.ResponseError(message)

@@ -1,0 +1,144 @@
+"""The supervisord client (XML-RPC over its unix socket). Its faults become our exceptions.
+
+Each slot is its own program ``slot-<ID>``, written as ``conf.d/slot-<ID>.conf`` and added at run
+time with reloadConfig + addProcessGroup (RELIABILITY-NOTES: 0.15 s + 1.0 s for 100 programs).
+"""
+
+import fcntl
+import os
+import sys
+import tempfile
+import xmlrpc.client
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from controlplane.errors import ServiceUnavailable
+
+SLOT_PROGRAM_PREFIX = "slot-"
+RUNNING_STATES = frozenset({"STARTING", "RUNNING", "BACKOFF"})
+STOPPED_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
+
+
+class ProgramMissing(Exception):
+    """supervisord does not know the slot's program (it was never added, or supervisord restarted)."""
+
+
+def program_name(slot_id: str) -> str:
+    return SLOT_PROGRAM_PREFIX + slot_id
+
+
+class Supervisor:
+    def __init__(self, socket_path: Path, user: str, password: str, conf_dir: Path, logs_dir: Path):
+        self.socket_path = Path(socket_path)
+        self.user = user
+        self.password = password
+        self.conf_dir = Path(conf_dir)
+        self.logs_dir = Path(logs_dir)
+
+    @classmethod
+    def from_settings(cls, settings) -> "Supervisor":
+        return cls(settings.supervisor_socket, settings.supervisor_user, settings.supervisor_password,
+                   settings.supervisor_conf_dir, settings.logs_dir)
+
+    def _proxy(self):
+        # A new proxy per call: ServerProxy is not thread-safe, and the unix socket is cheap to open.
+        transport = SupervisorTransport(self.user, self.password, f"unix://{self.socket_path}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+    def _call(self, method: str, *args):
+        try:
+            return getattr(self._proxy(), method)(*args)
+        except xmlrpc.client.Fault:
+            raise
+        except (OSError, xmlrpc.client.ProtocolError) as err:
+            raise ServiceUnavailable("supervisor_unavailable",
+                                     f"supervisord cannot be reached ({type(err).__name__}).") from None
+
+    # --- reads ---
+
+    def slot_states(self) -> dict[str, str]:
+        """slot id -> supervisord state name, for every slot program supervisord knows."""
+        return {
+            info["name"][len(SLOT_PROGRAM_PREFIX):]: info["statename"]
+            for info in self._call("getAllProcessInfo")
+            if info["name"].startswith(SLOT_PROGRAM_PREFIX) and info["group"] == info["name"]
+        }
+
+    def process_info(self, slot_id: str) -> dict:
+        try:
+            return self._call("getProcessInfo", program_name(slot_id))
+        except xmlrpc.client.Fault as fault:
+            raise _translate(fault) from None
+
+    def is_running(self, slot_id: str) -> bool:
+        return self.process_info(slot_id)["statename"] in RUNNING_STATES
+
+    # --- programs ---
+
+    def write_program(self, slot_id: str) -> Path:
+        """Write conf.d/slot-<ID>.conf atomically (temp file + rename): a half file breaks reloads."""
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        text = resources.files("controlplane").joinpath("templates/slot.conf").read_text()
+        text = text.format(slot_id=slot_id, python=sys.executable, workdir=Path.cwd(),
+                           logs_dir=self.logs_dir)
+        target = self.conf_dir / f"{program_name(slot_id)}.conf"
+        fd, tmp = tempfile.mkstemp(dir=self.conf_dir, prefix=".slot-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+        return target
+
+    def add_programs(self, slot_ids: list[str]) -> None:
+        """Make supervisord know these slots' programs (written first if missing). Idempotent."""
+        if not slot_ids:
+            return
+        with self._reload_lock():
+            for slot_id in slot_ids:
+                if not (self.conf_dir / f"{program_name(slot_id)}.conf").exists():
+                    self.write_program(slot_id)
+            self._call("reloadConfig")
+            for slot_id in slot_ids:
+                try:
+                    self._call("addProcessGroup", program_name(slot_id))
+                except xmlrpc.client.Fault as fault:
+                    if fault.faultCode != Faults.ALREADY_ADDED:
+                        raise _translate(fault) from None
+
+    @contextmanager
+    def _reload_lock(self):
+        # One reload at a time across api processes, the reconciler and whinctl.
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.conf_dir / ".reload.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # --- processes ---
+
+    def start(self, slot_id: str) -> None:
+        try:
+            self._call("startProcess", program_name(slot_id), False)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.ALREADY_STARTED:
+                raise _translate(fault) from None
+
+    def stop(self, slot_id: str, wait: bool = True) -> None:
+        try:
+            self._call("stopProcess", program_name(slot_id), wait)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.NOT_RUNNING:
+                raise _translate(fault) from None
+
+    def signal(self, slot_id: str, signal_name: str) -> None:
+        try:
+            self._call("signalProcess", program_name(slot_id), signal_name)
+        except xmlrpc.client.Fault as fault:
+            raise _translate(fault) from None
+
+
+def _translate(fault: xmlrpc.client.Fault) -> Exception:
+    if fault.faultCode == Faults.BAD_NAME:
+        return ProgramMissing(fault.faultString)
+    return ServiceUnavailable("supervisor_error", f"supervisord refused: {fault.faultString}")

@@ -1,0 +1,33 @@
+"""python -m simnet: the simulated WhatsApp network on 127.0.0.1:WHIN_SIMNET_PORT.
+
+WHIN_SIM_QR_FIRST / WHIN_SIM_QR_NEXT / WHIN_SIM_QR_COUNT shorten WhatsApp's QR schedule for tests
+(defaults 60 s, 20 s, 6 codes).
+"""
+
+import logging
+import os
+
+from werkzeug.serving import make_server
+
+from controlplane.config import Settings
+from simnet.app import create_app
+from simnet.network import Network, QrSchedule
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    schedule = QrSchedule(
+        first=float(os.environ.get("WHIN_SIM_QR_FIRST", 60)),
+        following=float(os.environ.get("WHIN_SIM_QR_NEXT", 20)),
+        count=int(os.environ.get("WHIN_SIM_QR_COUNT", 6)),
+    )
+    network = Network(settings.data_dir / "simnet", schedule)
+    # Threaded: every linked device holds a long poll open.
+    server = make_server("127.0.0.1", settings.simnet_port, create_app(network), threaded=True)
+    print(f"simnet listening on http://127.0.0.1:{settings.simnet_port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""python -m slotworker <ID>: one slot, one engine, under supervisord.
+
+Exit codes are what supervisord understands: 0 when the worker is done on purpose (not restarted:
+``exitcodes=0``), anything else when it failed (restarted). Never writes data to stdout: an engine's
+native side may print there (ENGINE-NOTES), so stdout is a log, not a channel.
+"""
+
+import logging
+import signal
+import sys
+import time
+
+from controlplane import ids
+from controlplane.config import Settings
+from controlplane.store import SlotStore
+from slotworker.engines import engine_class
+from slotworker.runner import SlotRunner
+
+CRASH_PAUSE_SECONDS = 1  # startsecs=0 restarts a crash at once; this keeps a crash loop slow
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if len(argv) != 2:
+        print("usage: python -m slotworker <SLOT_ID>", file=sys.stderr)
+        return 2
+    slot_id = ids.parse_slot_id(argv[1])
+    settings = Settings.from_env()
+    runner = SlotRunner(slot_id, settings, SlotStore.from_url(settings.redis_url), engine_class(settings.engine))
+
+    def stop(signum, _frame):
+        logging.getLogger(__name__).info("slot %s: signal %d, stopping", slot_id, signum)
+        runner.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return runner.run()
+    except Exception:
+        logging.getLogger(__name__).exception("slot %s: worker failed", slot_id)
+        time.sleep(CRASH_PAUSE_SECONDS)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,15 @@
+"""Engines by name (WHIN_ENGINE). Imported lazily: the real engine loads a 19 MB Go library."""
+
+from importlib import import_module
+
+_REGISTRY = {
+    "sim": ("slotworker.engines.sim", "SimEngine"),
+}
+
+
+def engine_class(name: str):
+    try:
+        module_name, class_name = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"No engine named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return getattr(import_module(module_name), class_name)

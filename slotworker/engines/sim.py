@@ -1,0 +1,179 @@
+"""The engine for the simulated WhatsApp network (simnet), over loopback HTTP.
+
+It behaves like the real one where the layers above can tell: QR codes that rotate and run out, a
+linked device whose credentials live in the slot's directory and survive restarts, reconnects
+after a network drop, and messages held by the network until the device acknowledges them.
+"""
+
+import base64
+import contextlib
+import logging
+import os
+import threading
+
+import requests
+
+from controlplane import slotfiles
+from slotworker.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS_FILE = "sim-device.json"
+POLL_SECONDS = 5  # long-poll length; a stop never waits for it (the thread is a daemon)
+QR_PREFIX = "https://wa.me/settings/linked_devices#"
+
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+def qr_text(ref: str, keys: dict) -> str:
+    """The QR payload, laid out as whatsmeow's: ref, noise key, identity key, adv secret, type."""
+    return QR_PREFIX + ",".join([ref, keys["noise"], keys["identity"], keys["adv"], "1"])
+
+
+class LoggedOut(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SimEngine(Engine):
+    name = "sim"
+
+    def __init__(self, slot_id, slot_dir, settings, events):
+        super().__init__(slot_id, slot_dir, settings, events)
+        self.base_url = settings.simnet_url
+        self.http = requests.Session()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pairing_session: str | None = None
+
+    @property
+    def credentials_path(self):
+        return self.slot_dir / CREDENTIALS_FILE
+
+    def credentials(self) -> dict | None:
+        return slotfiles.read_json(self.credentials_path)
+
+    def has_credentials(self) -> bool:
+        return self.credentials() is not None
+
+    # --- lifecycle ---
+
+    def start_pairing(self) -> None:
+        self._spawn(self._pair)
+
+    def connect(self) -> None:
+        self._spawn(self._session, self.credentials())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        session, self._pairing_session = self._pairing_session, None
+        if session:
+            # Like closing WhatsApp's socket: the codes on screen stop working at once.
+            with contextlib.suppress(requests.RequestException):
+                requests.delete(f"{self.base_url}/pair/{session}", timeout=1)
+        self.http.close()
+
+    def logout(self) -> None:
+        creds = self.credentials()
+        if creds is None:
+            return
+        try:
+            self.http.post(self._device_url(creds, "logout"), headers=self._auth(creds), timeout=3)
+        except requests.RequestException as err:
+            log.warning("slot %s: network logout failed (%s); wiping credentials anyway",
+                        self.slot_id, type(err).__name__)
+
+    def _spawn(self, target, *args) -> None:
+        self._thread = threading.Thread(target=target, args=args, name=f"sim-{self.slot_id}", daemon=True)
+        self._thread.start()
+
+    # --- pairing: QR codes until a phone scans one or they run out ---
+
+    def _pair(self) -> None:
+        keys = {"noise": _key(), "identity": _key(), "adv": _key()}
+        try:
+            response = self.http.post(f"{self.base_url}/pair", json=keys, timeout=5)
+            response.raise_for_status()
+            session = self._pairing_session = response.json()["session"]
+            seen = -1
+            while not self._stopping.is_set():
+                for event in self._get(f"/pair/{session}/events", {"seen": seen}):
+                    if event["type"] == "qr":
+                        seen = event["index"]
+                        self.events.on_qr(qr_text(event["ref"], keys), event["expires_in"])
+                    elif event["type"] == "paired":
+                        self._pairing_session = None
+                        slotfiles.write_private_json(self.credentials_path, event["device"])
+                        self.events.on_paired(event["device"]["line"])
+                        self._session(event["device"])
+                        return
+                    elif event["type"] == "timeout":
+                        self.events.on_pairing_ended("codes_exhausted")
+                        return
+        except requests.RequestException as err:
+            if not self._stopping.is_set():
+                log.warning("slot %s: simnet unreachable while pairing (%s)", self.slot_id, type(err).__name__)
+                self.events.on_pairing_ended("network_unreachable")
+
+    # --- a linked session: connect, take events, reconnect after drops ---
+
+    def _session(self, creds: dict) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._connect_and_listen(creds)
+                return
+            except LoggedOut as logged_out:
+                if not self._stopping.is_set():  # our own logout echoes back: not news
+                    self.events.on_logged_out(logged_out.reason)
+                return
+            except requests.RequestException as err:
+                if self._stopping.is_set():
+                    return
+                failures += 1
+                log.warning("slot %s: connection lost (%s); retry %d", self.slot_id, type(err).__name__, failures)
+                self.events.on_disconnected()
+                # whatsmeow retries after 2 s x the number of failures; the same here, capped.
+                self._stopping.wait(min(2 * failures, 30))
+
+    def _connect_and_listen(self, creds: dict) -> None:
+        response = self.http.post(self._device_url(creds, "connect"), headers=self._auth(creds), timeout=5)
+        self._raise_for_logout(response)
+        response.raise_for_status()
+        self.events.on_connected()
+        acked = int(response.json().get("acked", 0))
+        while not self._stopping.is_set():
+            response = self.http.get(self._device_url(creds, "events"), headers=self._auth(creds),
+                                     params={"after": acked, "timeout": POLL_SECONDS}, timeout=POLL_SECONDS + 5)
+            self._raise_for_logout(response)
+            response.raise_for_status()
+            for event in response.json():
+                if self._stopping.is_set():
+                    return  # unacknowledged events stay with the network for the next connection
+                if event["type"] == "message":
+                    self.events.on_message(event["payload"])
+                elif event["type"] == "logged_out":
+                    raise LoggedOut(event.get("reason", "logged_out"))
+                # Acknowledged with the next poll only after the handler returned: at-least-once.
+                acked = event["seq"]
+
+    def _get(self, path: str, params: dict) -> list:
+        response = self.http.get(f"{self.base_url}{path}", params={**params, "timeout": POLL_SECONDS},
+                                 timeout=POLL_SECONDS + 5)
+        response.raise_for_status()
+        return response.json()
+
+    def _device_url(self, creds: dict, action: str) -> str:
+        return f"{self.base_url}/devices/{creds['device_id']}/{action}"
+
+    @staticmethod
+    def _auth(creds: dict) -> dict:
+        return {"Authorization": f"Bearer {creds['secret']}"}
+
+    @staticmethod
+    def _raise_for_logout(response) -> None:
+        if response.status_code == 401:
+            raise LoggedOut(response.json().get("reason", "logged_out"))

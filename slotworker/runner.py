@@ -1,0 +1,157 @@
+"""The slot's loop: engine events -> Redis, commands from Redis -> engine.
+
+What the worker does is decided by the slot's state when it starts:
+  teardown flag set   -> log out from the network, wipe the slot's files, exit 0
+  active              -> reconnect with the stored credentials, then serve until stopped
+  pairing             -> show QR codes until a phone scans one (then serve) or they run out
+  anything else       -> nothing to do, exit 0 (supervisord does not restart an exit 0)
+"""
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+from controlplane import slotfiles
+from controlplane.errors import Refused
+from controlplane.states import SlotStatus
+from controlplane.store import SlotStore
+
+log = logging.getLogger(__name__)
+
+COMMAND_POLL_SECONDS = 0.5  # how long a stop request may wait for the command loop
+PAIRING_GRACE_SECONDS = 5
+
+
+def masked(line: str | None) -> str:
+    """Enough of a number to tell lines apart in a log, not enough to identify a person."""
+    return f"…{line[-3:]}" if line else "-"
+
+
+class SlotRunner:
+    def __init__(self, slot_id: str, settings, store: SlotStore, engine_factory):
+        self.slot_id = slot_id
+        self.settings = settings
+        self.store = store
+        self.slot_dir = settings.slot_dir(slot_id)
+        self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
+        self._done = threading.Event()
+        self._teardown_lock = threading.Lock()
+        self._torn_down = False
+        self._pair_deadline: float | None = None
+
+    # --- the process's life ---
+
+    def run(self) -> int:
+        slot = self.store.get(self.slot_id)
+        if slot is None:
+            log.error("slot %s: not provisioned; nothing to run", self.slot_id)
+            return 0
+        if slot.teardown:
+            self._teardown("reset")
+            return 0
+        if slot.status is SlotStatus.ACTIVE:
+            if not self.engine.has_credentials():
+                log.error("slot %s: active but its credentials are gone; releasing the line", self.slot_id)
+                self._release("credentials_lost")
+                return 0
+            log.info("slot %s: reconnecting line %s", self.slot_id, masked(slot.line))
+            self.engine.connect()
+        elif slot.pairing:
+            log.info("slot %s: pairing", self.slot_id)
+            self._pair_deadline = slot.pair_deadline
+            slotfiles.private_dir(self.slot_dir)
+            self.engine.start_pairing()
+        else:
+            log.info("slot %s: %s and not pairing; nothing to do", self.slot_id, slot.status.value)
+            return 0
+        self._serve()
+        return 0
+
+    def request_stop(self) -> None:
+        self._done.set()
+
+    def _serve(self) -> None:
+        while not self._done.is_set():
+            command = self.store.pop_command(self.slot_id, timeout=COMMAND_POLL_SECONDS)
+            if command is not None:
+                self._handle(command)
+            self._enforce_pairing_deadline()
+        self.engine.stop()
+        self.store.set_connected(self.slot_id, False)
+
+    def _handle(self, command: dict) -> None:
+        if command.get("op") == "logout":
+            self._teardown(command.get("reason", "logout"))
+        else:
+            log.warning("slot %s: unknown command %r ignored", self.slot_id, command.get("op"))
+
+    def _enforce_pairing_deadline(self) -> None:
+        # whatsmeow may hang after its codes run out (ENGINE-NOTES: FetchMe loops): end regardless.
+        if self._pair_deadline and time.time() > self._pair_deadline + PAIRING_GRACE_SECONDS:
+            log.warning("slot %s: pairing deadline passed; ending the worker", self.slot_id)
+            self.store.end_pairing(self.slot_id)
+            os._exit(0)
+
+    # --- wiping ---
+
+    def _teardown(self, reason: str) -> None:
+        """Log out from the network, delete every credential and key file, mark the slot clean.
+
+        Runs once: a kill's logout and the network's echo of it may both ask for it."""
+        with self._teardown_lock:
+            if self._torn_down:
+                return
+            self._torn_down = True
+            self._done.set()
+            self.engine.stop()
+            self.engine.logout()
+            slotfiles.wipe(self.slot_dir)
+            self.store.finish_teardown(self.slot_id)
+            log.info("slot %s: logged out and wiped (%s)", self.slot_id, reason)
+
+    def _release(self, reason: str) -> None:
+        # Already released (killed or evicted meanwhile)? The teardown below applies all the same.
+        with contextlib.suppress(Refused):
+            self.store.release(self.slot_id, reason, (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value))
+        self._teardown(reason)
+
+    # --- engine events (on the engine's thread: quick, no blocking calls) ---
+
+    def on_qr(self, code: str, expires_in: float) -> None:
+        if not self.store.set_qr(self.slot_id, code, time.time() + expires_in):
+            log.info("slot %s: no longer pairing; stopping", self.slot_id)
+            self._done.set()
+
+    def on_paired(self, line: str) -> None:
+        try:
+            evicted = self.store.pair_success(self.slot_id, line)
+        except Refused:
+            # Killed or timed out while the phone scanned: undo the link rather than keep a stray one.
+            log.warning("slot %s: paired after pairing ended; logging the device out", self.slot_id)
+            self._teardown("pairing_cancelled")
+            return
+        self._pair_deadline = None
+        log.info("slot %s: paired with line %s", self.slot_id, masked(line))
+        if evicted:
+            log.info("slot %s: line %s moved here from slot %s", self.slot_id, masked(line), evicted)
+
+    def on_pairing_ended(self, reason: str) -> None:
+        self.store.end_pairing(self.slot_id)
+        log.info("slot %s: pairing ended (%s)", self.slot_id, reason)
+        self._done.set()
+
+    def on_connected(self) -> None:
+        self.store.set_connected(self.slot_id, True)
+        log.info("slot %s: connected", self.slot_id)
+
+    def on_disconnected(self) -> None:
+        self.store.set_connected(self.slot_id, False)
+
+    def on_logged_out(self, reason: str) -> None:
+        log.info("slot %s: the phone unlinked this device (%s)", self.slot_id, reason)
+        self._release("logged_out")
+
+    def on_message(self, payload: dict) -> None:
+        raise NotImplementedError("inbound delivery is built in issue 3")

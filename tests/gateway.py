@@ -1,0 +1,164 @@
+"""A whole gateway for tests: the real launcher, supervisord, gunicorn, reconciler, simnet, slot workers.
+
+Only WhatsApp's servers are replaced (by simnet, the sim engine's network). Each Gateway gets its
+own data folder, ports and Redis database, so several can run side by side on one Redis server.
+"""
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+from controlplane.cli import decode_qr_png
+from controlplane.supervisor import Supervisor
+
+REPO = Path(__file__).resolve().parents[1]
+
+# QR codes rotate fast in tests; pairing gives up fast.
+TEST_ENV = {
+    "WHIN_ENGINE": "sim",
+    "WHIN_SIM_QR_FIRST": "6",
+    "WHIN_SIM_QR_NEXT": "3",
+    "WHIN_SIM_QR_COUNT": "3",
+    "WHIN_PAIRING_TIMEOUT": "20",
+    "WHIN_RECONCILE_INTERVAL": "0.5",
+    "WHIN_API_WORKERS": "2",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll until predicate() is truthy; return its value, or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Gateway:
+    def __init__(self, data_dir: Path, redis_url: str, **overrides):
+        self.data_dir = Path(data_dir)
+        self.port = free_port()
+        self.simnet_port = free_port()
+        self.admin_token = "test-admin-token"
+        self.user_token = "test-user-token"
+        self.env = {
+            **os.environ, **TEST_ENV,
+            "WHIN_DATA_DIR": str(self.data_dir),
+            "WHIN_REDIS_URL": redis_url,
+            "WHIN_PORT": str(self.port),
+            "WHIN_SIMNET_PORT": str(self.simnet_port),
+            "WHIN_API_TOKENS": f"{self.admin_token},{self.user_token}",
+            "WHIN_SUPERVISOR_PASSWORD": "test-supervisor-password",
+            "WHIN_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"test-webhook-secret-32-bytes-ok!").decode(),
+            **overrides,
+        }
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.simnet_url = f"http://127.0.0.1:{self.simnet_port}"
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.process: subprocess.Popen | None = None
+        self.http = requests.Session()
+
+    # --- processes ---
+
+    def start(self) -> "Gateway":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The launcher replaces itself with supervisord: this Popen *is* supervisord.
+        with open(self.data_dir / "launch.out", "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "controlplane.launch"], cwd=REPO, env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._answers, timeout=30, what="the API and simnet to answer")
+        return self
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"supervisord exited with {self.process.returncode}; see {self.data_dir}")
+        try:
+            return (requests.get(f"{self.url}/ready", timeout=1).status_code == 200
+                    and requests.get(f"{self.simnet_url}/health", timeout=1).status_code == 200)
+        except requests.ConnectionError:
+            return False
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.http.close()
+
+    @property
+    def supervisor(self) -> Supervisor:
+        from controlplane.config import Settings
+
+        settings = Settings.from_env(self.env)
+        return Supervisor.from_settings(settings)
+
+    def supervisorctl(self, *args: str) -> str:
+        conf = self.data_dir / "supervisor" / "supervisord.conf"
+        result = subprocess.run([str(Path(sys.executable).parent / "supervisorctl"), "-c", str(conf), *args],
+                                capture_output=True, text=True, timeout=30)
+        return result.stdout
+
+    def slot_pid(self, slot_id: str) -> int:
+        return self.supervisor.process_info(slot_id)["pid"]
+
+    def slot_dir(self, slot_id: str) -> Path:
+        return self.data_dir / "slots" / slot_id
+
+    # --- the API ---
+
+    def api(self, method: str, path: str, token: str | None = "admin", **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token == "admin":
+            token = self.admin_token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.http.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+
+    def provision(self, count: int = 1) -> list[str]:
+        response = self.api("POST", "/slots", json={"count": count})
+        assert response.status_code == 200, response.text
+        return response.json()["created"]
+
+    def detail(self, slot_id: str) -> dict:
+        return self.api("GET", f"/slot/{slot_id}").json()
+
+    def status_of(self, slot_id: str) -> str:
+        listing = self.api("GET", "/slots").json()
+        return next(pair[slot_id] for pair in listing if slot_id in pair)
+
+    def enroll_qr_text(self, slot_id: str) -> str:
+        response = self.api("GET", f"/enroll/{slot_id}")
+        assert response.status_code == 200, response.text
+        return decode_qr_png(base64.b64decode(response.json()["qr"]))
+
+    def scan(self, line: str, qr_text: str) -> requests.Response:
+        return self.http.post(f"{self.simnet_url}/scan", json={"line": line, "qr": qr_text}, timeout=10)
+
+    def enroll(self, slot_id: str, line: str) -> None:
+        """The whole enrollment as a person does it: ask for the QR, the phone scans it, wait for active."""
+        response = self.scan(line, self.enroll_qr_text(slot_id))
+        assert response.status_code == 200, response.text
+        wait_for(lambda: self.detail(slot_id).get("connected"), what=f"slot {slot_id} to connect")
+
+    def unlink(self, line: str) -> None:
+        self.http.post(f"{self.simnet_url}/phones/{line}/unlink", timeout=10).raise_for_status()
