@@ -1,0 +1,170 @@
+"""Every route of the API over HTTP on the real gateway: authentication, bad input, JSON errors."""
+
+import re
+
+import pytest
+
+from controlplane.app import create_app
+from controlplane.config import Settings
+
+PUBLIC = {"/health", "/ready"}
+BAD_SLOTS = ["ABC", "ABCDEFGHI", "ABCD-123", "ABCD_123", "ÁBCDEFGH"]
+BAD_LINES = ["+34666123456", "34%20666123456", "34-666-123", "abc", "0346661234", "123456", "1234567890123456"]
+
+
+def _app_routes():
+    """(method, path) of every route the application defines, with sample values for its parameters."""
+    app = create_app(Settings.from_env({"WHIN_API_TOKENS": "x", "WHIN_DATA_DIR": "/nonexistent"}))
+    samples = {"slot": "AAAAAAAA", "line": "34666123456", "status": "active"}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: samples[m.group(1)], rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield method, path
+
+
+ROUTES = sorted(set(_app_routes()))
+
+
+def assert_json_error(response, status: int, code: str | None = None):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "detail"}
+    assert body["detail"] and "Traceback" not in body["detail"]
+    if code:
+        assert body["error"] == code, body
+    return body
+
+
+def test_the_route_table_is_the_manuals():
+    paths = {p for _, p in ROUTES}
+    for expected in ["/slots", "/slots/active", "/enroll/AAAAAAAA", "/sleep/34666123456", "/sleepid/AAAAAAAA",
+                     "/resume/34666123456", "/resumeid/AAAAAAAA", "/kill/34666123456", "/killid/AAAAAAAA",
+                     "/slots2lines", "/lines2slots", "/health", "/ready"]:
+        assert expected in paths
+    for action in ("enroll", "sleep", "sleepid", "resume", "resumeid", "kill", "killid"):
+        methods = {m for m, p in ROUTES if p.startswith(f"/{action}/")}
+        assert methods == {"GET", "POST"}, action
+
+
+@pytest.mark.parametrize(("method", "path"), [r for r in ROUTES if r[1] not in PUBLIC])
+def test_every_private_route_needs_a_valid_bearer_token(gateway, method, path):
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic dGVzdA=="},
+                    {"Authorization": "Bearer"}, {"Authorization": f"Bearer {gateway.admin_token}x"}):
+        response = gateway.api(method, path, token=None, headers=headers)
+        assert_json_error(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("path", sorted(PUBLIC))
+def test_health_and_ready_are_public(gateway, path):
+    response = gateway.api("GET", path, token=None)
+    assert response.status_code == 200
+    assert response.json()["status"] in ("ok", "ready")
+
+
+def test_any_configured_token_reads_but_only_the_admin_token_provisions(gateway):
+    assert gateway.api("GET", "/slots", token=gateway.user_token).status_code == 200
+    assert_json_error(gateway.api("POST", "/slots", token=gateway.user_token, json={"count": 1}), 403, "forbidden")
+    assert gateway.api("POST", "/slots", json={"count": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["enroll", "sleepid", "resumeid", "killid", "slot"])
+@pytest.mark.parametrize("bad", BAD_SLOTS)
+def test_malformed_slot_ids_are_422_invalid_slot(gateway, route, bad):
+    assert_json_error(gateway.api("GET", f"/{route}/{bad}"), 422, "invalid_slot")
+
+
+@pytest.mark.parametrize("route", ["enroll", "sleepid", "resumeid", "killid", "slot"])
+def test_unknown_slot_ids_are_422_unknown_slot(gateway, route):
+    assert_json_error(gateway.api("GET", f"/{route}/ZZZZZZZ9"), 422, "unknown_slot")
+
+
+@pytest.mark.parametrize("route", ["sleep", "resume", "kill"])
+@pytest.mark.parametrize("bad", BAD_LINES)
+def test_malformed_lines_are_422_invalid_line_saying_why(gateway, route, bad):
+    body = assert_json_error(gateway.api("GET", f"/{route}/{bad}"), 422, "invalid_line")
+    assert "line" in body["detail"].lower()
+
+
+def test_a_plus_sign_is_named_in_the_error(gateway):
+    body = assert_json_error(gateway.api("GET", "/sleep/%2B34666123456"), 422, "invalid_line")
+    assert "'+'" in body["detail"]
+
+
+@pytest.mark.parametrize("route", ["sleep", "resume", "kill"])
+def test_lines_not_enrolled_are_422_unknown_line(gateway, route):
+    assert_json_error(gateway.api("GET", f"/{route}/34999000111"), 422, "unknown_line")
+
+
+def test_a_slot_id_in_lower_case_finds_the_slot(gateway):
+    (slot_id,) = gateway.provision(1)
+    assert gateway.api("GET", f"/slot/{slot_id.lower()}").json()["id"] == slot_id
+
+
+def test_actions_in_the_wrong_state_are_422_with_their_codes(gateway, new_line):
+    available, enrolled = gateway.provision(2)
+    line = new_line()
+    gateway.enroll(enrolled, line)
+    assert_json_error(gateway.api("GET", f"/sleepid/{available}"), 422, "not_active")
+    assert_json_error(gateway.api("GET", f"/resumeid/{available}"), 422, "not_sleeping")
+    assert_json_error(gateway.api("GET", f"/killid/{available}"), 422, "not_enrolled")
+    assert_json_error(gateway.api("GET", f"/enroll/{enrolled}"), 422, "slot_not_available")
+    assert_json_error(gateway.api("GET", f"/resume/{line}"), 422, "not_sleeping")
+    assert gateway.api("GET", f"/sleep/{line}").status_code == 200
+    assert_json_error(gateway.api("GET", f"/sleep/{line}"), 422, "not_active")
+    assert_json_error(gateway.api("GET", f"/sleepid/{enrolled}"), 422, "not_active")
+    assert_json_error(gateway.api("GET", f"/enroll/{enrolled}"), 422, "slot_not_available")
+    assert gateway.status_of(enrolled) == "sleeping"  # refusals changed nothing
+
+
+@pytest.mark.parametrize("status", ["available", "active", "sleeping"])
+def test_slots_by_status_lists_only_that_status(gateway, status):
+    listing = gateway.api("GET", f"/slots/{status}").json()
+    assert all(list(pair.values()) == [status] for pair in listing)
+
+
+@pytest.mark.parametrize("bad", ["pairing", "ACTIVE", "x", "12345678"])
+def test_slots_by_an_unknown_status_is_422(gateway, bad):
+    assert_json_error(gateway.api("GET", f"/slots/{bad}"), 422, "invalid_status")
+
+
+@pytest.mark.parametrize("body", [{"count": 0}, {"count": -1}, {"count": "2"}, {"count": 101}, {"count": True},
+                                  {"count": 1.5}, {}, {"number": 2}])
+def test_provisioning_refuses_bad_counts(gateway, body):
+    assert_json_error(gateway.api("POST", "/slots", json=body), 422, "invalid_count")
+
+
+@pytest.mark.parametrize("raw", ['{"count": 2', "count=2", "[1]", "", "null"])
+def test_provisioning_refuses_broken_json(gateway, raw):
+    response = gateway.api("POST", "/slots", data=raw, headers={"Content-Type": "application/json"})
+    assert_json_error(response, 422, "invalid_json")
+
+
+def test_unknown_routes_are_json_404_and_wrong_methods_json_405(gateway):
+    assert_json_error(gateway.api("GET", "/nope"), 404, "not_found")
+    assert_json_error(gateway.api("GET", "/nope", token=None), 404, "not_found")
+    assert_json_error(gateway.api("GET", "/enroll"), 404)
+    assert_json_error(gateway.api("DELETE", "/slots"), 405, "method_not_allowed")
+    assert_json_error(gateway.api("PUT", "/slots2lines"), 405, "method_not_allowed")
+
+
+def test_redis_down_is_a_json_503_not_a_500(tmp_path):
+    settings = Settings.from_env({"WHIN_API_TOKENS": "t", "WHIN_DATA_DIR": str(tmp_path),
+                                  "WHIN_REDIS_URL": f"unix://{tmp_path}/no-redis.sock"})
+    client = create_app(settings).test_client()
+    response = client.get("/slots", headers={"Authorization": "Bearer t"})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "store_unavailable"
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"] == {"redis": False, "supervisord": False}
+
+
+def test_the_api_refuses_to_start_without_tokens(tmp_path):
+    from controlplane.config import ConfigError
+
+    with pytest.raises(ConfigError, match="WHIN_API_TOKENS"):
+        create_app(Settings.from_env({"WHIN_DATA_DIR": str(tmp_path)}))
