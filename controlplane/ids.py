@@ -5,8 +5,8 @@ import secrets
 
 SLOT_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SLOT_ID_LENGTH = 8
-_SLOT_ID = re.compile(r"^[A-Za-z0-9]{8}$")
-_LINE = re.compile(r"^[1-9][0-9]{6,14}$")
+_SLOT_ID = re.compile(r"[A-Za-z0-9]{8}")  # used with fullmatch: "$" would let a "\n" through
+_LINE = re.compile(r"[1-9][0-9]{6,14}")
 
 
 class InvalidIdentifier(ValueError):
@@ -24,7 +24,7 @@ def new_slot_id() -> str:
 
 def parse_slot_id(text: str) -> str:
     """Return the canonical (upper-case) slot id, or raise InvalidIdentifier."""
-    if not _SLOT_ID.match(text or ""):
+    if not _SLOT_ID.fullmatch(text or ""):
         raise InvalidIdentifier(
             "invalid_slot", f"A slot id is exactly 8 letters or digits; got {len(text or '')} characters."
         )
@@ -34,7 +34,7 @@ def parse_slot_id(text: str) -> str:
 def parse_line(text: str) -> str:
     """Return the line unchanged if it is an international number without '+', else say what is wrong."""
     text = text or ""
-    if _LINE.match(text):
+    if _LINE.fullmatch(text):
         return text
     raise InvalidIdentifier("invalid_line", _why_line_is_invalid(text))
 
@@ -44,7 +44,7 @@ def _why_line_is_invalid(text: str) -> str:
         return "The line is empty; give the international number without '+', e.g. 34666123456."
     if text.startswith("+"):
         return "Write the line without the leading '+', e.g. 34666123456."
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() alone accepts "３４…"
         return "A line contains digits only (no spaces, dashes or letters), e.g. 34666123456."
     if text.startswith("0"):
         return "A line starts with the country code, not with 0, e.g. 34666123456."

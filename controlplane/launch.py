@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 
 from controlplane import slotfiles
 from controlplane.config import Settings, load_dotenv_file
+from controlplane.supervisor import escape
 
 GENERATED = ("WHIN_API_TOKENS", "WHIN_WEBHOOK_SECRET", "WHIN_SUPERVISOR_PASSWORD")
 
@@ -55,8 +56,8 @@ def _template(name: str) -> str:
 
 def _program(name: str, command: list[str], priority: int, settings: Settings, stopwaitsecs: int = 10) -> str:
     return _template("program.conf").format(
-        name=name, command=shlex.join(command), priority=priority, stopwaitsecs=stopwaitsecs,
-        workdir=Path.cwd(), logs_dir=settings.logs_dir,
+        name=name, command=escape(shlex.join(command)), priority=priority, stopwaitsecs=stopwaitsecs,
+        workdir=escape(Path.cwd()), logs_dir=escape(settings.logs_dir),
     )
 
 
@@ -93,12 +94,13 @@ def write_supervisord_conf(settings: Settings) -> Path:
     for folder in (settings.data_dir, settings.run_dir, settings.logs_dir, settings.slots_dir,
                    settings.supervisor_conf_dir):
         slotfiles.private_dir(folder)
-    text = _template("supervisord.conf").format(
-        socket=settings.supervisor_socket, user=settings.supervisor_user,
-        password=settings.supervisor_password, logs_dir=settings.logs_dir, run_dir=settings.run_dir,
-        workdir=Path.cwd(), conf_dir=settings.supervisor_conf_dir, programs=programs(settings),
-    )
+    fields = dict(socket=settings.supervisor_socket, user=settings.supervisor_user,
+                  password=settings.supervisor_password, logs_dir=settings.logs_dir, run_dir=settings.run_dir,
+                  workdir=Path.cwd(), conf_dir=settings.supervisor_conf_dir)
+    text = _template("supervisord.conf").format(programs=programs(settings),
+                                                **{k: escape(v) for k, v in fields.items()})
     path = config_path(settings)
+    slotfiles.private_dir(path.parent)
     path.write_text(text)
     path.chmod(0o600)  # it holds the supervisord password
     return path

@@ -49,7 +49,7 @@ def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action
         run = should_run(slot, now)
         if state is None:
             actions.append(Action(ActionKind.ADD, slot.id))
-        if slot.pairing and not run and state not in RUNNING_STATES:
+        if slot.pairing and not run and (state is None or state in STOPPED_STATES):
             actions.append(Action(ActionKind.END_PAIRING, slot.id))
         if run and (state is None or state in STOPPED_STATES):
             actions.append(Action(ActionKind.START, slot.id))

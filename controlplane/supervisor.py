@@ -51,8 +51,6 @@ class Supervisor:
     def _call(self, method: str, *args):
         try:
             return getattr(self._proxy(), method)(*args)
-        except xmlrpc.client.Fault:
-            raise
         except (OSError, xmlrpc.client.ProtocolError) as err:
             raise ServiceUnavailable("supervisor_unavailable",
                                      f"supervisord cannot be reached ({type(err).__name__}).") from None
@@ -82,8 +80,8 @@ class Supervisor:
         """Write conf.d/slot-<ID>.conf atomically (temp file + rename): a half file breaks reloads."""
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         text = resources.files("controlplane").joinpath("templates/slot.conf").read_text()
-        text = text.format(slot_id=slot_id, python=sys.executable, workdir=Path.cwd(),
-                           logs_dir=self.logs_dir)
+        text = text.format(slot_id=slot_id, python=escape(sys.executable), workdir=escape(Path.cwd()),
+                           logs_dir=escape(self.logs_dir))
         target = self.conf_dir / f"{program_name(slot_id)}.conf"
         fd, tmp = tempfile.mkstemp(dir=self.conf_dir, prefix=".slot-", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
@@ -136,6 +134,11 @@ class Supervisor:
             self._call("signalProcess", program_name(slot_id), signal_name)
         except xmlrpc.client.Fault as fault:
             raise _translate(fault) from None
+
+
+def escape(value) -> str:
+    """supervisord expands %(name)s in its values: a literal % must be written %%."""
+    return str(value).replace("%", "%%")
 
 
 def _translate(fault: xmlrpc.client.Fault) -> Exception:

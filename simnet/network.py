@@ -18,7 +18,7 @@ from pathlib import Path
 
 from simnet import payloads
 
-LINE = re.compile(r"^[1-9][0-9]{6,14}$")
+LINE = re.compile(r"[1-9][0-9]{6,14}")
 QR_PREFIX = "https://wa.me/settings/linked_devices#"
 
 
@@ -43,7 +43,10 @@ class QrSchedule:
         if elapsed < self.first:
             return 0, self.first - elapsed
         index = 1 + int((elapsed - self.first) // self.following)
-        return index, self.first + index * self.following - elapsed
+        remaining = self.first + index * self.following - elapsed
+        if remaining <= 0:  # float division can land exactly on a boundary: that code is already over
+            index, remaining = index + 1, remaining + self.following
+        return index, remaining
 
 
 @dataclass
@@ -133,7 +136,7 @@ class Network:
 
     def scan(self, line: str, qr: str) -> str:
         """A phone with number ``line`` scans ``qr``: the showing session pairs with it."""
-        if not LINE.match(line or ""):
+        if not LINE.fullmatch(line or ""):
             raise SimError(422, "invalid_line", "The phone number is international, digits only, no '+'.")
         ref = (qr or "").removeprefix(QR_PREFIX).split(",")[0]
         with self._changed:
@@ -196,7 +199,7 @@ class Network:
 
     def phone_sends(self, sender: str, to: str, text: str) -> dict:
         for name, number in (("from", sender), ("to", to)):
-            if not LINE.match(number or ""):
+            if not LINE.fullmatch(number or ""):
                 raise SimError(422, "invalid_number", f"'{name}' is an international number, digits only.")
         if not isinstance(text, str) or not text:
             raise SimError(422, "invalid_text", "'text' is a non-empty string.")
