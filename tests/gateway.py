@@ -52,7 +52,8 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
 
 
 class Gateway:
-    def __init__(self, data_dir: Path, redis_url: str, **overrides):
+    def __init__(self, data_dir: Path, redis_url: str | None, command: list[str] | None = None, **overrides):
+        """``redis_url=None``: the gateway runs its own embedded Redis, as `make run` does by default."""
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.simnet_port = free_port()
@@ -61,7 +62,7 @@ class Gateway:
         self.env = {
             **os.environ, **TEST_ENV,
             "WHIN_DATA_DIR": str(self.data_dir),
-            "WHIN_REDIS_URL": redis_url,
+            "WHIN_REDIS_URL": redis_url or "",
             "WHIN_PORT": str(self.port),
             "WHIN_SIMNET_PORT": str(self.simnet_port),
             "WHIN_API_TOKENS": f"{self.admin_token},{self.user_token}",
@@ -71,7 +72,10 @@ class Gateway:
         }
         self.url = f"http://127.0.0.1:{self.port}"
         self.simnet_url = f"http://127.0.0.1:{self.simnet_port}"
+        redis_url = redis_url or f"unix://{self.data_dir.resolve()}/run/redis.sock"
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        # The launcher replaces itself with supervisord, so by default the process we start *is* supervisord.
+        self.command = command or [sys.executable, "-m", "controlplane.launch"]
         self.process: subprocess.Popen | None = None
         self.http = requests.Session()
 
@@ -79,9 +83,8 @@ class Gateway:
 
     def start(self) -> "Gateway":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        # The launcher replaces itself with supervisord: this Popen *is* supervisord.
         with open(self.data_dir / "launch.out", "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "controlplane.launch"], cwd=REPO, env=self.env,
+            self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self._answers, timeout=30, what="the API and simnet to answer")
         return self
@@ -95,9 +98,13 @@ class Gateway:
         except requests.ConnectionError:
             return False
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 30, sig: int = signal.SIGTERM, whole_group: bool = False) -> None:
+        """Signal the gateway as a sysadmin would: its main process, or (Ctrl-C) its whole process group."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if whole_group:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -1,0 +1,171 @@
+"""The launcher's preparation: secrets generated once and kept, and a supervisord.conf supervisord accepts."""
+
+import stat
+from pathlib import Path
+
+import pytest
+from supervisor.options import ServerOptions
+
+from controlplane.launch import GENERATED, prepare
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "var"
+
+
+def sim_environ(data_dir: Path, **extra: str) -> dict:
+    return {"WHIN_DATA_DIR": str(data_dir), "WHIN_ENGINE": "sim", **extra}
+
+
+def parse(conf: Path) -> ServerOptions:
+    options = ServerOptions()
+    options.realize(args=["-c", str(conf)])
+    return options
+
+
+def program_names(conf: Path) -> list[str]:
+    return [group.name for group in parse(conf).process_group_configs]
+
+
+# --- secrets ---
+
+def test_prepare_generates_every_missing_secret_into_the_environ(data_dir):
+    environ = sim_environ(data_dir)
+    settings, _, generated = prepare(environ)
+    assert sorted(generated) == sorted(GENERATED)
+    for name in GENERATED:
+        assert len(environ[name]) >= 32, name
+    assert environ["WHIN_WEBHOOK_SECRET"].startswith("whsec_")
+    assert settings.api_tokens == (environ["WHIN_API_TOKENS"],)
+    assert settings.supervisor_password == environ["WHIN_SUPERVISOR_PASSWORD"]
+    assert settings.webhook_secret == environ["WHIN_WEBHOOK_SECRET"]
+
+
+def test_generated_secrets_are_kept_in_an_owner_only_secrets_env(data_dir):
+    environ = sim_environ(data_dir)
+    prepare(environ)
+    path = data_dir / "secrets.env"
+    assert mode(path) == 0o600
+    text = path.read_text()
+    for name in GENERATED:
+        assert f"{name}={environ[name]}\n" in text
+
+
+def test_a_second_prepare_reuses_the_kept_secrets(data_dir):
+    first = sim_environ(data_dir)
+    prepare(first)
+
+    second = sim_environ(data_dir)
+    _, _, generated = prepare(second)
+
+    assert generated == []
+    for name in GENERATED:
+        assert second[name] == first[name], name
+
+
+def test_prepare_never_overwrites_given_secrets(data_dir):
+    given = {"WHIN_API_TOKENS": "mine-admin,mine-other", "WHIN_WEBHOOK_SECRET": "whsec_given",
+             "WHIN_SUPERVISOR_PASSWORD": "given-password"}
+    environ = sim_environ(data_dir, **given)
+
+    settings, conf, generated = prepare(environ)
+
+    assert generated == []
+    assert {name: environ[name] for name in given} == given
+    assert settings.api_tokens == ("mine-admin", "mine-other")
+    assert "password=given-password\n" in conf.read_text()
+    assert not (data_dir / "secrets.env").exists()
+
+
+def test_a_given_secret_wins_over_a_kept_one_and_only_the_missing_are_generated(data_dir):
+    kept = sim_environ(data_dir)
+    prepare(kept)
+
+    environ = sim_environ(data_dir, WHIN_API_TOKENS="explicit")
+    _, _, generated = prepare(environ)
+
+    assert generated == []
+    assert environ["WHIN_API_TOKENS"] == "explicit"
+    assert environ["WHIN_WEBHOOK_SECRET"] == kept["WHIN_WEBHOOK_SECRET"]
+
+
+def test_a_blank_secret_counts_as_missing(data_dir):
+    environ = sim_environ(data_dir, WHIN_API_TOKENS="  ")
+    _, _, generated = prepare(environ)
+    assert "WHIN_API_TOKENS" in generated
+    assert environ["WHIN_API_TOKENS"].strip()
+
+
+# --- supervisord.conf ---
+
+def test_supervisord_conf_is_owner_only_and_holds_the_password(data_dir):
+    environ = sim_environ(data_dir)
+    _, conf, _ = prepare(environ)
+    assert conf == data_dir / "supervisor" / "supervisord.conf"
+    assert mode(conf) == 0o600
+    assert f"password={environ['WHIN_SUPERVISOR_PASSWORD']}\n" in conf.read_text()
+
+
+def test_supervisord_conf_for_sim_with_embedded_redis_runs_all_four_programs(data_dir):
+    _, conf, _ = prepare(sim_environ(data_dir))
+    text = conf.read_text()
+    for section in ("[program:redis]", "[program:simnet]", "[program:api]", "[program:reconciler]"):
+        assert section in text
+    assert "[group:" not in text
+    assert program_names(conf) == ["redis", "simnet", "api", "reconciler"]
+
+
+def test_supervisord_conf_has_no_redis_program_when_an_outside_redis_is_given(data_dir):
+    _, conf, _ = prepare(sim_environ(data_dir, WHIN_REDIS_URL="redis://10.0.0.5:6379/0"))
+    assert "[program:redis]" not in conf.read_text()
+    assert program_names(conf) == ["simnet", "api", "reconciler"]
+
+
+def test_supervisord_conf_has_no_simnet_program_for_the_real_engine(data_dir):
+    _, conf, _ = prepare(sim_environ(data_dir, WHIN_ENGINE="whatsmeow"))
+    text = conf.read_text()
+    assert "[program:simnet]" not in text
+    assert "[program:redis]" in text
+    assert program_names(conf) == ["redis", "api", "reconciler"]
+
+
+def test_supervisord_conf_includes_the_slot_programs_folder(data_dir):
+    settings, conf, _ = prepare(sim_environ(data_dir))
+    assert f"[include]\nfiles = {settings.supervisor_conf_dir}/*.conf\n" in conf.read_text()
+    assert settings.supervisor_conf_dir.is_dir()
+
+
+def test_supervisord_conf_parses_with_the_socket_and_password_of_the_settings(data_dir):
+    environ = sim_environ(data_dir)
+    settings, conf, _ = prepare(environ)
+    options = parse(conf)
+    (server,) = options.server_configs
+    assert server["file"] == str(settings.supervisor_socket)
+    assert (server["username"], server["password"]) == ("whin", environ["WHIN_SUPERVISOR_PASSWORD"])
+    assert server["chmod"] == 0o700
+
+
+def test_a_slot_program_dropped_in_the_include_folder_is_parsed_too(data_dir):
+    settings, conf, _ = prepare(sim_environ(data_dir))
+    (settings.supervisor_conf_dir / "slot-ABCD1234.conf").write_text(
+        "[program:slot-ABCD1234]\ncommand=/bin/true\nautostart=false\n"
+    )
+    assert program_names(conf)[-1] == "slot-ABCD1234"
+
+
+def test_a_given_password_with_a_percent_sign_reaches_supervisord_unchanged(data_dir):
+    _, conf, _ = prepare(sim_environ(data_dir, WHIN_SUPERVISOR_PASSWORD="p%sw"))
+    (server,) = parse(conf).server_configs
+    assert server["password"] == "p%sw"
+
+
+def test_prepare_works_with_the_slot_programs_folder_outside_the_data_dir(tmp_path, data_dir):
+    conf_dir = tmp_path / "elsewhere" / "conf.d"
+    settings, conf, _ = prepare(sim_environ(data_dir, WHIN_SUPERVISOR_CONF_DIR=str(conf_dir)))
+    assert conf.exists()
+    assert f"files = {conf_dir}/*.conf" in conf.read_text()

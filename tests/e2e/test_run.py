@@ -1,0 +1,34 @@
+"""`make run` as a sysadmin runs it: embedded Redis, everything under supervisord, nothing left behind."""
+
+import signal
+
+import psutil
+import pytest
+
+from tests.gateway import Gateway
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+@pytest.mark.parametrize(("sig", "whole_group"), [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["sigterm-to-make", "ctrl-c"])
+def test_make_run_serves_then_stops_every_process_it_started(tmp_path, new_line, sig, whole_group):
+    gw = Gateway(tmp_path / "var", redis_url=None, command=["make", "--no-print-directory", "run"]).start()
+    try:
+        active, pairing = gw.provision(2)
+        gw.enroll(active, new_line())
+        gw.enroll_qr_text(pairing)  # a worker in the middle of pairing
+        names = " ".join(" ".join(p.cmdline()) for p in _descendants(gw.process.pid))
+        for expected in ("supervisord", "redis-server", "simnet", "gunicorn", "controlplane.reconciler",
+                         f"slotworker {active}", f"slotworker {pairing}"):
+            assert expected in names
+        # The embedded Redis keeps its data in the data folder, owner-only.
+        assert (tmp_path / "var" / "run" / "redis.sock").exists()
+        started = _descendants(gw.process.pid)
+    finally:
+        gw.stop(sig=sig, whole_group=whole_group)
+    assert gw.process.returncode is not None
+    gone, alive = psutil.wait_procs(started, timeout=15)
+    assert alive == [], [" ".join(p.cmdline()) for p in alive]
