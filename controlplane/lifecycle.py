@@ -15,6 +15,7 @@ from controlplane.errors import EngineTimeout, Refused, ServiceUnavailable
 from controlplane.states import SlotStatus
 from controlplane.store import Slot, SlotStore
 from controlplane.supervisor import ProgramMissing, Supervisor
+from slotworker import engines
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class Lifecycle:
         if slot.status is not SlotStatus.AVAILABLE:
             raise Refused("slot_not_available",
                           f"Slot {slot.id} is {slot.status.value}; only an available slot can enroll a line.")
+        if not engines.is_installed(self.settings.engine):
+            raise ServiceUnavailable("engine_unavailable",
+                                     f"The {self.settings.engine} engine is not installed in this gateway.")
         try:
             started = self.store.begin_pairing(slot.id, time.time() + self.settings.pairing_timeout)
         except Refused as refusal:

@@ -1,6 +1,7 @@
 """Engines by name (WHIN_ENGINE). Imported lazily: the real engine loads a 19 MB Go library."""
 
 from importlib import import_module
+from importlib.util import find_spec
 
 _REGISTRY = {
     "sim": ("slotworker.engines.sim", "SimEngine"),
@@ -13,3 +14,8 @@ def engine_class(name: str):
     except KeyError:
         raise ValueError(f"No engine named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return getattr(import_module(module_name), class_name)
+
+
+def is_installed(name: str) -> bool:
+    """Whether the engine exists here, without importing it (the API must not load a Go library)."""
+    return name in _REGISTRY and find_spec(_REGISTRY[name][0]) is not None

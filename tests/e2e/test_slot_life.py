@@ -262,3 +262,17 @@ def test_reconciler_repairs_a_worker_stopped_behind_its_back(gateway, new_line):
     gateway.supervisorctl("stop", f"slot-{slot_id}")
     wait_for(lambda: gateway.supervisor.is_running(slot_id), what="the reconciler to start it again")
     wait_for(lambda: gateway.detail(slot_id)["connected"], what="the slot to reconnect")
+
+
+def test_a_slot_reconnects_by_itself_after_the_network_drops(gateway, new_line):
+    (slot_id,) = gateway.provision(1)
+    gateway.enroll(slot_id, new_line())
+    pid = gateway.slot_pid(slot_id)
+    gateway.supervisorctl("stop", "simnet")
+    try:
+        wait_for(lambda: not gateway.detail(slot_id)["connected"], timeout=20, what="the slot to see the drop")
+        assert gateway.status_of(slot_id) == "active"  # a drop is not an unlink
+    finally:
+        gateway.supervisorctl("start", "simnet")
+    wait_for(lambda: gateway.detail(slot_id)["connected"], timeout=40, what="the slot to reconnect")
+    assert gateway.slot_pid(slot_id) == pid  # the same process retried; nothing crashed

@@ -168,3 +168,13 @@ def test_the_api_refuses_to_start_without_tokens(tmp_path):
 
     with pytest.raises(ConfigError, match="WHIN_API_TOKENS"):
         create_app(Settings.from_env({"WHIN_DATA_DIR": str(tmp_path)}))
+
+
+def test_enroll_with_an_engine_that_is_not_installed_is_a_clear_503(gateway):
+    settings = Settings.from_env({**gateway.env, "WHIN_ENGINE": "whatsmeow"})
+    client = create_app(settings).test_client()
+    (slot_id,) = gateway.provision(1)
+    response = client.get(f"/enroll/{slot_id}", headers={"Authorization": f"Bearer {gateway.admin_token}"})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "engine_unavailable"
+    assert gateway.detail(slot_id)["pairing"] is False  # nothing was started
