@@ -4,9 +4,11 @@ import logging
 
 from flask import Flask
 
-from controlplane.api import auth, enrollment, errors, health, lines, slots
+from controlplane.api import auth, enrollment, errors, health, lines, messages, slots
 from controlplane.config import ConfigError, Settings
+from controlplane.events import EventPublisher
 from controlplane.lifecycle import Lifecycle
+from controlplane.outbound import Outbound
 from controlplane.store import SlotStore
 from controlplane.supervisor import Supervisor
 
@@ -20,11 +22,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["WHIN_SETTINGS"] = settings
     app.json.sort_keys = False
-    app.extensions["whin.lifecycle"] = Lifecycle(
-        settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings)
-    )
+    lifecycle = Lifecycle(settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings),
+                          EventPublisher(settings))
+    app.extensions["whin.lifecycle"] = lifecycle
+    app.extensions["whin.outbound"] = Outbound(settings, lifecycle)
     errors.register(app)
     auth.register(app)
-    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp):
+    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp, messages.bp):
         app.register_blueprint(blueprint)
     return app

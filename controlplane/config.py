@@ -26,6 +26,19 @@ def _number(environ, name: str, default: float) -> float:
     return value
 
 
+def _numbers(environ, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(v) for v in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers of seconds, got {raw!r}") from None
+    if any(v <= 0 for v in values):
+        raise ConfigError(f"{name} must hold only positive numbers, got {raw!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -48,6 +61,19 @@ class Settings:
     # A pairing worker ends itself after this long even if the engine hangs (ENGINE-NOTES: FetchMe).
     pairing_timeout: float = 180.0
     reconcile_interval: float = 2.0
+    # Inbound delivery: POST timeout, workers, and how long an event is retried before giving up.
+    webhook_timeout: float = 15.0
+    delivery_workers: int = 4
+    delivery_max_age: float = 3 * 24 * 3600.0
+    delivery_backoff: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200)
+    # Key (Fernet) for message content queued in Redis, so Redis's files only ever hold ciphertext.
+    queue_key: str = ""
+    # Outbound: wait for the slot's answer, per-line rate limit, media fetched by URL.
+    send_timeout: float = 15.0
+    send_rate_per_minute: float = 30.0
+    send_burst: int = 10
+    media_max_bytes: int = 16 * 1024 * 1024
+    media_timeout: float = 20.0
 
     @property
     def admin_token(self) -> str | None:
@@ -103,6 +129,16 @@ class Settings:
             kill_timeout=_number(environ, "WHIN_KILL_TIMEOUT", 10.0),
             pairing_timeout=_number(environ, "WHIN_PAIRING_TIMEOUT", 180.0),
             reconcile_interval=_number(environ, "WHIN_RECONCILE_INTERVAL", 2.0),
+            webhook_timeout=_number(environ, "WHIN_WEBHOOK_TIMEOUT", 15.0),
+            delivery_workers=int(_number(environ, "WHIN_DELIVERY_WORKERS", 4)),
+            delivery_max_age=_number(environ, "WHIN_DELIVERY_MAX_AGE", 3 * 24 * 3600.0),
+            delivery_backoff=_numbers(environ, "WHIN_DELIVERY_BACKOFF", cls.delivery_backoff),
+            queue_key=environ.get("WHIN_QUEUE_KEY", "").strip(),
+            send_timeout=_number(environ, "WHIN_SEND_TIMEOUT", 15.0),
+            send_rate_per_minute=_number(environ, "WHIN_SEND_RATE", 30.0),
+            send_burst=int(_number(environ, "WHIN_SEND_BURST", 10)),
+            media_max_bytes=int(_number(environ, "WHIN_MEDIA_MAX_BYTES", 16 * 1024 * 1024)),
+            media_timeout=_number(environ, "WHIN_MEDIA_TIMEOUT", 20.0),
         )
 
 

@@ -22,12 +22,14 @@ from controlplane import slotfiles
 from controlplane.config import Settings, load_dotenv_file
 from controlplane.supervisor import escape
 
-GENERATED = ("WHIN_API_TOKENS", "WHIN_WEBHOOK_SECRET", "WHIN_SUPERVISOR_PASSWORD")
+GENERATED = ("WHIN_API_TOKENS", "WHIN_WEBHOOK_SECRET", "WHIN_SUPERVISOR_PASSWORD", "WHIN_QUEUE_KEY")
 
 
 def _generate(name: str) -> str:
     if name == "WHIN_WEBHOOK_SECRET":
         return "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
+    if name == "WHIN_QUEUE_KEY":
+        return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")  # a Fernet key
     return secrets.token_urlsafe(32)
 
 
@@ -83,6 +85,12 @@ def programs(settings: Settings) -> str:
                                   "controlplane.app:create_app()"], priority=30, settings=settings))
     parts.append(_program("reconciler", [python, "-m", "controlplane.reconciler"], priority=40,
                           settings=settings))
+    if settings.webhook_url:  # without a URL, events wait in the queue until one is configured
+        # One program per worker, not numprocs: numprocs would make a [group:] of them.
+        # stopwaitsecs above a delivery's timeout: a stop never abandons a POST under way.
+        for n in range(1, settings.delivery_workers + 1):
+            parts.append(_program(f"delivery-{n}", [python, "-m", "controlplane.delivery"], priority=50,
+                                  settings=settings, stopwaitsecs=int(settings.webhook_timeout) + 15))
     return "".join(parts)
 
 

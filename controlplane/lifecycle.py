@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from controlplane import ids, slotfiles
 from controlplane.config import Settings
 from controlplane.errors import EngineTimeout, Refused, ServiceUnavailable
+from controlplane.events import EventPublisher
 from controlplane.states import SlotStatus
 from controlplane.store import Slot, SlotStore
 from controlplane.supervisor import ProgramMissing, Supervisor
@@ -30,10 +31,11 @@ class QrCode:
 
 
 class Lifecycle:
-    def __init__(self, settings: Settings, store: SlotStore, supervisor: Supervisor):
+    def __init__(self, settings: Settings, store: SlotStore, supervisor: Supervisor, publisher: EventPublisher):
         self.settings = settings
         self.store = store
         self.supervisor = supervisor
+        self.publisher = publisher
 
     # --- provisioning ---
 
@@ -104,6 +106,7 @@ class Lifecycle:
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, "not_active") from None
         self._stop_worker(slot.id)
+        self.publisher.slot_status(slot.id, slot.line, "sleeping")
 
     def resume(self, slot: Slot) -> None:
         if slot.status is not SlotStatus.SLEEPING:
@@ -115,6 +118,7 @@ class Lifecycle:
             raise _state_refusal(slot.id, refusal, "not_sleeping") from None
         self._start_worker(slot.id)
         self._wait_until_connected(slot.id)
+        self.publisher.slot_status(slot.id, slot.line, "active")
 
     def _wait_until_connected(self, slot_id: str) -> None:
         deadline = time.monotonic() + self.settings.connect_timeout
@@ -135,9 +139,11 @@ class Lifecycle:
         """Unlink, wipe credentials and keys, and make the slot available again."""
         allowed = (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value, "pairing")
         try:
-            self.store.release(slot.id, "killed", allowed)
+            line = self.store.release(slot.id, "killed", allowed)
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, "not_enrolled") from None
+        if line:  # a cancelled pairing had no line: nothing to tell inmovilla
+            self.publisher.slot_status(slot.id, line, "killed")
         # The worker logs out from the network and wipes its own files; start it if it sleeps.
         self._start_worker(slot.id)
         if not self._wait_for_teardown(slot.id):

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from controlplane.config import Settings
+from controlplane.delivery import recover_abandoned
 from controlplane.errors import ServiceUnavailable
+from controlplane.events import bytes_connection
 from controlplane.states import SlotStatus
 from controlplane.store import Slot, SlotStore
 from controlplane.supervisor import RUNNING_STATES, STOPPED_STATES, ProgramMissing, Supervisor
@@ -59,15 +61,19 @@ def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action
 
 
 class Reconciler:
-    def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float):
+    def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float, rq_connection=None):
         self.store = store
         self.supervisor = supervisor
         self.interval = interval
+        self.rq_connection = rq_connection
 
     def once(self) -> list[Action]:
         programs = self.supervisor.slot_states()  # first: see the module's note on read order
         actions = plan(self.store.all(), programs, time.time())
         self.apply(actions)
+        if self.rq_connection is not None:
+            # Deliveries whose worker died mid-POST: retried now rather than at a worker's next maintenance.
+            recover_abandoned(self.rq_connection)
         return actions
 
     def apply(self, actions: list[Action]) -> None:
@@ -103,7 +109,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     store = SlotStore.from_url(settings.redis_url)
-    Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval).run_forever()
+    Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval,
+               bytes_connection(settings)).run_forever()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@ Keys (prefix ``whin:``), each owned here:
   whin:lines             HASH  line -> slot id, for every enrolled line
   whin:cmd:<ID>          LIST  commands for the slot's worker (JSON), popped by the worker
   whin:reconciler:nudge  LIST  a poke that wakes the reconciler before its next tick
+  whin:seq:<line>        INT   the line's event counter (the envelope's "seq")
+  whin:reply:<uuid>      LIST  a slot worker's answer to one command (send), expires in a minute
+  whin:rate:<line>       STR   the line's send-rate state (GCRA: the theoretical arrival time)
+  whin:stats             HASH  counters: delivered, retried, given_up, sent, ... (no content, no numbers)
+  whin:webhook:hold      STR   unix time before which no delivery is attempted (the receiver's Retry-After)
+
+The delivery queue itself lives under rq's own keys (rq:queue:deliveries, rq:job:<id>, ...).
 
 Every change that touches a line and a slot at once runs as one Lua script, so no reader can ever
 see two slots with one line. Readers that need several keys use MULTI (a transaction pipeline),
@@ -31,12 +38,41 @@ NUDGE = PREFIX + "reconciler:nudge"
 _SESSION_FIELDS = ("line", "pairing", "pair_deadline", "qr", "qr_expires_at", "connected")
 
 
+# redis-py 8 times out every read after 5 s by default, blocking pops included: ours (and rq's) block
+# for up to WHIN_SEND_TIMEOUT or rq's dequeue timeout, so reads get a minute before calling Redis dead.
+SOCKET_TIMEOUT = 60
+CONNECT_TIMEOUT = 5
+
+
+def connect(url: str, decode_responses: bool = True) -> redis.Redis:
+    """A client for the gateway's Redis; rq needs decode_responses=False (it stores bytes)."""
+    return redis.Redis.from_url(url, decode_responses=decode_responses, socket_timeout=SOCKET_TIMEOUT,
+                                socket_connect_timeout=CONNECT_TIMEOUT,
+                                health_check_interval=30)
+
+
 def slot_key(slot_id: str) -> str:
     return f"{PREFIX}slot:{slot_id}"
 
 
 def command_key(slot_id: str) -> str:
     return f"{PREFIX}cmd:{slot_id}"
+
+
+def seq_key(line: str) -> str:
+    return f"{PREFIX}seq:{line}"
+
+
+def reply_key(request_id: str) -> str:
+    return f"{PREFIX}reply:{request_id}"
+
+
+def rate_key(line: str) -> str:
+    return f"{PREFIX}rate:{line}"
+
+
+STATS = PREFIX + "stats"
+WEBHOOK_HOLD = PREFIX + "webhook:hold"
 
 
 @dataclass(frozen=True)
@@ -102,7 +138,7 @@ if previous and previous ~= slot then
   evicted = previous
 end
 redis.call('HSET', prefix .. 'lines', line, slot)
-redis.call('HSET', key, 'status', 'active', 'line', line, 'connected', '1')
+redis.call('HSET', key, 'status', 'active', 'line', line)
 redis.call('HDEL', key, 'pairing', 'pair_deadline', 'qr', 'qr_expires_at', 'teardown')
 return evicted
 """
@@ -176,7 +212,7 @@ class SlotStore:
 
     @classmethod
     def from_url(cls, url: str) -> "SlotStore":
-        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+        return cls(connect(url))
 
     # --- provisioning and reads ---
 
@@ -256,8 +292,28 @@ class SlotStore:
 
     # --- commands to a slot's worker, and pokes for the reconciler ---
 
-    def push_command(self, slot_id: str, command: dict) -> None:
-        self.redis.rpush(command_key(slot_id), json.dumps(command))
+    def push_command(self, slot_id: str, command: dict) -> str:
+        """Queue a command; returns it as queued, for withdraw_command."""
+        raw = json.dumps(command)
+        self.redis.rpush(command_key(slot_id), raw)
+        return raw
+
+    def withdraw_command(self, slot_id: str, raw: str) -> bool:
+        """Take back a command the worker has not popped yet; False when it already took it."""
+        return bool(self.redis.lrem(command_key(slot_id), 1, raw))
+
+    def push_reply(self, request_id: str, reply: dict) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(reply_key(request_id), json.dumps(reply))
+            pipe.expire(reply_key(request_id), 60)
+            pipe.execute()
+
+    def wait_reply(self, request_id: str, timeout: float) -> dict | None:
+        item = self.redis.blpop([reply_key(request_id)], timeout=timeout)
+        return json.loads(item[1]) if item else None
+
+    def count(self, name: str, by: int = 1) -> None:
+        self.redis.hincrby(STATS, name, by)
 
     def pop_command(self, slot_id: str, timeout: float) -> dict | None:
         item = self.redis.blpop([command_key(slot_id)], timeout=timeout)

@@ -66,8 +66,12 @@ class Supervisor:
         }
 
     def process_info(self, slot_id: str) -> dict:
+        return self.process_info_by_name(program_name(slot_id))
+
+    def process_info_by_name(self, name: str) -> dict:
+        """Any program's info (api, delivery-1, …), for operations and tests."""
         try:
-            return self._call("getProcessInfo", program_name(slot_id))
+            return self._call("getProcessInfo", name)
         except xmlrpc.client.Fault as fault:
             raise _translate(fault) from None
 

@@ -76,6 +76,12 @@ def create_app(network: Network) -> Flask:
         after = int(request.args.get("after", 0))
         return jsonify(network.device_events(device_id, device_secret(), after, poll_seconds()))
 
+    @app.post("/devices/<device_id>/send")
+    def device_send(device_id):
+        data = body()
+        return jsonify(network.device_sends(device_id, device_secret(), data.get("to"), data.get("text"),
+                                            data.get("media")))
+
     @app.post("/devices/<device_id>/logout")
     def logout(device_id):
         network.logout(device_id, device_secret())

@@ -214,6 +214,28 @@ class Network:
             self._changed.notify_all()
         return {"id": message_id, "devices": len(linked)}
 
+    def device_sends(self, device_id: str, secret: str, to: str, text: str | None, media: dict | None) -> dict:
+        """A linked device sends a message: it lands in the recipient phone's inbox (and its devices)."""
+        if not LINE.fullmatch(to or ""):
+            raise SimError(422, "invalid_number", "'to' is an international number, digits only.")
+        if not text and not media:
+            raise SimError(422, "invalid_text", "Send 'text' or 'media'.")
+        message_id = "3EB0" + secrets.token_hex(10).upper()
+        timestamp = int(time.time())
+        with self._changed:
+            device = self._device(device_id, secret)
+            entry = {"id": message_id, "from": device.line, "to": to, "timestamp": timestamp}
+            entry.update({"text": text} if text else {"media": media})
+            self.inboxes.setdefault(to, []).append(entry)
+            for other in (d for d in self.devices.values() if d.line == to):
+                payload = (payloads.text_message(message_id, sender=device.line, line=to, text=text) if text
+                           else payloads.media_message(message_id, sender=device.line, line=to, media=media))
+                other.events.append({"type": "message", "seq": other.next_seq, "payload": payload})
+                other.next_seq += 1
+            self._save()
+            self._changed.notify_all()
+        return {"id": message_id, "timestamp": timestamp}
+
     def unlink(self, line: str) -> int:
         """The phone logs its linked devices out (WhatsApp -> Linked devices -> Log out)."""
         with self._changed:

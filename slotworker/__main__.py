@@ -12,6 +12,7 @@ import time
 
 from controlplane import ids
 from controlplane.config import Settings
+from controlplane.events import EventPublisher
 from controlplane.store import SlotStore
 from slotworker.engines import engine_class
 from slotworker.runner import SlotRunner
@@ -27,7 +28,8 @@ def main(argv: list[str]) -> int:
         return 2
     slot_id = ids.parse_slot_id(argv[1])
     settings = Settings.from_env()
-    runner = SlotRunner(slot_id, settings, SlotStore.from_url(settings.redis_url), engine_class(settings.engine))
+    runner = SlotRunner(slot_id, settings, SlotStore.from_url(settings.redis_url), engine_class(settings.engine),
+                        EventPublisher(settings))
 
     def stop(signum, _frame):
         logging.getLogger(__name__).info("slot %s: signal %d, stopping", slot_id, signum)

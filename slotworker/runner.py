@@ -7,6 +7,7 @@ What the worker does is decided by the slot's state when it starts:
   anything else       -> nothing to do, exit 0 (supervisord does not restart an exit 0)
 """
 
+import base64
 import contextlib
 import logging
 import os
@@ -15,8 +16,11 @@ import time
 
 from controlplane import slotfiles
 from controlplane.errors import Refused
+from controlplane.events import EventPublisher
+from controlplane.sealed import Sealer
 from controlplane.states import SlotStatus
 from controlplane.store import SlotStore
+from slotworker.engines.base import EngineUnavailable, OutboundMedia, SendRefused
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +34,13 @@ def masked(line: str | None) -> str:
 
 
 class SlotRunner:
-    def __init__(self, slot_id: str, settings, store: SlotStore, engine_factory):
+    def __init__(self, slot_id: str, settings, store: SlotStore, engine_factory, publisher: EventPublisher):
         self.slot_id = slot_id
         self.settings = settings
         self.store = store
+        self.publisher = publisher
+        self.sealer = Sealer(settings.queue_key)
+        self.line: str | None = None
         self.slot_dir = settings.slot_dir(slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
         self._done = threading.Event()
@@ -57,6 +64,7 @@ class SlotRunner:
                 self._release("credentials_lost")
                 return 0
             log.info("slot %s: reconnecting line %s", self.slot_id, masked(slot.line))
+            self.line = slot.line
             self.engine.connect()
         elif slot.pairing:
             log.info("slot %s: pairing", self.slot_id)
@@ -84,6 +92,8 @@ class SlotRunner:
     def _handle(self, command: dict) -> None:
         if command.get("op") == "logout":
             self._teardown(command.get("reason", "logout"))
+        elif command.get("op") == "send":
+            self.store.push_reply(command["reply"], self._send(command))
         else:
             log.warning("slot %s: unknown command %r ignored", self.slot_id, command.get("op"))
 
@@ -93,6 +103,22 @@ class SlotRunner:
             log.warning("slot %s: pairing deadline passed; ending the worker", self.slot_id)
             self.store.end_pairing(self.slot_id)
             os._exit(0)
+
+    def _send(self, command: dict) -> dict:
+        """Send one message; the answer names the outcome and WhatsApp's id, never the content."""
+        if time.time() > command.get("deadline", float("inf")):
+            return {"ok": False, "error": "engine_timeout", "detail": "The request expired before the slot took it."}
+        message = self.sealer.unseal(command["sealed"])
+        media = message.get("media")
+        try:
+            result = self.engine.send(message["to"], text=message.get("text"), media=media and OutboundMedia(
+                data=base64.b64decode(media["data"]), mimetype=media["mimetype"],
+                filename=media.get("filename"), caption=media.get("caption")))
+        except EngineUnavailable as err:
+            return {"ok": False, "error": "whatsapp_unreachable", "detail": str(err)}
+        except SendRefused as err:
+            return {"ok": False, "error": err.code, "detail": err.detail}
+        return {"ok": True, "id": result.id, "timestamp": result.timestamp}
 
     # --- wiping ---
 
@@ -133,9 +159,12 @@ class SlotRunner:
             self._teardown("pairing_cancelled")
             return
         self._pair_deadline = None
+        self.line = line
         log.info("slot %s: paired with line %s", self.slot_id, masked(line))
         if evicted:
             log.info("slot %s: line %s moved here from slot %s", self.slot_id, masked(line), evicted)
+            self.publisher.slot_status(evicted, line, "evicted", reason=f"paired on slot {self.slot_id}")
+        self.publisher.slot_status(self.slot_id, line, "enrolled")
 
     def on_pairing_ended(self, reason: str) -> None:
         self.store.end_pairing(self.slot_id)
@@ -151,7 +180,10 @@ class SlotRunner:
 
     def on_logged_out(self, reason: str) -> None:
         log.info("slot %s: the phone unlinked this device (%s)", self.slot_id, reason)
+        if self.line:
+            self.publisher.slot_status(self.slot_id, self.line, "logged_out", reason=reason)
         self._release("logged_out")
 
-    def on_message(self, payload: dict) -> None:
-        raise NotImplementedError("inbound delivery is built in issue 3")
+    def on_message(self, payload: dict, message_id: str, sender: str | None) -> None:
+        # Enqueued before returning: the engine acknowledges the message to WhatsApp only after this.
+        self.publisher.message(self.slot_id, self.line, payload, message_id, sender)

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from controlplane.launch import redis_server_binary
-from tests.gateway import Gateway, wait_for
+from tests.gateway import WEBHOOK_SECRET, Gateway, wait_for
+from tests.receiver import Receiver
 
 _databases = itertools.count(1)
 
@@ -46,17 +47,34 @@ def redis_client(redis_server):
 
 
 @pytest.fixture(scope="session")
-def gateway(redis_server, tmp_path_factory):
+def receiver():
+    """inmovilla's webhook endpoint for the shared gateway: tests tell their events apart by line."""
+    r = Receiver(WEBHOOK_SECRET).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(redis_server, receiver, tmp_path_factory):
     """One running gateway shared by the tests that only add slots of their own."""
-    gw = Gateway(tmp_path_factory.mktemp("gateway"), redis_url(redis_server)).start()
+    gw = Gateway(tmp_path_factory.mktemp("gateway"), redis_url(redis_server), WHIN_WEBHOOK_URL=receiver.url).start()
     yield gw
     gw.stop()
 
 
 @pytest.fixture
-def fresh_gateway(redis_server, tmp_path):
+def own_receiver():
+    """A receiver of the test's own, for tests that make it fail or go down."""
+    r = Receiver(WEBHOOK_SECRET).start()
+    yield r
+    r.hold.clear()
+    r.stop()
+
+
+@pytest.fixture
+def fresh_gateway(redis_server, own_receiver, tmp_path):
     """A gateway of the test's own, for tests that stop or restart its processes."""
-    gw = Gateway(tmp_path / "gw", redis_url(redis_server)).start()
+    gw = Gateway(tmp_path / "gw", redis_url(redis_server), WHIN_WEBHOOK_URL=own_receiver.url).start()
     yield gw
     gw.stop()
 

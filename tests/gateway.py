@@ -30,7 +30,18 @@ TEST_ENV = {
     "WHIN_PAIRING_TIMEOUT": "20",
     "WHIN_RECONCILE_INTERVAL": "0.5",
     "WHIN_API_WORKERS": "2",
+    # Deliveries retry after 1, 1, 2, 2, ... s, for a minute; a POST waits 3 s at most.
+    "WHIN_DELIVERY_BACKOFF": "1,1,2",
+    "WHIN_DELIVERY_MAX_AGE": "60",
+    "WHIN_WEBHOOK_TIMEOUT": "3",
+    "WHIN_DELIVERY_WORKERS": "2",
+    "WHIN_SEND_TIMEOUT": "5",
+    "WHIN_MEDIA_MAX_BYTES": str(1024 * 1024),
+    "WHIN_MEDIA_TIMEOUT": "3",
 }
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-32-bytes-ok!").decode()
+QUEUE_KEY = base64.urlsafe_b64encode(b"test-queue-key-of-32-bytes-long!").decode()
 
 
 def free_port() -> int:
@@ -67,7 +78,8 @@ class Gateway:
             "WHIN_SIMNET_PORT": str(self.simnet_port),
             "WHIN_API_TOKENS": f"{self.admin_token},{self.user_token}",
             "WHIN_SUPERVISOR_PASSWORD": "test-supervisor-password",
-            "WHIN_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"test-webhook-secret-32-bytes-ok!").decode(),
+            "WHIN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WHIN_QUEUE_KEY": QUEUE_KEY,
             **overrides,
         }
         self.url = f"http://127.0.0.1:{self.port}"
@@ -166,6 +178,16 @@ class Gateway:
         response = self.scan(line, self.enroll_qr_text(slot_id))
         assert response.status_code == 200, response.text
         wait_for(lambda: self.detail(slot_id).get("connected"), what=f"slot {slot_id} to connect")
+
+    def phone_sends(self, sender: str, line: str, text: str) -> str:
+        """A phone sends a text to an enrolled line; returns WhatsApp's message id."""
+        response = self.http.post(f"{self.simnet_url}/messages", json={"from": sender, "to": line, "text": text},
+                                  timeout=10)
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def inbox(self, number: str) -> list[dict]:
+        return self.http.get(f"{self.simnet_url}/phones/{number}/inbox", timeout=10).json()
 
     def unlink(self, line: str) -> None:
         self.http.post(f"{self.simnet_url}/phones/{line}/unlink", timeout=10).raise_for_status()

@@ -1,6 +1,7 @@
 """One JSON shape for every failure: {"error": "<machine code>", "detail": "<human sentence>"}."""
 
 import logging
+import math
 
 import redis
 from flask import jsonify
@@ -23,7 +24,9 @@ def error_response(status: int, code: str, detail: str, headers: dict | None = N
 def register(app) -> None:
     @app.errorhandler(GatewayError)
     def gateway_error(err: GatewayError):
-        return error_response(err.status, err.code, err.detail)
+        retry_after = getattr(err, "retry_after", None)
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
+        return error_response(err.status, err.code, err.detail, headers)
 
     @app.errorhandler(InvalidIdentifier)
     def invalid_identifier(err: InvalidIdentifier):

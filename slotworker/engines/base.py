@@ -6,12 +6,40 @@ an engine lacks raise ``NotSupported``, which the API turns into a 422.
 """
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 
 class NotSupported(Exception):
     """This engine cannot do that (e.g. pairing by code on an engine without it)."""
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot reach WhatsApp right now (not connected, network down)."""
+
+
+class SendRefused(Exception):
+    """WhatsApp refused the message (e.g. the number is not on WhatsApp); ``code`` says why."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class OutboundMedia:
+    data: bytes
+    mimetype: str
+    filename: str | None = None
+    caption: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    id: str
+    timestamp: int  # unix seconds, as WhatsApp's SendResponse
 
 
 class EngineEvents(Protocol):
@@ -21,7 +49,7 @@ class EngineEvents(Protocol):
     def on_connected(self) -> None: ...
     def on_disconnected(self) -> None: ...
     def on_logged_out(self, reason: str) -> None: ...
-    def on_message(self, payload: dict) -> None: ...
+    def on_message(self, payload: dict, message_id: str, sender: str | None) -> None: ...
 
 
 class Engine(ABC):
@@ -52,6 +80,10 @@ class Engine(ABC):
     @abstractmethod
     def logout(self) -> None:
         """Tell the network to unlink this device (best effort); the caller wipes the files."""
+
+    @abstractmethod
+    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:
+        """Send a text or a media message; raises EngineUnavailable or SendRefused."""
 
     def pair_code(self, line: str) -> str:
         raise NotSupported(f"The {self.name} engine cannot pair by code.")

@@ -14,7 +14,7 @@ import threading
 import requests
 
 from controlplane import slotfiles
-from slotworker.engines.base import Engine
+from slotworker.engines.base import Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ def _key() -> str:
 def qr_text(ref: str, keys: dict) -> str:
     """The QR payload, laid out as whatsmeow's: ref, noise key, identity key, adv secret, type."""
     return QR_PREFIX + ",".join([ref, keys["noise"], keys["identity"], keys["adv"], "1"])
+
+
+def sender_number(payload: dict) -> str | None:
+    """The sender's phone number, when the event carries it (a @lid sender may only have SenderAlt)."""
+    source = payload.get("Info", {}).get("MessageSource", {})
+    for jid in (source.get("Sender"), source.get("SenderAlt")):
+        if jid and jid.get("Server") == "s.whatsapp.net" and jid.get("User"):
+            return jid["User"]
+    return None
 
 
 class LoggedOut(Exception):
@@ -48,6 +57,7 @@ class SimEngine(Engine):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pairing_session: str | None = None
+        self._connected = threading.Event()
 
     @property
     def credentials_path(self):
@@ -133,6 +143,7 @@ class SimEngine(Engine):
             except requests.RequestException as err:
                 if self._stopping.is_set():
                     return
+                self._connected.clear()
                 failures += 1
                 log.warning("slot %s: connection lost (%s); retry %d", self.slot_id, type(err).__name__, failures)
                 self.events.on_disconnected()
@@ -143,6 +154,7 @@ class SimEngine(Engine):
         response = self.http.post(self._device_url(creds, "connect"), headers=self._auth(creds), timeout=5)
         self._raise_for_logout(response)
         response.raise_for_status()
+        self._connected.set()
         self.events.on_connected()
         acked = int(response.json().get("acked", 0))
         while not self._stopping.is_set():
@@ -154,11 +166,37 @@ class SimEngine(Engine):
                 if self._stopping.is_set():
                     return  # unacknowledged events stay with the network for the next connection
                 if event["type"] == "message":
-                    self.events.on_message(event["payload"])
+                    payload = event["payload"]
+                    self.events.on_message(payload, payload["Info"]["ID"], sender_number(payload))
                 elif event["type"] == "logged_out":
                     raise LoggedOut(event.get("reason", "logged_out"))
                 # Acknowledged with the next poll only after the handler returned: at-least-once.
                 acked = event["seq"]
+
+    # --- sending ---
+
+    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:
+        creds = self.credentials()
+        if creds is None or not self._connected.is_set():
+            raise EngineUnavailable("not connected to WhatsApp")
+        body: dict = {"to": to}
+        if text is not None:
+            body["text"] = text
+        if media is not None:
+            body["media"] = {"data": base64.b64encode(media.data).decode("ascii"), "mimetype": media.mimetype,
+                             "filename": media.filename, "caption": media.caption}
+        try:
+            # A fresh connection: the session's pool is busy with the long poll on another thread.
+            response = requests.post(self._device_url(creds, "send"), json=body, headers=self._auth(creds),
+                                     timeout=10)
+        except requests.RequestException as err:
+            raise EngineUnavailable(f"WhatsApp unreachable ({type(err).__name__})") from None
+        if response.status_code == 422:
+            raise SendRefused(response.json().get("error", "refused"), response.json().get("detail", ""))
+        if response.status_code != 200:
+            raise EngineUnavailable(f"WhatsApp answered {response.status_code}")
+        sent = response.json()
+        return SendResult(id=sent["id"], timestamp=int(sent["timestamp"]))
 
     def _get(self, path: str, params: dict) -> list:
         response = self.http.get(f"{self.base_url}{path}", params={**params, "timeout": POLL_SECONDS},

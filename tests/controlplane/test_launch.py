@@ -70,7 +70,7 @@ def test_a_second_prepare_reuses_the_kept_secrets(data_dir):
 
 def test_prepare_never_overwrites_given_secrets(data_dir):
     given = {"WHIN_API_TOKENS": "mine-admin,mine-other", "WHIN_WEBHOOK_SECRET": "whsec_given",
-             "WHIN_SUPERVISOR_PASSWORD": "given-password"}
+             "WHIN_SUPERVISOR_PASSWORD": "given-password", "WHIN_QUEUE_KEY": "given-queue-key"}
     environ = sim_environ(data_dir, **given)
 
     settings, conf, generated = prepare(environ)

@@ -6,6 +6,8 @@ import pytest
 
 from controlplane.app import create_app
 from controlplane.config import Settings
+from tests.assertions import assert_json_error
+from tests.gateway import QUEUE_KEY
 
 PUBLIC = {"/health", "/ready"}
 BAD_SLOTS = ["ABC", "ABCDEFGHI", "ABCD-123", "ABCD_123", "ÁBCDEFGH"]
@@ -14,7 +16,8 @@ BAD_LINES = ["+34666123456", "34%20666123456", "34-666-123", "abc", "0346661234"
 
 def _app_routes():
     """(method, path) of every route the application defines, with sample values for its parameters."""
-    app = create_app(Settings.from_env({"WHIN_API_TOKENS": "x", "WHIN_DATA_DIR": "/nonexistent"}))
+    app = create_app(Settings.from_env({"WHIN_API_TOKENS": "x", "WHIN_DATA_DIR": "/nonexistent",
+                                        "WHIN_QUEUE_KEY": QUEUE_KEY}))
     samples = {"slot": "AAAAAAAA", "line": "34666123456", "status": "active"}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
@@ -25,17 +28,6 @@ def _app_routes():
 
 
 ROUTES = sorted(set(_app_routes()))
-
-
-def assert_json_error(response, status: int, code: str | None = None):
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error", "detail"}
-    assert body["detail"] and "Traceback" not in body["detail"]
-    if code:
-        assert body["error"] == code, body
-    return body
 
 
 def test_the_route_table_is_the_manuals():
@@ -152,7 +144,7 @@ def test_unknown_routes_are_json_404_and_wrong_methods_json_405(gateway):
 
 
 def test_redis_down_is_a_json_503_not_a_500(tmp_path):
-    settings = Settings.from_env({"WHIN_API_TOKENS": "t", "WHIN_DATA_DIR": str(tmp_path),
+    settings = Settings.from_env({"WHIN_API_TOKENS": "t", "WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY,
                                   "WHIN_REDIS_URL": f"unix://{tmp_path}/no-redis.sock"})
     client = create_app(settings).test_client()
     response = client.get("/slots", headers={"Authorization": "Bearer t"})
@@ -167,7 +159,7 @@ def test_the_api_refuses_to_start_without_tokens(tmp_path):
     from controlplane.config import ConfigError
 
     with pytest.raises(ConfigError, match="WHIN_API_TOKENS"):
-        create_app(Settings.from_env({"WHIN_DATA_DIR": str(tmp_path)}))
+        create_app(Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY}))
 
 
 def test_enroll_with_an_engine_that_is_not_installed_is_a_clear_503(gateway):

@@ -1,0 +1,163 @@
+"""The delivery job: POST one event to inmovilla's webhook, signed per Standard Webhooks. No Flask here.
+
+An attempt succeeds on any 2xx within WHIN_WEBHOOK_TIMEOUT. Anything else raises, and rq schedules
+the next attempt (events.retry_intervals: seconds at first, hours later, for WHIN_DELIVERY_MAX_AGE in
+all). The last attempt that fails gives up: counted and logged by event id, never by content, and
+the job ends normally so that no failed-job record keeps the sealed envelope.
+
+Run the workers as ``python -m controlplane.delivery`` (supervisord runs WHIN_DELIVERY_WORKERS).
+"""
+
+import email.utils
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from functools import cache
+
+import redis
+import requests
+from rq import SimpleWorker, get_current_job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+from standardwebhooks.webhooks import Webhook
+
+from controlplane.config import Settings
+from controlplane.events import bytes_connection, delivery_queue
+from controlplane.sealed import Sealer
+from controlplane.store import STATS, WEBHOOK_HOLD
+
+log = logging.getLogger("controlplane.delivery")
+
+# Statuses after which the receiver asks us to wait (its Retry-After) before the next attempt.
+_SLOW_DOWN = {429, 502, 503, 504}
+
+
+class DeliveryFailed(Exception):
+    """One attempt did not get a 2xx. The message names the outcome only (status, timeout), never a body."""
+
+
+@cache
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@cache
+def _sealer() -> Sealer:
+    return Sealer(_settings().queue_key)
+
+
+@cache
+def _signer() -> Webhook:
+    return Webhook(_settings().webhook_secret)
+
+
+@cache
+def _http() -> requests.Session:
+    return requests.Session()  # one per worker process: the connection to the receiver stays open
+
+
+def deliver(event_id: str, sealed: str) -> None:
+    """The RQ job. Raises DeliveryFailed to be retried; returns when delivered or given up."""
+    job = get_current_job()
+    connection = job.connection
+    try:
+        _attempt(connection, event_id, sealed)
+    except DeliveryFailed as failure:
+        if job.retries_left:
+            connection.hincrby(STATS, "retried", 1)
+            raise
+        connection.hincrby(STATS, "given_up", 1)
+        log.error("delivery given up: event %s after %d attempts (%s)",
+                  event_id, len(job.retry_intervals or []) + 1, failure)
+        return
+    connection.hincrby(STATS, "delivered", 1)
+
+
+def _attempt(connection: redis.Redis, event_id: str, sealed: str) -> None:
+    settings = _settings()
+    if not settings.webhook_url:
+        raise DeliveryFailed("WHIN_WEBHOOK_URL is not set")
+    hold = float(connection.get(WEBHOOK_HOLD) or 0)
+    if hold > time.time():
+        raise DeliveryFailed(f"receiver asked to wait {hold - time.time():.0f} s more")
+    body = _sealer().unseal_text(sealed)
+    stamp = datetime.now(tz=UTC)  # re-signed on every attempt: receivers refuse old timestamps
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": event_id,
+        "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-signature": _signer().sign(event_id, stamp, body),
+    }
+    try:
+        response = _http().post(settings.webhook_url, data=body.encode(), headers=headers,
+                                timeout=settings.webhook_timeout, allow_redirects=False)
+    except requests.Timeout:
+        raise DeliveryFailed(f"no answer within {settings.webhook_timeout:g} s") from None
+    except requests.RequestException as err:
+        raise DeliveryFailed(f"connection failed ({type(err).__name__})") from None
+    with response:
+        if 200 <= response.status_code < 300:
+            return
+        _remember_retry_after(connection, response)
+        raise DeliveryFailed(f"HTTP {response.status_code}")
+
+
+def _remember_retry_after(connection: redis.Redis, response: requests.Response) -> None:
+    if response.status_code not in _SLOW_DOWN:
+        return
+    seconds = retry_after_seconds(response.headers.get("Retry-After"))
+    if seconds:
+        connection.set(WEBHOOK_HOLD, time.time() + seconds, ex=int(seconds) + 1)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date (RFC 9110); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now or time.time()))
+
+
+class DeliveryWorker(SimpleWorker):
+    """rq's SimpleWorker (no fork per job), with an abandoned-job deadline tied to the job's timeout.
+
+    rq marks a started job abandoned ``min(timeout, 30) + 60`` s after its last heartbeat; a
+    SimpleWorker sends none during a job, so this job's own timeout plus a margin is the right wait,
+    and a delivery whose worker was killed is retried within seconds rather than minutes.
+    """
+
+    log_result_lifespan = False
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        return int(job.timeout or 60) + 5
+
+
+def recover_abandoned(connection: redis.Redis) -> None:
+    """Re-queue deliveries whose worker died mid-attempt (rq otherwise waits for a worker's maintenance)."""
+    StartedJobRegistry(queue=delivery_queue(connection)).cleanup()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = _settings()
+    connection = bytes_connection(settings)
+    worker = DeliveryWorker(
+        [delivery_queue(connection)], connection=connection, serializer=JSONSerializer,
+        name=f"delivery-{os.getpid()}", default_result_ttl=1,
+        log_job_description=False,  # a description is an event id, but never log job arguments
+        worker_ttl=30, maintenance_interval=15,
+    )
+    worker.work(with_scheduler=True, logging_level="WARNING")
+
+
+if __name__ == "__main__":
+    main()

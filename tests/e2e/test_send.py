@@ -1,0 +1,210 @@
+"""POST /send end to end: the API, the slot worker, the simulated network, the recipient's inbox."""
+
+import base64
+import contextlib
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.assertions import assert_json_error
+from tests.gateway import wait_for
+
+TO = "34622000001"
+JPEG = b"\xff\xd8\xff\xe0" + os.urandom(2000)
+
+
+@pytest.fixture(scope="module")
+def media_server():
+    """Serves media for 'media.url': a small image, one too large, one too slow, one missing."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/photo.jpg":
+                self._send(200, JPEG, "image/jpeg")
+            elif self.path == "/big.bin":
+                self._send(200, os.urandom(1024 * 1024 + 1), "application/octet-stream")
+            elif self.path == "/slow.jpg":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    for _ in range(20):  # a byte a second: more than WHIN_MEDIA_TIMEOUT (3 s) in all
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(1)
+            else:
+                self._send(404, b"", "text/plain")
+
+        def _send(self, status, body, kind):
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the gateway stopped reading: fine
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sender(gateway):
+    """An enrolled line that tests send from (rate limit: each test sends only a few)."""
+    (slot_id,) = gateway.provision(1)
+    line = "34655500001"
+    gateway.enroll(slot_id, line)
+    return slot_id, line
+
+
+def test_send_text_by_line_reaches_the_recipients_inbox(gateway, sender):
+    slot_id, line = sender
+    response = gateway.api("POST", "/send", json={"line": line, "to": TO, "text": "Hola desde la agencia"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"id", "timestamp"} and abs(body["timestamp"] - time.time()) < 30
+    got = [m for m in gateway.inbox(TO) if m["id"] == body["id"]]
+    assert got == [{"id": body["id"], "from": line, "to": TO, "text": "Hola desde la agencia",
+                    "timestamp": body["timestamp"]}]
+
+
+def test_send_by_slot_works_the_same(gateway, sender):
+    slot_id, line = sender
+    response = gateway.api("POST", "/send", json={"slot": slot_id, "to": TO, "text": "por slot"})
+    assert response.status_code == 200, response.text
+    assert [m["from"] for m in gateway.inbox(TO) if m["id"] == response.json()["id"]] == [line]
+
+
+def test_send_media_given_as_base64_data(gateway, sender):
+    _, line = sender
+    media = {"data": base64.b64encode(JPEG).decode(), "mimetype": "image/jpeg", "filename": "piso.jpg",
+             "caption": "El salón"}
+    response = gateway.api("POST", "/send", json={"line": line, "to": TO, "media": media})
+    assert response.status_code == 200, response.text
+    (got,) = [m for m in gateway.inbox(TO) if m["id"] == response.json()["id"]]
+    assert got["media"] == media
+
+
+def test_send_media_fetched_from_a_url(gateway, sender, media_server):
+    _, line = sender
+    response = gateway.api("POST", "/send", json={"line": line, "to": TO,
+                                                  "media": {"url": f"{media_server}/photo.jpg", "caption": "Cocina"}})
+    assert response.status_code == 200, response.text
+    (got,) = [m for m in gateway.inbox(TO) if m["id"] == response.json()["id"]]
+    assert base64.b64decode(got["media"]["data"]) == JPEG
+    assert (got["media"]["mimetype"], got["media"]["caption"]) == ("image/jpeg", "Cocina")
+
+
+@pytest.mark.parametrize(("path", "code"), [("/missing.jpg", "media_unreachable"), ("/big.bin", "media_too_large"),
+                                            ("/slow.jpg", "media_unreachable")])
+def test_media_urls_that_cannot_be_fetched_are_422_within_bounds(gateway, sender, media_server, path, code):
+    _, line = sender
+    started = time.monotonic()
+    response = gateway.api("POST", "/send", json={"line": line, "to": TO, "media": {"url": media_server + path}})
+    assert_json_error(response, 422, code)
+    assert time.monotonic() - started < 8  # WHIN_MEDIA_TIMEOUT is 3 s
+
+
+def test_a_media_url_nobody_listens_on_is_422(gateway, sender):
+    _, line = sender
+    response = gateway.api("POST", "/send", json={"line": line, "to": TO, "media": {"url": "http://127.0.0.1:9/x"}})
+    assert_json_error(response, 422, "media_unreachable")
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"to": TO, "text": "x"}, "invalid_target"),
+    ({"line": "34655500001", "slot": "AAAAAAAA", "to": TO, "text": "x"}, "invalid_target"),
+    ({"line": "+34655500001", "to": TO, "text": "x"}, "invalid_line"),
+    ({"line": 34655500001, "to": TO, "text": "x"}, "invalid_line"),
+    ({"slot": "ABC", "to": TO, "text": "x"}, "invalid_slot"),
+    ({"line": "34655500001", "to": "+34 622", "text": "x"}, "invalid_number"),
+    ({"line": "34655500001", "text": "x"}, "invalid_number"),
+    ({"line": "34655500001", "to": TO}, "missing_content"),
+    ({"line": "34655500001", "to": TO, "text": ""}, "invalid_text"),
+    ({"line": "34655500001", "to": TO, "text": 5}, "invalid_text"),
+    ({"line": "34655500001", "to": TO, "text": "x" * 65537}, "invalid_text"),
+    ({"line": "34655500001", "to": TO, "text": "x", "media": {"url": "http://a/b"}}, "invalid_content"),
+    ({"line": "34655500001", "to": TO, "media": {}}, "invalid_media"),
+    ({"line": "34655500001", "to": TO, "media": {"data": "aGk="}}, "invalid_media"),
+    ({"line": "34655500001", "to": TO, "media": {"data": "not base64!", "mimetype": "image/png"}}, "invalid_media"),
+    ({"line": "34655500001", "to": TO, "media": {"url": "file:///etc/passwd"}}, "invalid_media"),
+    ({"line": "34999999999", "to": TO, "text": "x"}, "unknown_line"),
+    ({"slot": "ZZZZZZZ9", "to": TO, "text": "x"}, "unknown_slot"),
+])
+def test_bad_send_requests_are_422_with_their_codes(gateway, sender, body, code):
+    assert_json_error(gateway.api("POST", "/send", json=body), 422, code)
+
+
+@pytest.mark.parametrize("raw", ['{"line": "3465', "line=1", "[]", ""])
+def test_broken_json_is_a_422(gateway, raw):
+    response = gateway.api("POST", "/send", data=raw, headers={"Content-Type": "application/json"})
+    assert_json_error(response, 422, "invalid_json")
+
+
+def test_sleeping_and_unenrolled_slots_do_not_send(gateway, new_line):
+    sleeper, idle = gateway.provision(2)
+    line = new_line()
+    gateway.enroll(sleeper, line)
+    assert gateway.api("GET", f"/sleep/{line}").status_code == 200
+    assert_json_error(gateway.api("POST", "/send", json={"line": line, "to": TO, "text": "x"}), 422, "line_sleeping")
+    assert_json_error(gateway.api("POST", "/send", json={"slot": sleeper, "to": TO, "text": "x"}), 422,
+                      "line_sleeping")
+    assert_json_error(gateway.api("POST", "/send", json={"slot": idle, "to": TO, "text": "x"}), 422, "not_active")
+    assert not [m for m in gateway.inbox(TO) if m["from"] == line]
+
+
+def test_going_over_the_lines_rate_is_429_with_retry_after(gateway, new_line):
+    (slot_id,) = gateway.provision(1)
+    line = new_line()
+    gateway.enroll(slot_id, line)
+    answers = [gateway.api("POST", "/send", json={"line": line, "to": TO, "text": f"n{i}"}) for i in range(12)]
+    statuses = [a.status_code for a in answers]
+    assert statuses[:10] == [200] * 10  # the burst (WHIN_SEND_BURST)
+    assert statuses[10] == 429
+    assert_json_error(answers[10], 429, "rate_limited")
+    assert int(answers[10].headers["Retry-After"]) >= 1
+    assert len([m for m in gateway.inbox(TO) if m["from"] == line]) == statuses.count(200)
+
+
+def test_a_slot_that_does_not_answer_is_504_and_the_message_is_not_sent_later(gateway, new_line):
+    (slot_id,) = gateway.provision(1)
+    line = new_line()
+    gateway.enroll(slot_id, line)
+    pid = gateway.slot_pid(slot_id)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = gateway.api("POST", "/send", json={"line": line, "to": TO, "text": "too late"})
+        assert_json_error(response, 504, "engine_timeout")
+        assert 4 < time.monotonic() - started < 10  # WHIN_SEND_TIMEOUT is 5 s
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(2)
+    assert not [m for m in gateway.inbox(TO) if m.get("text") == "too late"]
+    # The slot works again afterwards.
+    assert gateway.api("POST", "/send", json={"line": line, "to": TO, "text": "on time"}).status_code == 200
+
+
+def test_whatsapp_unreachable_is_a_clear_503_not_a_hang(gateway, new_line):
+    (slot_id,) = gateway.provision(1)
+    line = new_line()
+    gateway.enroll(slot_id, line)
+    gateway.supervisorctl("stop", "simnet")
+    try:
+        wait_for(lambda: not gateway.detail(slot_id)["connected"], timeout=20, what="the slot to notice")
+        started = time.monotonic()
+        response = gateway.api("POST", "/send", json={"line": line, "to": TO, "text": "x"})
+        assert_json_error(response, 503, "whatsapp_unreachable")
+        assert time.monotonic() - started < 5
+    finally:
+        gateway.supervisorctl("start", "simnet")
+    wait_for(lambda: gateway.detail(slot_id)["connected"], timeout=40, what="the slot to reconnect")
