@@ -63,7 +63,7 @@ class Settings:
     reconcile_interval: float = 2.0
     # Inbound delivery: POST timeout, workers, and how long an event is retried before giving up.
     webhook_timeout: float = 15.0
-    delivery_workers: int = 4
+    delivery_workers: int = 2
     delivery_max_age: float = 3 * 24 * 3600.0
     delivery_backoff: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200)
     # Key (Fernet) for message content queued in Redis, so Redis's files only ever hold ciphertext.
@@ -130,7 +130,7 @@ class Settings:
             pairing_timeout=_number(environ, "WHIN_PAIRING_TIMEOUT", 180.0),
             reconcile_interval=_number(environ, "WHIN_RECONCILE_INTERVAL", 2.0),
             webhook_timeout=_number(environ, "WHIN_WEBHOOK_TIMEOUT", 15.0),
-            delivery_workers=int(_number(environ, "WHIN_DELIVERY_WORKERS", 4)),
+            delivery_workers=int(_number(environ, "WHIN_DELIVERY_WORKERS", 2)),
             delivery_max_age=_number(environ, "WHIN_DELIVERY_MAX_AGE", 3 * 24 * 3600.0),
             delivery_backoff=_numbers(environ, "WHIN_DELIVERY_BACKOFF", cls.delivery_backoff),
             queue_key=environ.get("WHIN_QUEUE_KEY", "").strip(),

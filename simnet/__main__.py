@@ -6,6 +6,8 @@ WHIN_SIM_QR_FIRST / WHIN_SIM_QR_NEXT / WHIN_SIM_QR_COUNT shorten WhatsApp's QR s
 
 import logging
 import os
+import signal
+import sys
 
 from werkzeug.serving import make_server
 
@@ -25,6 +27,12 @@ def main() -> None:
     network = Network(settings.data_dir / "simnet", schedule)
     # Threaded: every linked device holds a long poll open.
     server = make_server("127.0.0.1", settings.simnet_port, create_app(network), threaded=True)
+
+    def stop(_signum, _frame):
+        network.flush()  # linked devices and held messages survive a restart, as WhatsApp's do
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     print(f"simnet listening on http://127.0.0.1:{settings.simnet_port}", flush=True)
     server.serve_forever()
 

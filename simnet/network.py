@@ -84,7 +84,9 @@ class Network:
         self.devices: dict[str, Device] = {}
         self.unlinked: dict[str, str] = {}  # device id -> reason, so a returning device learns why
         self.inboxes: dict[str, list[dict]] = {}
+        self._dirty = threading.Event()
         self._load()
+        threading.Thread(target=self._save_when_dirty, name="simnet-saver", daemon=True).start()
 
     # --- pairing ---
 
@@ -254,7 +256,25 @@ class Network:
     def _state_file(self) -> Path:
         return self.state_dir / "state.json"
 
+    # Saving the whole state on every change is quadratic when thousands of messages wait for an
+    # offline device, so changes are saved at most every SAVE_INTERVAL (and by flush() at exit).
+    SAVE_INTERVAL = 0.2
+
     def _save(self) -> None:
+        self._dirty.set()
+
+    def _save_when_dirty(self) -> None:
+        while True:
+            self._dirty.wait()
+            time.sleep(self.SAVE_INTERVAL)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._dirty.clear()
+            self._write_state()
+
+    def _write_state(self) -> None:
         state = {
             "devices": {d.id: {"secret": d.secret, "line": d.line, "events": d.events,
                                "next_seq": d.next_seq, "acked": d.acked} for d in self.devices.values()},

@@ -265,6 +265,7 @@ def test_a_new_network_on_the_same_folder_keeps_linked_devices_and_unacknowledge
     for text in ("one", "two"):
         before.phone_sends(SENDER, LINE, text)
     events(before, device, after=1)
+    before.flush()  # as simnet does when it stops
 
     after = Network(tmp_path, schedule)
 
@@ -275,11 +276,19 @@ def test_a_new_network_on_the_same_folder_keeps_linked_devices_and_unacknowledge
     assert [e["seq"] for e in events(after, device, after=1)] == [2, 3]
 
 
+def test_changes_reach_the_state_file_by_themselves_within_the_save_interval(tmp_path):
+    net = Network(tmp_path, QrSchedule(first=FIRST, following=FOLLOWING, count=COUNT))
+    device = link(net, LINE)
+    time.sleep(Network.SAVE_INTERVAL * 3)
+    assert device["device_id"] in (tmp_path / "state.json").read_text()
+
+
 def test_a_new_network_on_the_same_folder_remembers_unlinked_devices(tmp_path):
     schedule = QrSchedule(first=FIRST, following=FOLLOWING, count=COUNT)
     before = Network(tmp_path, schedule)
     device = link(before, LINE)
     before.unlink(LINE)
+    before.flush()
 
     after = Network(tmp_path, schedule)
 
