@@ -47,6 +47,7 @@ class Settings:
     engine: str = "whatsmeow"
     redis_url: str = ""
     embedded_redis: bool = True
+    session_db: str = ""  # whatsmeow's session store: a PostgreSQL URL, or empty for a sqlite file per slot
     simnet_port: int = 8090
     supervisor_socket: Path = field(default=None)
     supervisor_user: str = "whin"
@@ -115,6 +116,7 @@ class Settings:
             engine=engine,
             redis_url=redis_url or f"unix://{run_dir / 'redis.sock'}",
             embedded_redis=not redis_url,
+            session_db=environ.get("WHIN_SESSION_DB", "").strip(),
             simnet_port=int(_number(environ, "WHIN_SIMNET_PORT", 8090)),
             supervisor_socket=Path(environ.get("WHIN_SUPERVISOR_SOCKET") or run_dir / "supervisor.sock"),
             supervisor_user=environ.get("WHIN_SUPERVISOR_USER") or "whin",

@@ -88,13 +88,26 @@ class Lifecycle:
             if slot.status is SlotStatus.ACTIVE:
                 raise Refused("slot_not_available", f"Slot {slot_id} has just linked a line.")
             if not slot.pairing:
-                raise Refused("pairing_ended",
-                              f"Slot {slot_id} stopped pairing before showing a code; call /enroll again.")
+                raise _pairing_ended(slot)
             now = time.time()
             if slot.qr and slot.qr_expires_at and slot.qr_expires_at > now:
                 return QrCode(slot.qr, round(slot.qr_expires_at - now, 1))
             time.sleep(_POLL)
         raise EngineTimeout(f"Slot {slot_id} showed no QR code within {self.settings.enroll_timeout:g} s.")
+
+    def pair_code(self, slot: Slot, line_text: str) -> QrCode:
+        """Like enroll, but the phone types a code instead of scanning: ask the pairing worker for one."""
+        line = ids.parse_line(line_text)
+        self.enroll(slot)  # starts pairing (or joins it) and waits until the engine is talking to WhatsApp
+        answer, _ = self.store.ask(slot.id, {"op": "paircode", "line": line}, timeout=self.settings.enroll_timeout)
+        if answer is None:
+            raise EngineTimeout(f"Slot {slot.id} gave no pairing code within {self.settings.enroll_timeout:g} s.")
+        if answer["ok"]:
+            deadline = self.store.get(slot.id).pair_deadline or time.time()
+            return QrCode(answer["code"], round(max(0.0, deadline - time.time()), 1))
+        if answer["error"] == "not_supported":
+            raise Refused("not_supported", answer["detail"])
+        raise ServiceUnavailable("whatsapp_unreachable", f"Slot {slot.id}: {answer['detail']}")
 
     # --- sleep and resume ---
 
@@ -172,6 +185,14 @@ class Lifecycle:
     def _stop_worker(self, slot_id: str) -> None:
         with contextlib.suppress(ProgramMissing):  # supervisord has no such program: nothing of it runs
             self.supervisor.stop(slot_id)
+
+
+def _pairing_ended(slot: Slot) -> Exception:
+    if slot.pair_error == "network_unreachable":
+        return ServiceUnavailable("whatsapp_unreachable",
+                                  f"Slot {slot.id} cannot reach WhatsApp's servers; check the host's network.")
+    return Refused("pairing_ended", f"Slot {slot.id} stopped pairing ({slot.pair_error or 'ended'}); "
+                                    "call /enroll again.")
 
 
 def _state_refusal(slot_id: str, refusal: Refused, code: str) -> Refused:

@@ -8,7 +8,6 @@ not turn into a late send that the integrator's retry would double.
 import base64
 import binascii
 import time
-import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -119,13 +118,10 @@ class Outbound:
         raise Refused(answer["error"], answer.get("detail") or "WhatsApp refused the message.")
 
     def _ask_worker(self, slot_id: str, message: dict) -> dict:
-        request_id = uuid.uuid4().hex
-        deadline = time.time() + self.settings.send_timeout
-        raw = self.store.push_command(slot_id, {"op": "send", "reply": request_id, "deadline": deadline,
-                                                "sealed": self.sealer.seal(message)})
-        answer = self.store.wait_reply(request_id, timeout=self.settings.send_timeout)
+        answer, taken = self.store.ask(slot_id, {"op": "send", "sealed": self.sealer.seal(message)},
+                                       timeout=self.settings.send_timeout)
         if answer is None:
-            if self.store.withdraw_command(slot_id, raw):
+            if not taken:
                 raise EngineTimeout(f"Slot {slot_id} did not take the message within {self.settings.send_timeout:g} s;"
                                     " nothing was sent.")
             # Taken but unanswered: the worker drops a command whose deadline has passed before it sends,

@@ -2,7 +2,8 @@
 
 Keys (prefix ``whin:``), each owned here:
   whin:slots             SET   every slot id ever provisioned (ids are never reused)
-  whin:slot:<ID>         HASH  status, line, pairing, pair_deadline, qr, qr_expires_at, connected, teardown
+  whin:slot:<ID>         HASH  status, line, pairing, pair_deadline, qr, qr_expires_at, connected, teardown,
+                               pair_error (why the last pairing ended without a phone)
   whin:lines             HASH  line -> slot id, for every enrolled line
   whin:cmd:<ID>          LIST  commands for the slot's worker (JSON), popped by the worker
   whin:reconciler:nudge  LIST  a poke that wakes the reconciler before its next tick
@@ -21,6 +22,7 @@ which Redis runs without interleaving any script.
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 
 import redis
@@ -86,6 +88,7 @@ class Slot:
     qr_expires_at: float | None = None
     connected: bool = False
     teardown: bool = False
+    pair_error: str | None = None
 
     @classmethod
     def from_hash(cls, slot_id: str, h: dict) -> "Slot":
@@ -102,6 +105,7 @@ class Slot:
             qr_expires_at=num("qr_expires_at"),
             connected=h.get("connected") == "1",
             teardown=h.get("teardown") == "1",
+            pair_error=h.get("pair_error") or None,
         )
 
 
@@ -177,15 +181,17 @@ if redis.call('HGET', key, 'teardown') == '1' then return redis.error_reply('wro
 local current = tonumber(redis.call('HGET', key, 'pair_deadline') or '0')
 if redis.call('HGET', key, 'pairing') == '1' and current > now then return 'already' end
 redis.call('HSET', key, 'pairing', '1', 'pair_deadline', deadline)
-redis.call('HDEL', key, 'qr', 'qr_expires_at')
+redis.call('HDEL', key, 'qr', 'qr_expires_at', 'pair_error')
 return 'started'
 """
 
-# Clears the pairing flag only if the slot is still pairing (a pair success may have won the race).
+# Clears the pairing flag only if the slot is still pairing (a pair success may have won the race),
+# and says why it ended. ARGV: the reason.
 _END_PAIRING = """
 local key = KEYS[1]
 if redis.call('HGET', key, 'pairing') ~= '1' then return 0 end
 redis.call('HDEL', key, 'pairing', 'pair_deadline', 'qr', 'qr_expires_at')
+redis.call('HSET', key, 'pair_error', ARGV[1])
 return 1
 """
 
@@ -259,8 +265,8 @@ class SlotStore:
         result = self._call(self._begin_pairing, [slot_key(slot_id)], [f"{deadline:.3f}", time.time()])
         return result == "started"
 
-    def end_pairing(self, slot_id: str) -> bool:
-        return bool(self._end_pairing(keys=[slot_key(slot_id)]))
+    def end_pairing(self, slot_id: str, reason: str = "ended") -> bool:
+        return bool(self._end_pairing(keys=[slot_key(slot_id)], args=[reason]))
 
     def set_qr(self, slot_id: str, code: str, expires_at: float) -> bool:
         return bool(self._set_qr(keys=[slot_key(slot_id)], args=[code, f"{expires_at:.3f}"]))
@@ -301,6 +307,16 @@ class SlotStore:
     def withdraw_command(self, slot_id: str, raw: str) -> bool:
         """Take back a command the worker has not popped yet; False when it already took it."""
         return bool(self.redis.lrem(command_key(slot_id), 1, raw))
+
+    def ask(self, slot_id: str, command: dict, timeout: float) -> tuple[dict | None, bool]:
+        """Send a command that expects an answer; wait for it. Returns (answer, taken): with no answer
+        in time the command is withdrawn if still unread, and ``taken`` says whether the worker had it."""
+        request_id = uuid.uuid4().hex
+        raw = self.push_command(slot_id, {**command, "reply": request_id, "deadline": time.time() + timeout})
+        answer = self.wait_reply(request_id, timeout=timeout)
+        if answer is not None:
+            return answer, True
+        return None, not self.withdraw_command(slot_id, raw)
 
     def push_reply(self, request_id: str, reply: dict) -> None:
         with self.redis.pipeline(transaction=True) as pipe:

@@ -38,6 +38,11 @@ def create_app(network: Network) -> Flask:
         data = body()
         return jsonify(device=network.scan(data.get("line"), data.get("qr")))
 
+    @app.post("/paircode")
+    def enter_pair_code():
+        data = body()
+        return jsonify(device=network.enter_pair_code(data.get("line"), data.get("code")))
+
     @app.post("/messages")
     def messages():
         data = body()
@@ -61,6 +66,10 @@ def create_app(network: Network) -> Flask:
     def pairing_events(session):
         seen = int(request.args.get("seen", -1))
         return jsonify(network.pairing_events(session, seen, poll_seconds()))
+
+    @app.post("/pair/<session>/code")
+    def request_pair_code(session):
+        return jsonify(code=network.request_pair_code(session, body().get("line")))
 
     @app.delete("/pair/<session>")
     def end_pairing(session):

@@ -58,6 +58,7 @@ class PairingSession:
     device: dict | None = None
     polling: int = 0  # long polls open now: the device's "connection"
     last_seen: float = 0.0
+    pair_code: tuple[str, str] | None = None  # (line, code) while a phone may link by typing the code
 
 
 # A pairing device that has not polled for this long has gone away; its codes die with it.
@@ -133,6 +134,28 @@ class Network:
         with self._changed:
             self._sessions.pop(session_id, None)
 
+    def request_pair_code(self, session_id: str, line: str) -> str:
+        """The device asks for a code that the phone with this number can type instead of scanning."""
+        if not LINE.fullmatch(line or ""):
+            raise SimError(422, "invalid_line", "The phone number is international, digits only, no '+'.")
+        letters = "ABCDEFGHJKLMNPQRSTVWXYZ"
+        code = "".join(secrets.choice(letters) for _ in range(4)) + "-" + "".join(
+            secrets.choice(letters) for _ in range(4))
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or not self._alive(session):
+                raise SimError(404, "unknown_session", "No such pairing session.")
+            session.pair_code = (line, code)
+        return code
+
+    def enter_pair_code(self, line: str, code: str) -> str:
+        """The phone with number ``line`` types ``code``: the device that asked for it pairs."""
+        with self._changed:
+            session = next((s for s in self._sessions.values() if s.pair_code == (line, code)), None)
+            if session is None or session.device is not None or not self._alive(session):
+                raise SimError(404, "unknown_code", "This code belongs to no device that is pairing with this phone.")
+            return self._pair(session, line)
+
     def _alive(self, session: PairingSession) -> bool:
         return session.polling > 0 or time.monotonic() - session.last_seen < PAIRING_LIVENESS_SECONDS
 
@@ -148,12 +171,16 @@ class Network:
             index, _ = self.schedule.window(time.monotonic() - session.started)
             if session.refs.index(ref) != index:
                 raise SimError(422, "qr_expired", "This code has expired; scan the one on screen now.")
-            device = Device(id=uuid.uuid4().hex, secret=secrets.token_urlsafe(24), line=line)
-            self.devices[device.id] = device
-            session.device = {"device_id": device.id, "secret": device.secret, "line": line}
-            self._save()
-            self._changed.notify_all()
-            return device.id
+            return self._pair(session, line)
+
+    def _pair(self, session: PairingSession, line: str) -> str:
+        """Called with the lock held: link a new device for ``line`` to the pairing session."""
+        device = Device(id=uuid.uuid4().hex, secret=secrets.token_urlsafe(24), line=line)
+        self.devices[device.id] = device
+        session.device = {"device_id": device.id, "secret": device.secret, "line": line}
+        self._save()
+        self._changed.notify_all()
+        return device.id
 
     # --- a linked device ---
 

@@ -1,32 +1,44 @@
-"""Message events as the network hands them to a linked device.
-
-Laid out like whatsmeow's MessageEv turned to JSON (json_format.MessageToDict with the proto field
-names): Info with its MessageSource, ID, Timestamp in Unix milliseconds (int64, so a string), and the
-WhatsApp Message itself.
+"""Message events as the network hands them to a linked device: neonize's own MessageEv protobuf,
+turned into JSON exactly as the real engine does (json_format.MessageToDict with the proto field
+names), so a payload from the simulator has the form of one from WhatsApp.
 """
 
 import time
 
+from google.protobuf import json_format
+from neonize.events import MessageEv
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+from neonize.utils.jid import build_jid
 
-def jid(number: str) -> dict:
-    return {"User": number, "Server": "s.whatsapp.net"}
 
-
-def _info(message_id: str, sender: str, kind: str) -> dict:
-    return {
-        "MessageSource": {"Chat": jid(sender), "Sender": jid(sender), "IsFromMe": False, "IsGroup": False},
-        "ID": message_id,
-        "Type": kind,
-        "Timestamp": str(int(time.time() * 1000)),
-    }
+def _event(message_id: str, sender: str, line: str, kind: str, message: Message) -> dict:
+    ev = MessageEv()
+    source = ev.Info.MessageSource
+    source.Chat.CopyFrom(build_jid(sender))
+    source.Sender.CopyFrom(build_jid(sender))
+    source.IsFromMe = False
+    source.IsGroup = False
+    ev.Info.ID = message_id
+    ev.Info.Type = kind
+    ev.Info.Timestamp = int(time.time() * 1000)  # whatsmeow's MessageInfo.Timestamp: Unix milliseconds
+    ev.Message.CopyFrom(message)
+    return json_format.MessageToDict(ev, preserving_proto_field_name=True)
 
 
 def text_message(message_id: str, sender: str, line: str, text: str) -> dict:
-    return {"Info": _info(message_id, sender, "text"), "Message": {"conversation": text}}
+    return _event(message_id, sender, line, "text", Message(conversation=text))
 
 
 def media_message(message_id: str, sender: str, line: str, media: dict) -> dict:
-    body = {"mimetype": media.get("mimetype"), "caption": media.get("caption"), "fileName": media.get("filename"),
-            "fileLength": str(len(media.get("data") or "") * 3 // 4)}
-    kind = "imageMessage" if str(media.get("mimetype", "")).startswith("image/") else "documentMessage"
-    return {"Info": _info(message_id, sender, "media"), "Message": {kind: body}}
+    message = Message()
+    size = len(media.get("data") or "") * 3 // 4
+    if str(media.get("mimetype", "")).startswith("image/"):
+        message.imageMessage.mimetype = media.get("mimetype") or ""
+        message.imageMessage.caption = media.get("caption") or ""
+        message.imageMessage.fileLength = size
+    else:
+        message.documentMessage.mimetype = media.get("mimetype") or ""
+        message.documentMessage.caption = media.get("caption") or ""
+        message.documentMessage.fileName = media.get("filename") or ""
+        message.documentMessage.fileLength = size
+    return _event(message_id, sender, line, "media", message)

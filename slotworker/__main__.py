@@ -6,6 +6,7 @@ native side may print there (ENGINE-NOTES), so stdout is a log, not a channel.
 """
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -46,4 +47,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    logging.shutdown()
+    # os._exit, not sys.exit: neonize runs Go's connect on a non-daemon thread that may never return
+    # (ENGINE-NOTES: FetchMe loops), and the interpreter would wait for it forever.
+    os._exit(code)

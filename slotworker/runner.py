@@ -20,7 +20,7 @@ from controlplane.events import EventPublisher
 from controlplane.sealed import Sealer
 from controlplane.states import SlotStatus
 from controlplane.store import SlotStore
-from slotworker.engines.base import EngineUnavailable, OutboundMedia, SendRefused
+from slotworker.engines.base import EngineUnavailable, NotSupported, OutboundMedia, SendRefused
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class SlotRunner:
             self._teardown(command.get("reason", "logout"))
         elif command.get("op") == "send":
             self.store.push_reply(command["reply"], self._send(command))
+        elif command.get("op") == "paircode":
+            self.store.push_reply(command["reply"], self._pair_code(command["line"]))
         else:
             log.warning("slot %s: unknown command %r ignored", self.slot_id, command.get("op"))
 
@@ -101,7 +103,7 @@ class SlotRunner:
         # whatsmeow may hang after its codes run out (ENGINE-NOTES: FetchMe loops): end regardless.
         if self._pair_deadline and time.time() > self._pair_deadline + PAIRING_GRACE_SECONDS:
             log.warning("slot %s: pairing deadline passed; ending the worker", self.slot_id)
-            self.store.end_pairing(self.slot_id)
+            self.store.end_pairing(self.slot_id, "deadline")
             os._exit(0)
 
     def _send(self, command: dict) -> dict:
@@ -119,6 +121,14 @@ class SlotRunner:
         except SendRefused as err:
             return {"ok": False, "error": err.code, "detail": err.detail}
         return {"ok": True, "id": result.id, "timestamp": result.timestamp}
+
+    def _pair_code(self, line: str) -> dict:
+        try:
+            return {"ok": True, "code": self.engine.pair_code(line)}
+        except NotSupported as err:
+            return {"ok": False, "error": "not_supported", "detail": str(err)}
+        except EngineUnavailable as err:
+            return {"ok": False, "error": "whatsapp_unreachable", "detail": str(err)}
 
     # --- wiping ---
 
@@ -167,7 +177,7 @@ class SlotRunner:
         self.publisher.slot_status(self.slot_id, line, "enrolled")
 
     def on_pairing_ended(self, reason: str) -> None:
-        self.store.end_pairing(self.slot_id)
+        self.store.end_pairing(self.slot_id, reason)
         log.info("slot %s: pairing ended (%s)", self.slot_id, reason)
         self._done.set()
 
@@ -186,4 +196,10 @@ class SlotRunner:
 
     def on_message(self, payload: dict, message_id: str, sender: str | None) -> None:
         # Enqueued before returning: the engine acknowledges the message to WhatsApp only after this.
-        self.publisher.message(self.slot_id, self.line, payload, message_id, sender)
+        try:
+            self.publisher.message(self.slot_id, self.line, payload, message_id, sender)
+        except Exception:
+            # Not queued (Redis unreachable?): end the process before the engine acknowledges the
+            # message, so that WhatsApp hands it over again once supervisord restarts us.
+            log.exception("slot %s: could not queue an inbound message; restarting to get it again", self.slot_id)
+            os._exit(1)

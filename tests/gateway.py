@@ -105,8 +105,9 @@ class Gateway:
         if self.process.poll() is not None:
             raise AssertionError(f"supervisord exited with {self.process.returncode}; see {self.data_dir}")
         try:
-            return (requests.get(f"{self.url}/ready", timeout=1).status_code == 200
-                    and requests.get(f"{self.simnet_url}/health", timeout=1).status_code == 200)
+            simnet_up = (self.env["WHIN_ENGINE"] != "sim"  # simnet runs for the sim engine only
+                         or requests.get(f"{self.simnet_url}/health", timeout=1).status_code == 200)
+            return requests.get(f"{self.url}/ready", timeout=1).status_code == 200 and simnet_up
         except requests.ConnectionError:
             return False
 

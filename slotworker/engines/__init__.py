@@ -3,14 +3,16 @@
 from importlib import import_module
 from importlib.util import find_spec
 
+# name -> (module, class, the package it cannot run without)
 _REGISTRY = {
-    "sim": ("slotworker.engines.sim", "SimEngine"),
+    "sim": ("slotworker.engines.sim", "SimEngine", "requests"),
+    "whatsmeow": ("slotworker.engines.whatsmeow", "WhatsmeowEngine", "neonize"),
 }
 
 
 def engine_class(name: str):
     try:
-        module_name, class_name = _REGISTRY[name]
+        module_name, class_name, _ = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"No engine named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return getattr(import_module(module_name), class_name)
@@ -18,4 +20,5 @@ def engine_class(name: str):
 
 def is_installed(name: str) -> bool:
     """Whether the engine exists here, without importing it (the API must not load a Go library)."""
-    return name in _REGISTRY and find_spec(_REGISTRY[name][0]) is not None
+    return name in _REGISTRY and all(find_spec(module) is not None for module in (_REGISTRY[name][0],
+                                                                                   _REGISTRY[name][2]))

@@ -173,6 +173,18 @@ class SimEngine(Engine):
                 # Acknowledged with the next poll only after the handler returned: at-least-once.
                 acked = event["seq"]
 
+    def pair_code(self, line: str) -> str:
+        session = self._pairing_session
+        if session is None:
+            raise EngineUnavailable("the slot is not pairing")
+        try:
+            response = requests.post(f"{self.base_url}/pair/{session}/code", json={"line": line}, timeout=5)
+        except requests.RequestException as err:
+            raise EngineUnavailable(f"WhatsApp unreachable ({type(err).__name__})") from None
+        if response.status_code != 200:
+            raise EngineUnavailable(f"WhatsApp refused a pairing code ({response.status_code})")
+        return response.json()["code"]
+
     # --- sending ---
 
     def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:

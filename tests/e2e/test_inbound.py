@@ -28,7 +28,12 @@ def test_a_message_reaches_the_webhook_signed_with_the_contracts_envelope(gatewa
     assert abs(event["received_at"] - time.time()) < 30
     # The payload is the network's event, untouched.
     assert event["payload"]["Info"]["ID"] == message_id
-    assert event["payload"]["Info"]["MessageSource"]["Sender"] == {"User": SENDER, "Server": "s.whatsapp.net"}
+    sender = event["payload"]["Info"]["MessageSource"]["Sender"]
+    assert (sender["User"], sender["Server"]) == (SENDER, "s.whatsapp.net")
+    # The payload is neonize's MessageEv as JSON: it parses back into the protobuf.
+    from google.protobuf import json_format
+    from neonize.events import MessageEv
+    assert json_format.ParseDict(event["payload"], MessageEv()).Message.conversation.startswith("Hola")
     (attempt,) = receiver.attempts_for(f"msg_{slot_id}_{message_id}")  # verified by standardwebhooks on arrival
     assert attempt.signature.startswith("v1,")
 

@@ -162,7 +162,12 @@ def test_the_api_refuses_to_start_without_tokens(tmp_path):
         create_app(Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY}))
 
 
-def test_enroll_with_an_engine_that_is_not_installed_is_a_clear_503(gateway):
+def test_enroll_with_an_engine_that_is_not_installed_is_a_clear_503(gateway, monkeypatch):
+    from slotworker import engines
+
+    # As on a host where neonize's wheel is missing: the engine's package cannot be found.
+    monkeypatch.setitem(engines._REGISTRY, "whatsmeow", ("slotworker.engines.whatsmeow", "WhatsmeowEngine",
+                                                         "neonize_not_installed_here"))
     settings = Settings.from_env({**gateway.env, "WHIN_ENGINE": "whatsmeow"})
     client = create_app(settings).test_client()
     (slot_id,) = gateway.provision(1)

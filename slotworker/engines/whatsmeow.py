@@ -1,0 +1,239 @@
+"""The real WhatsApp engine: whatsmeow through neonize 0.5.2 (ENGINE-NOTES.md has the facts it relies on).
+
+One neonize client per slot. Its session store is a sqlite file in the slot's folder, or the
+PostgreSQL database named by WHIN_SESSION_DB (each slot then finds its own device by its JID).
+neonize's quirks handled here:
+  - handlers must be registered before connect() (Go receives the list of subscribed events then);
+  - an exception in a handler is swallowed by ctypes, so every handler logs its own failure;
+  - get_me()/get_pn_from_lid() before a connection abort the process (Go panic): never called;
+  - a plain str is sent as extendedTextMessage: texts are sent as Message(conversation=...);
+  - the default QR handler draws on stdout and Go prints there too: stdout is a log, never data.
+"""
+
+import logging
+import threading
+
+from google.protobuf import json_format
+
+from controlplane import slotfiles
+from slotworker.engines.base import Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
+
+log = logging.getLogger(__name__)
+
+DEVICE_FILE = "device.json"  # the paired JID: which device of the store is this slot's
+SESSION_FILE = "session.sqlite3"
+FIRST_QR_SECONDS = 60  # whatsmeow shows the first code for 60 s, the following ones for 20 s
+NEXT_QR_SECONDS = 20
+CONNECTED_WAIT_FOR_LOGOUT = 10.0
+
+
+def phone_of(source) -> str | None:
+    """The sender's phone number from a MessageSource: Sender, or SenderAlt when Sender is a @lid."""
+    for jid in (source.Sender, source.SenderAlt):
+        if jid.Server == "s.whatsapp.net" and jid.User:
+            return jid.User
+    return None
+
+
+class WhatsmeowEngine(Engine):
+    name = "whatsmeow"
+
+    def __init__(self, slot_id, slot_dir, settings, events):
+        super().__init__(slot_id, slot_dir, settings, events)
+        self.client = None
+        self._pairing = False
+        self._qr_shown = 0
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the slot's files ---
+
+    @property
+    def device_path(self):
+        return self.slot_dir / DEVICE_FILE
+
+    @property
+    def session_name(self) -> str:
+        return getattr(self.settings, "session_db", "") or str(self.slot_dir / SESSION_FILE)
+
+    def has_credentials(self) -> bool:
+        return self.device_path.exists()
+
+    def _stored_jid(self):
+        from neonize.proto.Neonize_pb2 import JID
+
+        device = slotfiles.read_json(self.device_path)
+        return json_format.ParseDict(device["jid"], JID()) if device else None
+
+    # --- lifecycle ---
+
+    def start_pairing(self) -> None:
+        self._pairing = True
+        slotfiles.private_dir(self.slot_dir)
+        self.client = self._new_client(jid=None)
+        self._spawn(self._run)
+
+    def connect(self) -> None:
+        self.client = self._new_client(jid=self._stored_jid())
+        self._spawn(self._run_with_retries)
+
+    def stop(self) -> None:
+        if self._stopping.is_set() or self.client is None:
+            self._stopping.set()
+            return
+        self._stopping.set()
+        try:
+            self.client.disconnect()
+            self.client.stop()  # cancels Go's context: connect() returns
+        except Exception as err:  # noqa: BLE001 - stopping must not fail the caller
+            log.warning("slot %s: stopping the engine: %s", self.slot_id, type(err).__name__)
+
+    def logout(self) -> None:
+        """Unlink this device on WhatsApp. A sleeping slot has no connection: make one first."""
+        from neonize.exc import LogoutError
+
+        if not self.has_credentials():
+            return
+        if self.client is None or not self._connected.is_set():
+            self._stopping.clear()
+            self.connect()
+            self._connected.wait(CONNECTED_WAIT_FOR_LOGOUT)
+        try:
+            self.client.logout()
+        except LogoutError as err:
+            log.warning("slot %s: WhatsApp logout failed (%s); wiping credentials anyway", self.slot_id, err)
+        finally:
+            self.stop()
+
+    # --- the client ---
+
+    def _new_client(self, jid):
+        from neonize.client import NewClient
+        from neonize.events import ConnectedEv, DisconnectedEv, LoggedOutEv, MessageEv, PairStatusEv
+
+        client = NewClient(self.session_name, jid=jid, uuid=self.slot_id, new_device=jid is None)
+        # All handlers before connect(): neonize tells Go which events to forward only then.
+        client.event(PairStatusEv)(self._guarded(self._on_pair_status))
+        client.event(ConnectedEv)(self._guarded(self._on_connected))
+        client.event(DisconnectedEv)(self._guarded(self._on_disconnected))
+        client.event(LoggedOutEv)(self._guarded(self._on_logged_out))
+        client.event(MessageEv)(self._guarded(self._on_message))
+        client.qr(self._guarded(self._on_qr))  # ours: neonize's default draws on stdout
+        return client
+
+    def _spawn(self, target) -> None:
+        self._thread = threading.Thread(target=target, name=f"whatsmeow-{self.slot_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        """One connect(); it blocks for the session's life. Before the first login it never retries."""
+        from neonize.exc import NeonizeError
+
+        try:
+            self.client.connect()
+        except NeonizeError as err:
+            if self._stopping.is_set():
+                return
+            log.warning("slot %s: WhatsApp unreachable: %s", self.slot_id, str(err)[:200])
+            if self._pairing:
+                self.events.on_pairing_ended("network_unreachable")
+            else:
+                raise
+
+    def _run_with_retries(self) -> None:
+        """A linked device: whatsmeow reconnects by itself once connected; a failed first connect is ours."""
+        from neonize.exc import NeonizeError
+
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._run()
+                return
+            except NeonizeError:
+                failures += 1
+                self._connected.clear()
+                self.events.on_disconnected()
+                self._stopping.wait(min(2 * failures, 30))  # as whatsmeow: 2 s x the number of failures
+
+    def _guarded(self, handler):
+        """ctypes swallows a handler's exception silently: log it instead, with the event's type only."""
+
+        def call(*args):
+            try:
+                handler(*args)
+            except Exception:
+                log.exception("slot %s: handler %s failed", self.slot_id, handler.__name__)
+
+        call.__name__ = handler.__name__
+        return call
+
+    # --- events (on neonize's thread: quick) ---
+
+    def _on_qr(self, _client, data: bytes) -> None:
+        self._qr_shown += 1
+        self.events.on_qr(data.decode(), FIRST_QR_SECONDS if self._qr_shown == 1 else NEXT_QR_SECONDS)
+
+    def _on_pair_status(self, _client, ev) -> None:
+        from neonize.events import PairStatusEv
+
+        if ev.Status != PairStatusEv.PStatus.SUCCESS:
+            log.warning("slot %s: pairing failed on the phone's side", self.slot_id)
+            self.events.on_pairing_ended("pair_error")
+            return
+        slotfiles.write_private_json(self.device_path, {"jid": json_format.MessageToDict(ev.ID)})
+        self._pairing = False
+        self.events.on_paired(ev.ID.User)
+
+    def _on_connected(self, _client, _ev) -> None:
+        self._connected.set()
+        self.events.on_connected()
+
+    def _on_disconnected(self, _client, _ev) -> None:
+        self._connected.clear()
+        self.events.on_disconnected()
+
+    def _on_logged_out(self, _client, ev) -> None:
+        from neonize.proto.Neonize_pb2 import ConnectFailureReason
+
+        self._connected.clear()
+        self.events.on_logged_out(ConnectFailureReason.Name(ev.Reason).lower())
+
+    def _on_message(self, _client, ev) -> None:
+        # Lossless: the protobuf as JSON that json_format.ParseDict turns back into the same message.
+        payload = json_format.MessageToDict(ev, preserving_proto_field_name=True)
+        self.events.on_message(payload, ev.Info.ID, phone_of(ev.Info.MessageSource))
+
+    # --- sending ---
+
+    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:
+        from neonize.exc import SendMessageError, UploadError
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+        from neonize.utils.jid import build_jid
+
+        if self.client is None or not self._connected.is_set():
+            raise EngineUnavailable("not connected to WhatsApp")
+        jid = build_jid(to)
+        try:
+            if text is not None:
+                response = self.client.send_message(jid, Message(conversation=text))
+            elif media.mimetype.startswith("image/"):
+                response = self.client.send_image(jid, media.data, caption=media.caption)
+            else:
+                response = self.client.send_document(jid, media.data, caption=media.caption,
+                                                     filename=media.filename, mimetype=media.mimetype)
+        except (SendMessageError, UploadError) as err:
+            if not self._connected.is_set():
+                raise EngineUnavailable("the connection to WhatsApp dropped") from None
+            raise SendRefused("send_failed", f"WhatsApp did not accept the message: {str(err)[:200]}") from None
+        return SendResult(id=response.ID, timestamp=int(response.Timestamp))
+
+    def pair_code(self, line: str) -> str:
+        from neonize.exc import PairPhoneError
+
+        if self.client is None or not self._pairing:
+            raise EngineUnavailable("the slot is not pairing")
+        try:
+            return self.client.PairPhone(line, show_push_notification=True)
+        except PairPhoneError as err:
+            raise EngineUnavailable(f"WhatsApp refused a pairing code: {str(err)[:200]}") from None

@@ -1,0 +1,136 @@
+"""A stand-in for neonize's Go library (the CDLL behind ``neonize.client.gocode``), and the network behind it.
+
+neonize's Python code runs for real: its ctypes callbacks, ``Event.execute``, protobuf parsing, the
+send path. Only the Go functions are played here, bytes in and bytes out, as ENGINE-NOTES describes.
+"""
+
+import ctypes
+import threading
+import time
+
+from neonize.events import EVENT_TO_INT, ConnectedEv, LoggedOutEv, MessageEv, PairStatusEv
+from neonize.proto.Neonize_pb2 import (
+    JID,
+    ConnectFailureReason,
+    PairPhoneReturnFunction,
+    SendMessageReturnFunction,
+    SendResponse,
+    UploadResponse,
+    UploadReturnFunction,
+)
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+from neonize.utils.jid import build_jid
+
+UNREACHABLE = b'failed to dial whatsapp web websocket: Get "https://web.whatsapp.com/ws/chat": no such host'
+
+
+class FakeGo:
+    def __init__(self, reachable: bool = True, hang: bool = False):
+        self.reachable = reachable
+        self.hang = hang  # like whatsmeow after its codes run out: Neonize() never returns, Stop or not
+        self.calls: list[tuple] = []
+        self.sent: list[tuple[str, Message]] = []
+        self.connected = False
+        self.running = threading.Event()
+        self._stopped = threading.Event()
+        self._qr_cb = self._event_cb = None
+        self._uuid = b""
+        self._buffers = []  # keep what we hand to callbacks alive while they read it
+
+    # --- what neonize calls ---
+
+    def Neonize(self, name, uuid, jid, jid_len, new_device, level, qr_cb, login_cb, event_cb, log_cb,  # noqa: N802
+                subscribers, n_subscribers, props, n_props, pair_phone, n_pair_phone, proxy):
+        self.calls.append(("Neonize", name, bool(new_device), JID.FromString(jid) if jid_len else None))
+        self.subscribed = set(bytes(subscribers))
+        if not self.reachable:
+            return UNREACHABLE
+        self._uuid, self._qr_cb, self._event_cb = uuid, qr_cb, event_cb
+        self._stopped.clear()
+        self.running.set()
+        if new_device:
+            self.show_qr("2@fake-ref-1,fake-noise,fake-identity,fake-adv,1")
+        else:
+            self.connect_now()
+        while not self._stopped.wait(0.05) or self.hang:
+            if self.hang and self._stopped.is_set():
+                time.sleep(0.05)
+        self.running.clear()
+        return b""
+
+    def Stop(self, uuid):  # noqa: N802
+        self.calls.append(("Stop",))
+        self._stopped.set()
+        return b""
+
+    def Disconnect(self, uuid):  # noqa: N802
+        self.calls.append(("Disconnect",))
+        self.connected = False
+
+    def IsConnected(self, uuid):  # noqa: N802
+        return self.connected
+
+    def IsLoggedIn(self, uuid):  # noqa: N802
+        return self.connected
+
+    def Logout(self, uuid):  # noqa: N802
+        self.calls.append(("Logout",))
+        return b"" if self.connected else b"client is nil"
+
+    def PairPhone(self, uuid, payload, size):  # noqa: N802
+        self.calls.append(("PairPhone",))
+        return PairPhoneReturnFunction(Code="ABCD-EFGH").SerializePartialToString()
+
+    def SendMessage(self, uuid, to, to_len, message, message_len):  # noqa: N802
+        print("SendMessage: Go writes lines like this to stdout", flush=True)  # never data for us
+        target, sent = JID.FromString(to), Message.FromString(message)
+        self.sent.append((target.User, sent))
+        response = SendResponse(ID=f"3EB0FAKE{len(self.sent):08d}", Timestamp=int(time.time()), ServerID=0)
+        return SendMessageReturnFunction(SendResponse=response).SerializePartialToString()
+
+    def Upload(self, uuid, data, size, media_type):  # noqa: N802
+        self.calls.append(("Upload", size, media_type))
+        return UploadReturnFunction(UploadResponse=UploadResponse(
+            url="https://mmg.whatsapp.net/fake", DirectPath="/v/fake", Handle="", MediaKey=b"k" * 32,
+            FileEncSHA256=b"e" * 32, FileSHA256=b"s" * 32, FileLength=size)).SerializePartialToString()
+
+    # --- what the network does, through the same callbacks Go uses ---
+
+    def show_qr(self, text: str) -> None:
+        buffer = ctypes.create_string_buffer(text.encode())
+        self._buffers.append(buffer)
+        self._qr_cb(self._uuid, ctypes.addressof(buffer))
+
+    def emit(self, event) -> None:
+        data = event.SerializePartialToString()  # proto2 required fields: as Go, we send what we have
+        buffer = ctypes.create_string_buffer(data, len(data))
+        self._buffers.append(buffer)
+        self._event_cb(self._uuid, ctypes.addressof(buffer), len(data), EVENT_TO_INT[type(event)])
+
+    def connect_now(self) -> None:
+        self.connected = True
+        self.emit(ConnectedEv(status=True))
+
+    def pair(self, line: str) -> None:
+        jid = build_jid(line)
+        jid.Device = 7
+        self.emit(PairStatusEv(ID=jid, Status=PairStatusEv.PStatus.SUCCESS, BusinessName="", Platform="android"))
+        self.connect_now()
+
+    def deliver(self, sender: str, text: str, message_id: str, lid: bool = False) -> None:
+        ev = MessageEv()
+        source = ev.Info.MessageSource
+        if lid:  # a sender known only by its @lid, the phone number alongside
+            source.Sender.CopyFrom(build_jid("201234567890123", server="lid"))
+            source.SenderAlt.CopyFrom(build_jid(sender))
+        else:
+            source.Sender.CopyFrom(build_jid(sender))
+        source.Chat.CopyFrom(source.Sender)
+        ev.Info.ID = message_id
+        ev.Info.Timestamp = int(time.time() * 1000)
+        ev.Message.conversation = text
+        self.emit(ev)
+
+    def unlink(self) -> None:
+        self.connected = False
+        self.emit(LoggedOutEv(OnConnect=False, Reason=ConnectFailureReason.LOGGED_OUT))

@@ -1,0 +1,137 @@
+"""The whatsmeow engine at neonize's boundary: real neonize code, the Go library played by FakeGo."""
+
+import logging
+import time
+
+import neonize.client
+import pytest
+from neonize.events import EVENT_TO_INT, ConnectedEv, DisconnectedEv, LoggedOutEv, MessageEv, PairStatusEv
+
+from controlplane.config import Settings
+from slotworker.engines.base import OutboundMedia
+from slotworker.engines.whatsmeow import WhatsmeowEngine
+from tests.slotworker.engines.fakego import FakeGo
+from tests.slotworker.engines.harness import Recorder
+
+LINE = "34666123456"
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    go = FakeGo()
+    monkeypatch.setattr(neonize.client, "gocode", go)
+    return go
+
+
+def make_engine(tmp_path, recorder, **env):
+    settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_ENGINE": "whatsmeow", **env})
+    return WhatsmeowEngine("SLOT0001", tmp_path / "slots" / "SLOT0001", settings, recorder)
+
+
+def linked_engine(tmp_path, fake, recorder, **env):
+    engine = make_engine(tmp_path, recorder, **env)
+    engine.start_pairing()
+    recorder.wait("on_qr")
+    fake.pair(LINE)
+    recorder.wait("on_connected")
+    return engine
+
+
+def test_every_handler_is_subscribed_before_connect(tmp_path, fake):
+    engine = make_engine(tmp_path, Recorder())
+    engine.start_pairing()
+    fake.running.wait(5)
+    engine.stop()
+    wanted = {EVENT_TO_INT[e] for e in (PairStatusEv, ConnectedEv, DisconnectedEv, LoggedOutEv, MessageEv)}
+    assert wanted <= fake.subscribed
+
+
+def test_whatsapp_unreachable_while_pairing_ends_the_pairing_within_seconds(tmp_path, fake):
+    fake.reachable = False
+    recorder = Recorder()
+    started = time.monotonic()
+    make_engine(tmp_path, recorder).start_pairing()
+    assert recorder.wait("on_pairing_ended", timeout=5) == [("network_unreachable",)]
+    assert time.monotonic() - started < 5
+    assert recorder.of("on_qr") == []
+
+
+def test_a_linked_slot_keeps_retrying_while_whatsapp_is_unreachable(tmp_path, fake):
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    engine.stop()
+    fake.reachable = False
+    again_events = Recorder()
+    again = make_engine(tmp_path, again_events)
+    again.connect()
+    again_events.wait("on_disconnected")
+    fake.reachable = True
+    again_events.wait("on_connected", timeout=15)  # 2 s x failures, as whatsmeow
+    again.stop()
+
+
+def test_a_sender_known_only_by_lid_gets_its_phone_number_from_sender_alt(tmp_path, fake):
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    fake.deliver("34611000002", "hola", "3EB0LID1", lid=True)
+    ((payload, message_id, sender),) = recorder.wait("on_message")
+    assert (message_id, sender) == ("3EB0LID1", "34611000002")
+    assert payload["Info"]["MessageSource"]["Sender"]["Server"] == "lid"  # the payload itself untouched
+    engine.stop()
+
+
+def test_text_goes_out_as_a_conversation_and_documents_are_uploaded_first(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    engine.send("34611000003", text="Hola")
+    engine.send("34611000003", media=OutboundMedia(data=b"%PDF-1.4 fake", mimetype="application/pdf",
+                                                   filename="contrato.pdf", caption="El contrato"))
+    (_, text), (_, document) = fake.sent
+    assert text.conversation == "Hola" and not text.HasField("extendedTextMessage")
+    assert (document.documentMessage.fileName, document.documentMessage.mimetype) == ("contrato.pdf",
+                                                                                     "application/pdf")
+    assert ("Upload", len(b"%PDF-1.4 fake"), 3) in fake.calls  # 3: MediaDocument
+    engine.stop()
+
+
+def test_go_printing_on_stdout_is_never_taken_for_data(tmp_path, fake, capfd):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    sent = engine.send("34611000004", text="x")
+    assert sent.id.startswith("3EB0FAKE")
+    assert "SendMessage: Go writes" in capfd.readouterr().out  # it did print; nothing read it
+    engine.stop()
+
+
+def test_a_failing_handler_is_logged_not_swallowed_by_ctypes(tmp_path, fake, caplog):
+    class Failing(Recorder):
+        def on_message(self, *args):
+            raise RuntimeError("queue down")
+
+    recorder = Failing()
+    engine = linked_engine(tmp_path, fake, recorder)
+    with caplog.at_level(logging.ERROR):
+        fake.deliver("34611000005", "hola", "3EB0FAIL")
+    assert "handler _on_message failed" in caplog.text
+    engine.stop()
+
+
+def test_logout_of_a_sleeping_slot_connects_first_then_unlinks(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    engine.stop()
+    sleeping = make_engine(tmp_path, Recorder())
+    sleeping.logout()
+    assert ("Logout",) in fake.calls
+    neonize_calls = [c for c in fake.calls if c[0] == "Neonize"]
+    assert neonize_calls[-1][2] is False  # reconnected as the stored device, not a new one
+
+
+def test_with_a_postgres_store_each_slot_resumes_its_own_device(tmp_path, fake):
+    url = "postgres://whin:secret@127.0.0.1/whin_sessions"
+    engine = linked_engine(tmp_path, fake, Recorder(), WHIN_SESSION_DB=url)
+    engine.stop()
+    again = make_engine(tmp_path, Recorder(), WHIN_SESSION_DB=url)
+    again.connect()
+    fake.running.wait(5)
+    again.stop()
+    _, name, new_device, jid = [c for c in fake.calls if c[0] == "Neonize"][-1]
+    assert name == url.encode() and new_device is False
+    assert (jid.User, jid.Device) == (LINE, 7)  # the JID the phone paired, from the slot's device.json
