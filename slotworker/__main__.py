@@ -11,12 +11,16 @@ import signal
 import sys
 import time
 
-from controlplane import ids
-from controlplane.config import Settings
-from controlplane.events import EventPublisher
-from controlplane.store import SlotStore
-from slotworker.engines import engine_class
-from slotworker.runner import SlotRunner
+from slotworker import lean
+
+lean.defer_unused(os.environ.get("WHIN_ENGINE", "whatsmeow"))  # before neonize is imported: see lean.py
+
+from controlplane import ids  # noqa: E402 - after the deferral above, on purpose
+from controlplane.config import Settings  # noqa: E402
+from controlplane.events import EventPublisher  # noqa: E402
+from controlplane.store import SlotStore  # noqa: E402
+from slotworker.engines import engine_class  # noqa: E402
+from slotworker.runner import SlotRunner  # noqa: E402
 
 CRASH_PAUSE_SECONDS = 1  # startsecs=0 restarts a crash at once; this keeps a crash loop slow
 

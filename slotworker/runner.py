@@ -20,6 +20,7 @@ from controlplane.events import EventPublisher
 from controlplane.sealed import Sealer
 from controlplane.states import SlotStatus
 from controlplane.store import SlotStore
+from slotworker import lean
 from slotworker.engines.base import EngineUnavailable, NotSupported, OutboundMedia, SendRefused
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class SlotRunner:
         self._done.set()
 
     def _serve(self) -> None:
+        lean.release_startup_memory()  # the engine is imported and started: its start-up garbage can go
         while not self._done.is_set():
             command = self.store.pop_command(self.slot_id, timeout=COMMAND_POLL_SECONDS)
             if command is not None:

@@ -135,3 +135,19 @@ def test_with_a_postgres_store_each_slot_resumes_its_own_device(tmp_path, fake):
     _, name, new_device, jid = [c for c in fake.calls if c[0] == "Neonize"][-1]
     assert name == url.encode() and new_device is False
     assert (jid.User, jid.Device) == (LINE, 7)  # the JID the phone paired, from the slot's device.json
+
+
+def test_a_network_drop_is_reported_and_sending_meanwhile_is_a_clear_error(tmp_path, fake):
+    from slotworker.engines.base import EngineUnavailable
+
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    fake.connected = False
+    fake.emit(DisconnectedEv(status=True))
+    recorder.wait("on_disconnected")
+    with pytest.raises(EngineUnavailable):
+        engine.send("34611000006", text="x")
+    fake.connect_now()  # whatsmeow reconnects by itself
+    recorder.wait("on_connected", count=2)
+    assert engine.send("34611000006", text="x").id
+    engine.stop()
