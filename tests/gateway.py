@@ -190,5 +190,11 @@ class Gateway:
     def inbox(self, number: str) -> list[dict]:
         return self.http.get(f"{self.simnet_url}/phones/{number}/inbox", timeout=10).json()
 
+    def enrolled_slot(self, line: str) -> str:
+        """A new slot, enrolled with ``line`` and connected; returns its id."""
+        (slot_id,) = self.provision(1)
+        self.enroll(slot_id, line)
+        return slot_id
+
     def unlink(self, line: str) -> None:
         self.http.post(f"{self.simnet_url}/phones/{line}/unlink", timeout=10).raise_for_status()

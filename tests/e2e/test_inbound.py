@@ -18,9 +18,8 @@ def delivered_message(receiver, line, text, timeout=15):
 
 
 def test_a_message_reaches_the_webhook_signed_with_the_contracts_envelope(gateway, receiver, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     message_id = gateway.phone_sends(SENDER, line, "Hola, ¿está disponible el piso? 🏠")
     event = delivered_message(receiver, line, "Hola, ¿está disponible el piso? 🏠")
     assert list(event) == ["type", "line", "slot", "seq", "from", "received_at", "payload"]
@@ -39,9 +38,8 @@ def test_a_message_reaches_the_webhook_signed_with_the_contracts_envelope(gatewa
 
 
 def test_seq_counts_the_lines_events_in_order(gateway, receiver, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    gateway.enrolled_slot(line)
     texts = [f"mensaje {i}" for i in range(5)]
     for text in texts:
         gateway.phone_sends(SENDER, line, text)
@@ -77,9 +75,8 @@ def test_slot_status_events_go_through_the_same_pipeline(gateway, receiver, new_
 
 
 def test_a_sleeping_line_receives_nothing_until_it_resumes_and_loses_nothing(gateway, receiver, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    gateway.enrolled_slot(line)
     assert gateway.api("GET", f"/sleep/{line}").status_code == 200
     gateway.phone_sends(SENDER, line, "while you sleep")
     time.sleep(3)
@@ -91,9 +88,8 @@ def test_a_sleeping_line_receives_nothing_until_it_resumes_and_loses_nothing(gat
 def test_failed_attempts_are_retried_with_the_same_webhook_id_and_fresh_signatures(fresh_gateway, own_receiver,
                                                                                      new_line):
     gw, receiver = fresh_gateway, own_receiver
-    (slot_id,) = gw.provision(1)
     line = new_line()
-    gw.enroll(slot_id, line)
+    slot_id = gw.enrolled_slot(line)
     receiver.fail_with, receiver.fail_count = 500, 3
     message_id = gw.phone_sends(SENDER, line, "retry me")
     delivered_message(receiver, line, "retry me", timeout=30)
@@ -107,9 +103,8 @@ def test_failed_attempts_are_retried_with_the_same_webhook_id_and_fresh_signatur
 
 def test_a_receiver_down_for_a_while_loses_nothing(fresh_gateway, own_receiver, new_line):
     gw, receiver = fresh_gateway, own_receiver
-    (slot_id,) = gw.provision(1)
     line = new_line()
-    gw.enroll(slot_id, line)
+    gw.enrolled_slot(line)
     wait_for(lambda: receiver.delivered(type="slot.status", line=line), what="the enrolled event")
     receiver.stop()
     texts = [f"down {i}" for i in range(10)]
@@ -123,9 +118,8 @@ def test_a_receiver_down_for_a_while_loses_nothing(fresh_gateway, own_receiver, 
 
 def test_a_slow_receiver_times_out_and_is_retried(fresh_gateway, own_receiver, new_line):
     gw, receiver = fresh_gateway, own_receiver
-    (slot_id,) = gw.provision(1)
     line = new_line()
-    gw.enroll(slot_id, line)
+    slot_id = gw.enrolled_slot(line)
     receiver.hold.set()  # hold every request open beyond WHIN_WEBHOOK_TIMEOUT (3 s)
     message_id = gw.phone_sends(SENDER, line, "slow")
     assert receiver.held.acquire(timeout=15)
@@ -139,9 +133,8 @@ def test_a_slow_receiver_times_out_and_is_retried(fresh_gateway, own_receiver, n
 
 def test_retry_after_from_the_receiver_is_honoured(fresh_gateway, own_receiver, new_line):
     gw, receiver = fresh_gateway, own_receiver
-    (slot_id,) = gw.provision(1)
     line = new_line()
-    gw.enroll(slot_id, line)
+    slot_id = gw.enrolled_slot(line)
     wait_for(lambda: receiver.delivered(type="slot.status", line=line), what="the enrolled event")
     receiver.fail_with, receiver.fail_count, receiver.retry_after = 429, 1, "6"
     message_id = gw.phone_sends(SENDER, line, "slow down")
@@ -156,9 +149,8 @@ def test_kill_9_of_the_delivery_worker_mid_request_loses_nothing_and_duplicates_
     """Also the regression test of rq's duplicate deliveries with result_ttl=0 (RELIABILITY-NOTES): a
     recovered job that then succeeds must not be run again."""
     gw, receiver = fresh_gateway, own_receiver
-    (slot_id,) = gw.provision(1)
     line = new_line()
-    gw.enroll(slot_id, line)
+    slot_id = gw.enrolled_slot(line)
     wait_for(lambda: receiver.delivered(type="slot.status", line=line), what="the enrolled event")
     receiver.hold.set()
     message_id = gw.phone_sends(SENDER, line, "survive the kill")
@@ -176,9 +168,8 @@ def test_kill_9_of_the_delivery_worker_mid_request_loses_nothing_and_duplicates_
 
 def test_kill_9_of_the_slot_worker_loses_no_message(fresh_gateway, own_receiver, new_line):
     gw, receiver = fresh_gateway, own_receiver
-    (slot_id,) = gw.provision(1)
     line = new_line()
-    gw.enroll(slot_id, line)
+    slot_id = gw.enrolled_slot(line)
     texts = [f"kill {i}" for i in range(30)]
     for i, text in enumerate(texts):
         gw.phone_sends(SENDER, line, text)

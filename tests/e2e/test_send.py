@@ -163,9 +163,8 @@ def test_sleeping_and_unenrolled_slots_do_not_send(gateway, new_line):
 
 
 def test_going_over_the_lines_rate_is_429_with_retry_after(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    gateway.enrolled_slot(line)
     answers = [gateway.api("POST", "/send", json={"line": line, "to": TO, "text": f"n{i}"}) for i in range(12)]
     statuses = [a.status_code for a in answers]
     assert statuses[:10] == [200] * 10  # the burst (WHIN_SEND_BURST)
@@ -176,9 +175,8 @@ def test_going_over_the_lines_rate_is_429_with_retry_after(gateway, new_line):
 
 
 def test_a_slot_that_does_not_answer_is_504_and_the_message_is_not_sent_later(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     pid = gateway.slot_pid(slot_id)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -195,9 +193,8 @@ def test_a_slot_that_does_not_answer_is_504_and_the_message_is_not_sent_later(ga
 
 
 def test_whatsapp_unreachable_is_a_clear_503_not_a_hang(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     gateway.supervisorctl("stop", "simnet")
     try:
         wait_for(lambda: not gateway.detail(slot_id)["connected"], timeout=20, what="the slot to notice")

@@ -37,9 +37,8 @@ def test_enroll_answers_a_png_qr_that_decodes_to_the_engines_exact_text(gateway)
 
 
 def test_whole_life_enroll_sleep_resume_kill(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     assert gateway.status_of(slot_id) == "active"
     assert {slot_id: line} in gateway.api("GET", "/slots2lines").json()
     assert {line: slot_id} in gateway.api("GET", "/lines2slots").json()
@@ -74,9 +73,8 @@ def test_whole_life_enroll_sleep_resume_kill(gateway, new_line):
 
 
 def test_credentials_are_owner_only_and_gone_after_kill_even_while_sleeping(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     folder = gateway.slot_dir(slot_id)
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert files, "a paired slot keeps its credentials on disk"
@@ -94,9 +92,8 @@ def test_credentials_are_owner_only_and_gone_after_kill_even_while_sleeping(gate
 
 
 def test_killed_slot_enrolls_again_with_a_new_qr(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     assert gateway.api("GET", f"/killid/{slot_id}").status_code == 200
     gateway.enroll(slot_id, line)
     assert gateway.status_of(slot_id) == "active"
@@ -167,9 +164,8 @@ def test_two_pairings_of_one_line_racing_never_show_two_slots(gateway, new_line)
 
 
 def test_phone_unlink_frees_the_slot_and_wipes_it(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     gateway.unlink(line)
     wait_for(lambda: gateway.detail(slot_id)["status"] == "available" and not gateway.detail(slot_id)["resetting"],
              what="the unlinked slot to become available")
@@ -178,9 +174,8 @@ def test_phone_unlink_frees_the_slot_and_wipes_it(gateway, new_line):
 
 
 def test_unlink_while_sleeping_is_found_on_resume(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     assert gateway.api("GET", f"/sleep/{line}").status_code == 200
     gateway.unlink(line)
     response = gateway.api("GET", f"/resume/{line}")
@@ -223,9 +218,8 @@ def test_kill_during_pairing_cancels_it(gateway):
 
 
 def test_kill_9_of_a_slot_process_comes_back_still_mapped(gateway, new_line):
-    (slot_id,) = gateway.provision(1)
     line = new_line()
-    gateway.enroll(slot_id, line)
+    slot_id = gateway.enrolled_slot(line)
     pid = gateway.slot_pid(slot_id)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: gateway.supervisor.is_running(slot_id) and gateway.slot_pid(slot_id) != pid,
