@@ -13,6 +13,9 @@ import time
 
 from slotworker import lean
 
+# Owner-only for every file this process creates, whatsmeow's own session database (created by Go,
+# with its -wal and -shm files) included: credentials are readable by the gateway's user alone.
+os.umask(0o077)
 lean.defer_unused(os.environ.get("WHIN_ENGINE", "whatsmeow"))  # before neonize is imported: see lean.py
 
 from controlplane import ids  # noqa: E402 - after the deferral above, on purpose

@@ -1,6 +1,7 @@
 """The whole gateway on the whatsmeow engine; only neonize's Go library is played (by FakeGo)."""
 
 import os
+import stat
 import time
 
 import pytest
@@ -28,6 +29,9 @@ def test_enroll_answers_the_qr_code_whatsmeow_produced(whatsmeow_gateway):
     gw = whatsmeow_gateway
     (slot_id,) = gw.provision(1)
     assert gw.enroll_qr_text(slot_id) == "2@fake-ref-1,fake-noise,fake-identity,fake-adv,1"
+    session = gw.slot_dir(slot_id) / "session.sqlite3"  # created by "Go", not by our code
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600
+    assert stat.S_IMODE(gw.slot_dir(slot_id).stat().st_mode) == 0o700
     assert gw.api("GET", f"/slot/{slot_id}").json()["pairing"] is True
     response = gw.api("GET", f"/paircode/{slot_id}/34666123456")
     assert response.status_code == 200, response.text

@@ -42,6 +42,8 @@ class FakeGo:
     def Neonize(self, name, uuid, jid, jid_len, new_device, level, qr_cb, login_cb, event_cb, log_cb,  # noqa: N802
                 subscribers, n_subscribers, props, n_props, pair_phone, n_pair_phone, proxy):
         self.calls.append(("Neonize", name, bool(new_device), JID.FromString(jid) if jid_len else None))
+        if not name.startswith(b"postgres"):
+            open(name.decode(), "ab").close()  # as Go does: the sqlite store appears on connect
         self.subscribed = set(bytes(subscribers))
         if not self.reachable:
             return UNREACHABLE
