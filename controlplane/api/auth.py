@@ -1,16 +1,29 @@
 """Bearer-token authentication for every route but the public ones, compared in constant time."""
 
+import base64
+import binascii
 import hmac
 
 from flask import current_app, request
 
+from controlplane.api import dashboard
 from controlplane.api.errors import error_response
 
 
 def _presented_token() -> str | None:
+    """The bearer token, or (for the browser-facing dashboard) the password of HTTP Basic."""
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if scheme.lower() == "basic" and credentials and request.blueprint == dashboard.BLUEPRINT:
+        try:
+            _, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return password or None
+    return None
 
 
 def _matches(presented: str, tokens) -> bool:
@@ -31,11 +44,14 @@ def register(app) -> None:
             return None
         settings = current_app.config["WHIN_SETTINGS"]
         presented = _presented_token()
-        unauthorized = {"WWW-Authenticate": 'Bearer realm="whinmovilla"'}
+        in_dashboard = request.blueprint == dashboard.BLUEPRINT
+        unauthorized = {"WWW-Authenticate": 'Basic realm="whinmovilla rq-dashboard"' if in_dashboard
+                        else 'Bearer realm="whinmovilla"'}
         if presented is None:
             return error_response(401, "unauthorized", "Send 'Authorization: Bearer <token>'.", unauthorized)
         if not _matches(presented, settings.api_tokens):
             return error_response(401, "unauthorized", "The bearer token is not valid.", unauthorized)
-        if getattr(view, "whin_admin", False) and not _matches(presented, settings.api_tokens[:1]):
+        admin_only = getattr(view, "whin_admin", False) or in_dashboard  # it can delete and requeue jobs
+        if admin_only and not _matches(presented, settings.api_tokens[:1]):
             return error_response(403, "forbidden", "This call needs the admin token.")
         return None

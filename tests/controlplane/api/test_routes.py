@@ -18,7 +18,9 @@ def _app_routes():
     """(method, path) of every route the application defines, with sample values for its parameters."""
     app = create_app(Settings.from_env({"WHIN_API_TOKENS": "x", "WHIN_DATA_DIR": "/nonexistent",
                                         "WHIN_QUEUE_KEY": QUEUE_KEY}))
-    samples = {"slot": "AAAAAAAA", "line": "34666123456", "status": "active"}
+    samples = {"slot": "AAAAAAAA", "line": "34666123456", "status": "active", "instance_number": "0",
+               "job_id": "x", "queue_name": "deliveries", "registry_name": "queued", "per_page": "8",
+               "order": "asc", "page": "1", "filename": "css/main.css"}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
@@ -47,7 +49,8 @@ def test_every_private_route_needs_a_valid_bearer_token(gateway, method, path):
                     {"Authorization": "Bearer"}, {"Authorization": f"Bearer {gateway.admin_token}x"}):
         response = gateway.api(method, path, token=None, headers=headers)
         assert_json_error(response, 401, "unauthorized")
-        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        challenge = "Basic" if path.startswith("/rq") else "Bearer"  # the dashboard asks the browser
+        assert response.headers["WWW-Authenticate"].startswith(challenge)
 
 
 @pytest.mark.parametrize("path", sorted(PUBLIC))
@@ -175,3 +178,16 @@ def test_enroll_with_an_engine_that_is_not_installed_is_a_clear_503(gateway, mon
     assert response.status_code == 503
     assert response.get_json()["error"] == "engine_unavailable"
     assert gateway.detail(slot_id)["pairing"] is False  # nothing was started
+
+
+def test_rq_dashboard_is_served_to_the_admin_token_only_and_shows_no_content(gateway, new_line):
+    import base64
+
+    basic = "Basic " + base64.b64encode(f"ops:{gateway.admin_token}".encode()).decode()
+    page = gateway.api("GET", "/rq/", token=None, headers={"Authorization": basic})
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    queues = gateway.api("GET", "/rq/0/data/queues.json")  # the bearer token works too
+    assert "deliveries" in [q["name"] for q in queues.json()["queues"]]
+    user_basic = "Basic " + base64.b64encode(f"ops:{gateway.user_token}".encode()).decode()
+    assert_json_error(gateway.api("GET", "/rq/", token=None, headers={"Authorization": user_basic}), 403)
+    assert_json_error(gateway.api("GET", "/rq/0/data/queues.json", token=gateway.user_token), 403)
