@@ -4,7 +4,7 @@ import logging
 
 from flask import Flask
 
-from controlplane.api import auth, dashboard, enrollment, errors, health, lines, messages, slots
+from controlplane.api import auth, dashboard, enrollment, errors, health, lines, messages, metrics, slots
 from controlplane.config import ConfigError, Settings
 from controlplane.events import EventPublisher
 from controlplane.lifecycle import Lifecycle
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["whin.outbound"] = Outbound(settings, lifecycle)
     errors.register(app)
     auth.register(app)
-    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp, messages.bp):
+    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp, messages.bp, metrics.bp):
         app.register_blueprint(blueprint)
     dashboard.register(app, settings)
     return app

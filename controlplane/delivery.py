@@ -9,6 +9,7 @@ Run the workers as ``python -m controlplane.delivery`` (supervisord runs WHIN_DE
 """
 
 import email.utils
+import json
 import logging
 import os
 import sys
@@ -26,7 +27,7 @@ from standardwebhooks.webhooks import Webhook
 from controlplane.config import Settings
 from controlplane.events import bytes_connection, delivery_queue
 from controlplane.sealed import Sealer
-from controlplane.store import STATS, WEBHOOK_HOLD
+from controlplane.store import STATS, WEBHOOK_HOLD, observe_latency
 
 log = logging.getLogger("controlplane.delivery")
 
@@ -77,6 +78,12 @@ def deliver(event_id: str, sealed: str) -> None:
     connection.hincrby(STATS, "delivered", 1)
 
 
+def _observe_delivery(connection: redis.Redis, body: str) -> None:
+    received_at = json.loads(body).get("received_at")
+    if received_at:
+        observe_latency(connection, max(0.0, time.time() - received_at))
+
+
 def _attempt(connection: redis.Redis, event_id: str, sealed: str) -> None:
     settings = _settings()
     if not settings.webhook_url:
@@ -100,6 +107,7 @@ def _attempt(connection: redis.Redis, event_id: str, sealed: str) -> None:
     except urllib3.exceptions.HTTPError as err:
         raise DeliveryFailed(f"connection failed ({type(err).__name__})") from None
     if 200 <= response.status < 300:
+        _observe_delivery(connection, body)
         return
     _remember_retry_after(connection, response)
     raise DeliveryFailed(f"HTTP {response.status}")

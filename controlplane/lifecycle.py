@@ -78,6 +78,7 @@ class Lifecycle:
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, "slot_not_available") from None
         if started:
+            self.store.count("pairing_started")
             self._start_worker(slot.id)
         return self._wait_for_qr(slot.id)
 

@@ -11,6 +11,8 @@ Keys (prefix ``whin:``), each owned here:
   whin:reply:<uuid>      LIST  a slot worker's answer to one command (send), expires in a minute
   whin:rate:<line>       STR   the line's send-rate state (GCRA: the theoretical arrival time)
   whin:stats             HASH  counters: delivered, retried, given_up, sent, ... (no content, no numbers)
+  whin:stats:latency     HASH  delivery latency histogram: bucket upper bound -> count, plus "sum"
+  whin:slotstats:<ID>    HASH  per-slot counters: worker starts, reconnects
   whin:webhook:hold      STR   unix time before which no delivery is attempted (the receiver's Retry-After)
 
 The delivery queue itself lives under rq's own keys (rq:queue:deliveries, rq:job:<id>, ...).
@@ -74,6 +76,21 @@ def rate_key(line: str) -> str:
 
 
 STATS = PREFIX + "stats"
+LATENCY = PREFIX + "stats:latency"
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+def slot_stats_key(slot_id: str) -> str:
+    return f"{PREFIX}slotstats:{slot_id}"
+
+
+def observe_latency(client, seconds: float) -> None:
+    """One delivery's latency into the histogram (buckets stored one by one; metrics.py accumulates)."""
+    bucket = next((f"{b:g}" for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(LATENCY, bucket, 1)
+        pipe.hincrbyfloat(LATENCY, "sum", seconds)
+        pipe.execute()
 WEBHOOK_HOLD = PREFIX + "webhook:hold"
 
 
@@ -330,6 +347,9 @@ class SlotStore:
 
     def count(self, name: str, by: int = 1) -> None:
         self.redis.hincrby(STATS, name, by)
+
+    def count_for_slot(self, slot_id: str, name: str) -> None:
+        self.redis.hincrby(slot_stats_key(slot_id), name, 1)
 
     def pop_command(self, slot_id: str, timeout: float) -> dict | None:
         item = self.redis.blpop([command_key(slot_id)], timeout=timeout)

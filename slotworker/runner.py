@@ -47,11 +47,13 @@ class SlotRunner:
         self._done = threading.Event()
         self._teardown_lock = threading.Lock()
         self._torn_down = False
+        self._was_connected = False
         self._pair_deadline: float | None = None
 
     # --- the process's life ---
 
     def run(self) -> int:
+        self.store.count_for_slot(self.slot_id, "starts")
         slot = self.store.get(self.slot_id)
         if slot is None:
             log.error("slot %s: not provisioned; nothing to run", self.slot_id)
@@ -172,6 +174,7 @@ class SlotRunner:
             return
         self._pair_deadline = None
         self.line = line
+        self.store.count("pairing_paired")
         log.info("slot %s: paired with line %s", self.slot_id, masked(line))
         if evicted:
             log.info("slot %s: line %s moved here from slot %s", self.slot_id, masked(line), evicted)
@@ -180,10 +183,14 @@ class SlotRunner:
 
     def on_pairing_ended(self, reason: str) -> None:
         self.store.end_pairing(self.slot_id, reason)
+        self.store.count(f"pairing_{reason}")
         log.info("slot %s: pairing ended (%s)", self.slot_id, reason)
         self._done.set()
 
     def on_connected(self) -> None:
+        if self._was_connected:
+            self.store.count_for_slot(self.slot_id, "reconnects")
+        self._was_connected = True
         self.store.set_connected(self.slot_id, True)
         log.info("slot %s: connected", self.slot_id)
 
