@@ -1,9 +1,9 @@
 """The control plane's Flask application factory."""
 
-import logging
 
 from flask import Flask
 
+from controlplane import logs
 from controlplane.api import auth, dashboard, enrollment, errors, health, lines, messages, metrics, slots
 from controlplane.config import ConfigError, Settings
 from controlplane.events import EventPublisher
@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.api_tokens:
         # No default secret: an API without tokens would be open to anyone who reaches the port.
         raise ConfigError("WHIN_API_TOKENS is empty; set at least one bearer token (make run generates one).")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     app = Flask(__name__)
     app.config["WHIN_SETTINGS"] = settings
     app.json.sort_keys = False

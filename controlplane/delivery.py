@@ -12,7 +12,6 @@ import email.utils
 import json
 import logging
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from functools import cache
@@ -24,6 +23,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from standardwebhooks.webhooks import Webhook
 
+from controlplane import logs
 from controlplane.config import Settings
 from controlplane.events import bytes_connection, delivery_queue
 from controlplane.sealed import Sealer
@@ -179,8 +179,7 @@ def recover_abandoned(connection: redis.Redis) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     settings = _settings()
     connection = bytes_connection(settings)
     worker = DeliveryWorker(

@@ -13,5 +13,19 @@ threads = int(os.environ.get("WHIN_API_THREADS", "16"))
 timeout = 60
 graceful_timeout = 10
 accesslog = "-"
-# The access log shows method, path and status: paths carry slot ids and lines, never message text.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+# Method, path, status and time: paths carry slot ids and lines, never message text (that travels
+# in bodies, which are never logged).
+access_log_format = "%(m)s %(U)s %(s)s %(M)sms"
+# gunicorn's own loggers as JSON lines too, like every other log of the gateway (controlplane/logs.py).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "controlplane.logs.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    # gunicorn merges this into its defaults one level deep: the root logger must name our handler.
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}

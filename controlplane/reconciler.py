@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from controlplane import logs
 from controlplane.config import Settings
 from controlplane.delivery import recover_abandoned
 from controlplane.errors import ServiceUnavailable
@@ -106,7 +107,7 @@ class Reconciler:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     settings = Settings.from_env()
     store = SlotStore.from_url(settings.redis_url)
     Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval,

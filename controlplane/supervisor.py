@@ -51,6 +51,10 @@ class Supervisor:
     def _call(self, method: str, *args):
         try:
             return getattr(self._proxy(), method)(*args)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode == Faults.SHUTDOWN_STATE:  # supervisord is stopping: as good as gone
+                raise ServiceUnavailable("supervisor_unavailable", "supervisord is shutting down.") from None
+            raise
         except (OSError, xmlrpc.client.ProtocolError) as err:
             raise ServiceUnavailable("supervisor_unavailable",
                                      f"supervisord cannot be reached ({type(err).__name__}).") from None

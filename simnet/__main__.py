@@ -11,13 +11,14 @@ import sys
 
 from werkzeug.serving import make_server
 
+from controlplane import logs
 from controlplane.config import Settings
 from simnet.app import create_app
 from simnet.network import Network, QrSchedule
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(logging.WARNING)
     settings = Settings.from_env()
     schedule = QrSchedule(
         first=float(os.environ.get("WHIN_SIM_QR_FIRST", 60)),

@@ -18,7 +18,7 @@ from slotworker import lean
 os.umask(0o077)
 lean.defer_unused(os.environ.get("WHIN_ENGINE", "whatsmeow"))  # before neonize is imported: see lean.py
 
-from controlplane import ids  # noqa: E402 - after the deferral above, on purpose
+from controlplane import ids, logs  # noqa: E402 - after the deferral above, on purpose
 from controlplane.config import Settings  # noqa: E402
 from controlplane.events import EventPublisher  # noqa: E402
 from controlplane.store import SlotStore  # noqa: E402
@@ -29,12 +29,11 @@ CRASH_PAUSE_SECONDS = 1  # startsecs=0 restarts a crash at once; this keeps a cr
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if len(argv) != 2:
         print("usage: python -m slotworker <SLOT_ID>", file=sys.stderr)
         return 2
     slot_id = ids.parse_slot_id(argv[1])
+    logs.configure(slot=slot_id)  # before neonize is imported: its basicConfig then leaves ours alone
     settings = Settings.from_env()
     runner = SlotRunner(slot_id, settings, SlotStore.from_url(settings.redis_url), engine_class(settings.engine),
                         EventPublisher(settings))

@@ -1,0 +1,41 @@
+"""Logs as JSON lines on stderr (supervisord writes them to $WHIN_DATA_DIR/logs/<program>.log).
+
+Each line: ts, level, logger, event (the message), and slot in a slot worker's log. Message content
+never reaches a log: the code logs event ids, slot ids and outcomes, and masks phone numbers.
+"""
+
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        slot = getattr(record, "slot", None)
+        if slot:
+            entry["slot"] = slot
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(level: int = logging.INFO, slot: str | None = None) -> None:
+    """JSON lines for this process; ``slot`` stamps every record of a slot worker with its id."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    if slot:
+        def stamp(record: logging.LogRecord) -> bool:
+            record.slot = slot
+            return True
+
+        handler.addFilter(stamp)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
