@@ -29,12 +29,14 @@ def _settings() -> Settings:
 
 
 def _lifecycle():
+    from controlplane.events import EventPublisher
     from controlplane.lifecycle import Lifecycle
     from controlplane.store import SlotStore
     from controlplane.supervisor import Supervisor
 
     settings = _settings()
-    return Lifecycle(settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings))
+    return Lifecycle(settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings),
+                     EventPublisher(settings))
 
 
 def _out(as_json: bool, data, text: str) -> None:
@@ -122,6 +124,21 @@ def sim_scan(slot, line):
     click.echo(f"Phone {line} scanned the code of slot {slot.upper()}.")
 
 
+@main.command(name="sim-send")
+@click.argument("sender")
+@click.argument("line")
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sim_send(sender, line, text, as_json):
+    """Simulated phone SENDER sends TEXT to the enrolled LINE (sim engine)."""
+    settings = _settings()
+    response = requests.post(f"{settings.simnet_url}/messages", json={"from": sender, "to": line, "text": text},
+                             timeout=10)
+    if response.status_code != 200:
+        raise click.ClickException(f"simnet refused the message: {response.text}")
+    _out(as_json, response.json(), f"Phone {sender} sent message {response.json()['id']} to {line}.")
+
+
 def decode_qr_png(png: bytes) -> str:
     """What a phone's camera does: read the text of the QR code in a PNG."""
     import zxingcpp
@@ -137,12 +154,14 @@ def _line_action(action: str):
     @main.command(name=action, help=f"{action.capitalize()} the line on SLOT, or the line given by --line.")
     @click.argument("slot", required=False)
     @click.option("--line", help="Act on the slot that holds this line.")
-    def command(slot, line):
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def command(slot, line, as_json):
         if bool(slot) == bool(line):
             raise click.UsageError("Give either a SLOT or --line, not both.")
         lc = _lifecycle()
-        getattr(lc, action)(lc.slot_of_line(line) if line else lc.slot(slot))
-        click.echo("OK")
+        target = lc.slot_of_line(line) if line else lc.slot(slot)
+        getattr(lc, action)(target)
+        _out(as_json, {"slot": target.id, "action": action, "ok": True}, "OK")
 
     return command
 
