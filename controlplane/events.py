@@ -7,6 +7,7 @@ no failed-job record worth keeping, a description that names the event and nothi
 """
 
 import contextlib
+import hashlib
 import math
 import time
 import uuid
@@ -14,6 +15,7 @@ import uuid
 import redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from controlplane.config import Settings
@@ -35,6 +37,12 @@ def retry_intervals(backoff: tuple[float, ...], max_age: float) -> list[int]:
     return intervals
 
 
+def message_event_id(line: str, message_id: str) -> str:
+    """The webhook-id of an inbound message: the same whenever and by whichever slot it is received
+    again, and made of characters rq accepts in a job id, whatever WhatsApp's id contains."""
+    return "msg_" + hashlib.sha256(f"{line}:{message_id}".encode()).hexdigest()[:32]
+
+
 def delivery_queue(connection: redis.Redis) -> Queue:
     return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer)
 
@@ -54,7 +62,7 @@ class EventPublisher:
         self.job_timeout = int(settings.webhook_timeout) + 10
 
     def message(self, slot_id: str, line: str, payload: dict, message_id: str, sender: str | None) -> str:
-        event_id = f"msg_{slot_id}_{message_id}"  # the same message redelivered keeps its webhook-id
+        event_id = message_event_id(line, message_id)
         self._publish(event_id, {"type": "message", "line": line, "slot": slot_id, "from": sender,
                                  "payload": payload})
         return event_id
@@ -66,6 +74,8 @@ class EventPublisher:
         return event_id
 
     def _publish(self, event_id: str, fields: dict) -> None:
+        if Job.exists(event_id, connection=self.connection):
+            return  # handed over again while still queued: once is enough, and no seq is used up
         line = fields["line"]
         envelope = {
             "type": fields.pop("type"),

@@ -78,6 +78,9 @@ def programs(settings: Settings) -> str:
             redis_server_binary(), "--port", "0", "--unixsocket", str(settings.run_dir / "redis.sock"),
             "--unixsocketperm", "700", "--dir", str(redis_dir), "--daemonize", "no",
             "--appendonly", "yes", "--save", "",
+            # Rewrite the append-only file early and often: it keeps commands (so sealed bodies of
+            # delivered events) until rewritten. The reconciler also rewrites it every few minutes.
+            "--auto-aof-rewrite-min-size", "1mb",
         ], priority=10, settings=settings, stopwaitsecs=30))
     if settings.engine == "sim":
         parts.append(_program("simnet", [python, "-m", "simnet"], priority=20, settings=settings))

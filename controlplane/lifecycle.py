@@ -119,8 +119,9 @@ class Lifecycle:
             self.store.move(slot.id, SlotStatus.ACTIVE, SlotStatus.SLEEPING)
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, "not_active") from None
-        self._stop_worker(slot.id)
+        # Told first: Redis says sleeping now, whatever supervisord answers (the reconciler converges).
         self.publisher.slot_status(slot.id, slot.line, "sleeping")
+        self._stop_worker(slot.id)
 
     def resume(self, slot: Slot) -> None:
         if slot.status is not SlotStatus.SLEEPING:
@@ -130,9 +131,9 @@ class Lifecycle:
             self.store.move(slot.id, SlotStatus.SLEEPING, SlotStatus.ACTIVE)
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, "not_sleeping") from None
+        self.publisher.slot_status(slot.id, slot.line, "active")  # active from now on, even if slow to connect
         self._start_worker(slot.id)
         self._wait_until_connected(slot.id)
-        self.publisher.slot_status(slot.id, slot.line, "active")
 
     def _wait_until_connected(self, slot_id: str) -> None:
         deadline = time.monotonic() + self.settings.connect_timeout

@@ -6,17 +6,24 @@ never reaches a log: the code logs event ids, slot ids and outcomes, and masks p
 
 import json
 import logging
+import re
 import sys
 import time
+
+# A line in a URL path (/kill/34666123456): all but its last three digits are masked in logs.
+_LINE_IN_PATH = re.compile(r"(?<=/)\d{4,12}(?=\d{3}\b)")
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        event = record.getMessage()
+        if record.name == "gunicorn.access":
+            event = _LINE_IN_PATH.sub("…", event)
         entry = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": event,
         }
         slot = getattr(record, "slot", None)
         if slot:

@@ -7,10 +7,13 @@ Read order matters: supervisord's states first, Redis second. The API writes Red
 or stops a worker, so a worker seen running was already wanted by the time Redis is read.
 """
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+
+import redis
 
 from controlplane import logs
 from controlplane.config import Settings
@@ -22,6 +25,8 @@ from controlplane.store import Slot, SlotStore
 from controlplane.supervisor import RUNNING_STATES, STOPPED_STATES, ProgramMissing, Supervisor
 
 log = logging.getLogger(__name__)
+
+AOF_COMPACT_SECONDS = 300
 
 
 class ActionKind(StrEnum):
@@ -62,11 +67,14 @@ def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action
 
 
 class Reconciler:
-    def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float, rq_connection=None):
+    def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float, rq_connection=None,
+                 compact_aof: bool = False):
         self.store = store
         self.supervisor = supervisor
         self.interval = interval
         self.rq_connection = rq_connection
+        self.compact_aof = compact_aof
+        self._compacted = time.monotonic()
 
     def once(self) -> list[Action]:
         programs = self.supervisor.slot_states()  # first: see the module's note on read order
@@ -75,6 +83,12 @@ class Reconciler:
         if self.rq_connection is not None:
             # Deliveries whose worker died mid-POST: retried now rather than at a worker's next maintenance.
             recover_abandoned(self.rq_connection)
+        if self.compact_aof and time.monotonic() - self._compacted > AOF_COMPACT_SECONDS:
+            # The embedded Redis's append-only file keeps the sealed envelopes of delivered events until
+            # it is rewritten: rewrite it regularly so they are gone from disk within minutes.
+            self._compacted = time.monotonic()
+            with contextlib.suppress(redis.ResponseError):  # a rewrite already running is fine
+                self.store.redis.bgrewriteaof()
         return actions
 
     def apply(self, actions: list[Action]) -> None:
@@ -111,7 +125,7 @@ def main() -> None:
     settings = Settings.from_env()
     store = SlotStore.from_url(settings.redis_url)
     Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval,
-               bytes_connection(settings)).run_forever()
+               bytes_connection(settings), compact_aof=settings.embedded_redis).run_forever()
 
 
 if __name__ == "__main__":

@@ -145,8 +145,11 @@ class SlotRunner:
                 return
             self._torn_down = True
             self._done.set()
+            # Log out while the session is still up (whatsmeow needs its client for that), then stop.
+            # After the phone's own unlink the device is already gone: nothing to tell WhatsApp.
+            if reason != "logged_out":
+                self.engine.logout()
             self.engine.stop()
-            self.engine.logout()
             slotfiles.wipe(self.slot_dir)
             self.store.finish_teardown(self.slot_id)
             log.info("slot %s: logged out and wiped (%s)", self.slot_id, reason)
@@ -204,11 +207,19 @@ class SlotRunner:
         self._release("logged_out")
 
     def on_message(self, payload: dict, message_id: str, sender: str | None) -> None:
-        # Enqueued before returning: the engine acknowledges the message to WhatsApp only after this.
-        try:
-            self.publisher.message(self.slot_id, self.line, payload, message_id, sender)
-        except Exception:
-            # Not queued (Redis unreachable?): end the process before the engine acknowledges the
-            # message, so that WhatsApp hands it over again once supervisord restarts us.
-            log.exception("slot %s: could not queue an inbound message; restarting to get it again", self.slot_id)
-            os._exit(1)
+        if self._torn_down or self.line is None:
+            log.info("slot %s: message after its line was released; not delivered", self.slot_id)
+            return
+        # Queued before returning, however long Redis takes to come back: the sim engine acknowledges
+        # only after this returns, and whatsmeow has already acknowledged (ENGINE-NOTES), so an exit
+        # here would lose the message rather than get it again.
+        delay = 0.1
+        while True:
+            try:
+                self.publisher.message(self.slot_id, self.line, payload, message_id, sender)
+                return
+            except Exception as err:  # noqa: BLE001 - Redis down, full, restarting: wait and try again
+                log.error("slot %s: cannot queue an inbound message (%s); retrying in %.1f s",
+                          self.slot_id, type(err).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)

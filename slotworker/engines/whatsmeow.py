@@ -12,6 +12,7 @@ neonize's quirks handled here:
 
 import logging
 import threading
+import time
 
 from google.protobuf import json_format
 
@@ -25,6 +26,10 @@ SESSION_FILE = "session.sqlite3"
 FIRST_QR_SECONDS = 60  # whatsmeow shows the first code for 60 s, the following ones for 20 s
 NEXT_QR_SECONDS = 20
 CONNECTED_WAIT_FOR_LOGOUT = 10.0
+# neonize's Go side buffers events (a 100-slot channel) that whatsmeow has already acknowledged to
+# WhatsApp: after disconnecting, give them this long to reach the queue before the client stops.
+DRAIN_SECONDS = 0.5
+CODES_GONE_GRACE = 5.0
 
 
 def phone_of(source) -> str | None:
@@ -83,8 +88,10 @@ class WhatsmeowEngine(Engine):
             self._stopping.set()
             return
         self._stopping.set()
+        self._connected.clear()
         try:
-            self.client.disconnect()
+            self.client.disconnect()  # no new events from WhatsApp...
+            time.sleep(DRAIN_SECONDS)  # ...and those neonize has buffered reach our handlers first
             self.client.stop()  # cancels Go's context: connect() returns
         except Exception as err:  # noqa: BLE001 - stopping must not fail the caller
             log.warning("slot %s: stopping the engine: %s", self.slot_id, type(err).__name__)
@@ -172,7 +179,18 @@ class WhatsmeowEngine(Engine):
 
     def _on_qr(self, _client, data: bytes) -> None:
         self._qr_shown += 1
-        self.events.on_qr(data.decode(), FIRST_QR_SECONDS if self._qr_shown == 1 else NEXT_QR_SECONDS)
+        lifetime = FIRST_QR_SECONDS if self._qr_shown == 1 else NEXT_QR_SECONDS
+        self.events.on_qr(data.decode(), lifetime)
+        # whatsmeow does not tell neonize's Python side when its codes run out: if no new code comes
+        # and no phone pairs shortly after this one expires, the pairing is over.
+        shown = self._qr_shown
+        timer = threading.Timer(lifetime + CODES_GONE_GRACE, self._codes_ran_out, args=(shown,))
+        timer.daemon = True
+        timer.start()
+
+    def _codes_ran_out(self, shown: int) -> None:
+        if self._pairing and self._qr_shown == shown and not self._stopping.is_set():
+            self.events.on_pairing_ended("codes_exhausted")
 
     def _on_pair_status(self, _client, ev) -> None:
         from neonize.events import PairStatusEv

@@ -30,3 +30,12 @@ def test_the_api_logs_json_lines_only_gunicorns_own_included(gateway):
     assert {"gunicorn.error", "gunicorn.access"} <= {e["logger"] for e in entries}
     for program in ("reconciler", "delivery-1"):  # whatever they logged so far: JSON too
         assert all(json.loads(x)["event"] for x in _lines(gateway.data_dir / "logs" / f"{program}.log"))
+
+
+def test_the_access_log_masks_lines_in_paths(gateway, new_line):
+    line = new_line()
+    gateway.enrolled_slot(line)
+    assert gateway.api("GET", f"/sleep/{line}").status_code == 200
+    log = gateway.data_dir / "logs" / "api.log"
+    wait_for(lambda: f"GET /sleep/…{line[-3:]} 200" in log.read_text(), what="the masked access line")
+    assert line not in log.read_text()

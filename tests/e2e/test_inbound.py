@@ -4,6 +4,7 @@ import os
 import signal
 import time
 
+from controlplane.events import message_event_id
 from tests.gateway import wait_for
 from tests.receiver import DROPPED
 
@@ -33,7 +34,7 @@ def test_a_message_reaches_the_webhook_signed_with_the_contracts_envelope(gatewa
     from google.protobuf import json_format
     from neonize.events import MessageEv
     assert json_format.ParseDict(event["payload"], MessageEv()).Message.conversation.startswith("Hola")
-    (attempt,) = receiver.attempts_for(f"msg_{slot_id}_{message_id}")  # verified by standardwebhooks on arrival
+    (attempt,) = receiver.attempts_for(message_event_id(line, message_id))  # verified by standardwebhooks on arrival
     assert attempt.signature.startswith("v1,")
 
 
@@ -89,11 +90,11 @@ def test_failed_attempts_are_retried_with_the_same_webhook_id_and_fresh_signatur
                                                                                      new_line):
     gw, receiver = fresh_gateway, own_receiver
     line = new_line()
-    slot_id = gw.enrolled_slot(line)
+    gw.enrolled_slot(line)
     receiver.fail_with, receiver.fail_count = 500, 3
     message_id = gw.phone_sends(SENDER, line, "retry me")
     delivered_message(receiver, line, "retry me", timeout=30)
-    attempts = receiver.attempts_for(f"msg_{slot_id}_{message_id}")
+    attempts = receiver.attempts_for(message_event_id(line, message_id))
     assert [a.status for a in attempts] == [500, 500, 500, 200]
     assert len({a.signature for a in attempts}) == 4  # re-signed every time
     assert len({a.body for a in attempts}) == 1  # the same event
@@ -119,14 +120,14 @@ def test_a_receiver_down_for_a_while_loses_nothing(fresh_gateway, own_receiver, 
 def test_a_slow_receiver_times_out_and_is_retried(fresh_gateway, own_receiver, new_line):
     gw, receiver = fresh_gateway, own_receiver
     line = new_line()
-    slot_id = gw.enrolled_slot(line)
+    gw.enrolled_slot(line)
     receiver.hold.set()  # hold every request open beyond WHIN_WEBHOOK_TIMEOUT (3 s)
     message_id = gw.phone_sends(SENDER, line, "slow")
     assert receiver.held.acquire(timeout=15)
     assert receiver.held.acquire(timeout=15)  # the gateway gave up waiting on the first and tried again
     receiver.hold.clear()
     delivered_message(receiver, line, "slow", timeout=30)
-    attempts = receiver.attempts_for(f"msg_{slot_id}_{message_id}")
+    attempts = receiver.attempts_for(message_event_id(line, message_id))
     assert attempts[0].status == DROPPED  # the gateway stopped waiting: the timeout worked
     assert attempts[-1].status == 200
 
@@ -134,12 +135,12 @@ def test_a_slow_receiver_times_out_and_is_retried(fresh_gateway, own_receiver, n
 def test_retry_after_from_the_receiver_is_honoured(fresh_gateway, own_receiver, new_line):
     gw, receiver = fresh_gateway, own_receiver
     line = new_line()
-    slot_id = gw.enrolled_slot(line)
+    gw.enrolled_slot(line)
     wait_for(lambda: receiver.delivered(type="slot.status", line=line), what="the enrolled event")
     receiver.fail_with, receiver.fail_count, receiver.retry_after = 429, 1, "6"
     message_id = gw.phone_sends(SENDER, line, "slow down")
     delivered_message(receiver, line, "slow down", timeout=40)
-    first, *rest = receiver.attempts_for(f"msg_{slot_id}_{message_id}")
+    first, *rest = receiver.attempts_for(message_event_id(line, message_id))
     assert first.status == 429
     assert rest[-1].received - first.received >= 5.5  # not before the receiver's Retry-After
 
@@ -162,7 +163,7 @@ def test_kill_9_of_the_delivery_worker_mid_request_loses_nothing_and_duplicates_
     assert event["slot"] == slot_id
     time.sleep(6)  # room for any spurious re-run to show up
     # The attempt cut short by the kill, then the one retry that delivered it: nothing more.
-    assert [a.status for a in receiver.attempts_for(f"msg_{slot_id}_{message_id}")] == [DROPPED, 200]
+    assert [a.status for a in receiver.attempts_for(message_event_id(line, message_id))] == [DROPPED, 200]
     assert gw.redis.zcard("rq:failed:deliveries") == 0
 
 

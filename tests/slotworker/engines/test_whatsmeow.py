@@ -151,3 +151,25 @@ def test_a_network_drop_is_reported_and_sending_meanwhile_is_a_clear_error(tmp_p
     recorder.wait("on_connected", count=2)
     assert engine.send("34611000006", text="x").id
     engine.stop()
+
+
+def test_pairing_ends_when_the_last_code_expires_without_a_new_one(tmp_path, fake, monkeypatch):
+    from slotworker.engines import whatsmeow
+
+    monkeypatch.setattr(whatsmeow, "FIRST_QR_SECONDS", 0.3)
+    monkeypatch.setattr(whatsmeow, "CODES_GONE_GRACE", 0.2)
+    recorder = Recorder()
+    engine = make_engine(tmp_path, recorder)
+    engine.start_pairing()
+    recorder.wait("on_qr")
+    assert recorder.wait("on_pairing_ended", timeout=5) == [("codes_exhausted",)]
+    engine.stop()
+
+
+def test_kill_of_a_linked_slot_logs_out_while_connected_then_stops(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    engine.logout()
+    engine.stop()
+    calls = [c[0] for c in fake.calls]
+    assert calls.index("Logout") < calls.index("Stop")  # logged out with a live client
+    assert [c for c in calls if c == "Neonize"] == ["Neonize"]  # no reconnect needed
