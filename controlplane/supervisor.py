@@ -22,6 +22,32 @@ RUNNING_STATES = frozenset({"STARTING", "RUNNING", "BACKOFF"})
 STOPPED_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
 
 
+# Above a stopProcess(wait=True), which lasts up to a program's stopwaitsecs.
+RPC_TIMEOUT_SECONDS = 30.0
+
+
+class _TimedTransport(SupervisorTransport):
+    """supervisor's own transport, with a socket timeout: its unix connection ignores ``timeout``, and
+    a stalled supervisord must not hang an API thread (nor /ready) forever."""
+
+    def __init__(self, user: str, password: str, url: str, timeout: float):
+        super().__init__(user, password, url)
+        make_connection = self._get_connection
+
+        def get_connection():
+            connection = make_connection()
+            connect = connection.connect
+
+            def connect_with_timeout():
+                connect()
+                connection.sock.settimeout(timeout)
+
+            connection.connect = connect_with_timeout
+            return connection
+
+        self._get_connection = get_connection
+
+
 class ProgramMissing(Exception):
     """supervisord does not know the slot's program (it was never added, or supervisord restarted)."""
 
@@ -31,7 +57,9 @@ def program_name(slot_id: str) -> str:
 
 
 class Supervisor:
-    def __init__(self, socket_path: Path, user: str, password: str, conf_dir: Path, logs_dir: Path):
+    def __init__(self, socket_path: Path, user: str, password: str, conf_dir: Path, logs_dir: Path,
+                 timeout: float = RPC_TIMEOUT_SECONDS):
+        self.timeout = timeout
         self.socket_path = Path(socket_path)
         self.user = user
         self.password = password
@@ -45,7 +73,7 @@ class Supervisor:
 
     def _proxy(self):
         # A new proxy per call: ServerProxy is not thread-safe, and the unix socket is cheap to open.
-        transport = SupervisorTransport(self.user, self.password, f"unix://{self.socket_path}")
+        transport = _TimedTransport(self.user, self.password, f"unix://{self.socket_path}", self.timeout)
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
     def _call(self, method: str, *args):
