@@ -355,9 +355,6 @@ class SlotStore:
         item = self.redis.blpop([command_key(slot_id)], timeout=timeout)
         return json.loads(item[1]) if item else None
 
-    def nudge_reconciler(self) -> None:
-        self.redis.rpush(NUDGE, "1")
-
     def wait_for_nudge(self, timeout: float) -> bool:
         woke = self.redis.blpop([NUDGE], timeout=timeout)
         if woke:
