@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint clean
+.PHONY: install browser run test bench lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Debian's chromium + chromium-driver for the admin page's browser tests (apt-get; root or sudo).
+browser:
+	./scripts/install-browser
+
 run: $(STAMP)
 	$(BIN)/python -m controlplane.launch
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -5,8 +5,11 @@ import secrets
 
 SLOT_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SLOT_ID_LENGTH = 8
-_SLOT_ID = re.compile(r"[A-Za-z0-9]{8}")  # used with fullmatch: "$" would let a "\n" through
-_LINE = re.compile(r"[1-9][0-9]{6,14}")
+# Used with fullmatch ("$" would let a "\n" through); the API's OpenAPI document publishes them too.
+SLOT_ID_PATTERN = "[A-Za-z0-9]{8}"
+LINE_PATTERN = "[1-9][0-9]{6,14}"
+_SLOT_ID = re.compile(SLOT_ID_PATTERN)
+_LINE = re.compile(LINE_PATTERN)
 
 
 class InvalidIdentifier(ValueError):

@@ -17,4 +17,7 @@ def register(app, settings) -> None:
     rq_dashboard.web.config.serializer = JSONSerializer  # our jobs are JSON, not pickles
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     rq_dashboard.web.setup_rq_connection(app)
+    # Out of the OpenAPI document (an ops page, not the contract). apiflask reads this attribute on
+    # every blueprint that has before_request hooks, and a plain Blueprint lacks it.
+    rq_dashboard.blueprint.enable_openapi = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)

@@ -1,21 +1,47 @@
 """Enrollment: /enroll/<slot> starts pairing and answers with the QR as a base64 PNG."""
 
-from flask import Blueprint, jsonify
+from apiflask import APIBlueprint
+from flask import jsonify
 
 from controlplane import qr
 from controlplane.api import lifecycle
+from controlplane.api.schemas import json_response
 
-bp = Blueprint("enrollment", __name__)
+bp = APIBlueprint("enrollment", __name__, tag="Enrollment")
+
+_TIMEOUT = "The slot showed no code in time (`engine_timeout`)."
 
 
 @bp.route("/enroll/<slot>", methods=["GET", "POST"])
+@bp.doc(responses={
+    200: json_response("QRCode", "The QR code the slot shows now."),
+    422: "Malformed or unknown slot, a slot that is not `available` (`slot_not_available`), or a pairing "
+         "that has just ended (`pairing_ended`).",
+    503: "WhatsApp cannot be reached (`whatsapp_unreachable`), or the gateway cannot start the slot.",
+    504: _TIMEOUT,
+})
 def enroll(slot: str):
+    """Link a phone by QR code
+
+    On an `available` slot, starts pairing and answers with the first QR code; while pairing, answers
+    with the current one (WhatsApp rotates them). Call it again to refresh.
+    """
     code = lifecycle().enroll(lifecycle().slot(slot))
     return jsonify(qr=qr.png_base64(code.text), expires_in=code.expires_in)
 
 
 @bp.route("/paircode/<slot>/<line>", methods=["GET", "POST"])
+@bp.doc(responses={
+    200: json_response("PairCode", "The code to type on the phone."),
+    422: "Malformed or unknown slot or line, a slot that is not `available`, or an engine that cannot "
+         "pair by code (`not_supported`).",
+    503: "WhatsApp cannot be reached (`whatsapp_unreachable`), or the gateway cannot start the slot.",
+    504: _TIMEOUT,
+})
 def pair_code(slot: str, line: str):
-    """Link by typing a code on the phone (WhatsApp > Linked devices > Link with phone number)."""
+    """Link a phone by pairing code
+
+    For when the QR cannot be scanned: WhatsApp > Linked devices > Link with phone number.
+    """
     code = lifecycle().pair_code(lifecycle().slot(slot), line)
     return jsonify(code=code.text, expires_in=code.expires_in)

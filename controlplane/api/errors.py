@@ -35,7 +35,9 @@ def register(app) -> None:
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
         code = (err.name or "error").lower().replace(" ", "_")
-        return error_response(err.code or 500, code, err.description or err.name)
+        # Keep the exception's own headers (a 405's Allow, as RFC 9110 requires), not its HTML type.
+        headers = {name: value for name, value in err.get_headers() if name.lower() != "content-type"}
+        return error_response(err.code or 500, code, err.description or err.name, headers)
 
     @app.errorhandler(redis.RedisError)
     def store_error(err: redis.RedisError):

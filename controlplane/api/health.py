@@ -1,22 +1,29 @@
 """Liveness and readiness, public so that load balancers and supervisors can ask."""
 
-from flask import Blueprint, jsonify
+from apiflask import APIBlueprint
+from flask import jsonify
 
 from controlplane.api import lifecycle, public
+from controlplane.api.schemas import json_response
 from controlplane.errors import ServiceUnavailable
 
-bp = Blueprint("health", __name__)
+bp = APIBlueprint("health", __name__, tag="Health")
 
 
 @bp.get("/health")
 @public
+@bp.doc(responses={200: json_response("Health", "The API process answers.")})
 def health():
+    """Liveness: the API answers"""
     return jsonify(status="ok")
 
 
 @bp.get("/ready")
 @public
+@bp.doc(responses={200: json_response("Ready", "Redis and supervisord are reachable."),
+                   503: json_response("Ready", "Redis or supervisord is not reachable.")})
 def ready():
+    """Readiness: Redis and supervisord reachable"""
     lc = lifecycle()
     checks = {}
     try:

@@ -1,16 +1,33 @@
 """Sleep, resume and kill, by line (/sleep/<line>) or by slot (/sleepid/<slot>)."""
 
-from flask import Blueprint
+from apiflask import APIBlueprint
 
 from controlplane.api import lifecycle
+from controlplane.api.schemas import OK_TEXT
 
-bp = Blueprint("lines", __name__)
+bp = APIBlueprint("lines", __name__, tag="Lines")
 
-_ACTIONS = ("sleep", "resume", "kill")
+# action: (summary, the 422 codes it may answer)
+_ACTIONS = {
+    "sleep": ("Put a line to sleep: its worker stops, credentials kept; nothing is sent or received",
+              "`not_active`"),
+    "resume": ("Wake a sleeping line: its worker reconnects", "`not_sleeping`, `logged_out`"),
+    "kill": ("Unlink a line: logged out, credentials wiped, the slot `available` again", "`not_enrolled`"),
+}
 
 
 def _ok():
     return "OK", 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def _documented(view, action: str, target: str):
+    summary, codes = _ACTIONS[action]
+    view.__doc__ = f"{summary} (by {target})"
+    unknown = "`invalid_line`, `unknown_line`" if target == "line" else "`invalid_slot`, `unknown_slot`"
+    responses = {200: OK_TEXT, 422: f"Malformed or unknown {target} ({unknown}), or the wrong state ({codes})."}
+    if action != "sleep":
+        responses[504] = "The slot did not answer in time (`engine_timeout`)."
+    return bp.doc(responses=responses)(view)
 
 
 def _by_line(action: str):
@@ -20,7 +37,7 @@ def _by_line(action: str):
         return _ok()
 
     view.__name__ = f"{action}_by_line"
-    return view
+    return _documented(view, action, "line")
 
 
 def _by_slot(action: str):
@@ -30,7 +47,7 @@ def _by_slot(action: str):
         return _ok()
 
     view.__name__ = f"{action}_by_slot"
-    return view
+    return _documented(view, action, "slot")
 
 
 for _action in _ACTIONS:

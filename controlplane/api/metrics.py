@@ -1,17 +1,25 @@
 """GET /metrics in Prometheus' text format (bearer token, as every non-public route)."""
 
-from flask import Blueprint, Response
+from apiflask import APIBlueprint
+from flask import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from controlplane.api import lifecycle
 from controlplane.metrics import GatewayCollector
 
-bp = Blueprint("metrics", __name__)
+bp = APIBlueprint("metrics", __name__, tag="Operations")
 
 
 @bp.get("/metrics")
+@bp.doc(responses={200: {"description": "Prometheus text exposition format.",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics():
+    """Metrics for Prometheus
+
+    Slots by status, pairing outcomes, deliveries, delivery latency and queue depth, sends, per-slot
+    reconnects and restarts. No message content and no phone numbers.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(lifecycle().store))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

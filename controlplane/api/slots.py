@@ -1,21 +1,29 @@
 """Slots: listing, provisioning, and the slot <-> line maps of the manual."""
 
-from flask import Blueprint, jsonify, request
+from apiflask import APIBlueprint
+from flask import jsonify, request
 
 from controlplane.api import admin_only, lifecycle
+from controlplane.api.openapi import request_body
+from controlplane.api.schemas import json_response
 from controlplane.errors import Refused
 from controlplane.states import SlotStatus
 
-bp = Blueprint("slots", __name__)
+bp = APIBlueprint("slots", __name__, tag="Slots")
 
 
 @bp.get("/slots")
+@bp.doc(responses={200: json_response("SlotStatuses", "Every slot with its status.")})
 def list_slots():
+    """List every slot with its status"""
     return jsonify([{s.id: s.status.value} for s in lifecycle().store.all()])
 
 
 @bp.get("/slots/<status>")
+@bp.doc(responses={200: json_response("SlotStatuses", "The slots with that status."),
+                   422: "The status is not one of the three (`invalid_status`)."})
 def list_slots_by_status(status: str):
+    """List the slots with one status"""
     try:
         wanted = SlotStatus(status)
     except ValueError:
@@ -25,7 +33,15 @@ def list_slots_by_status(status: str):
 
 @bp.post("/slots")
 @admin_only
+@request_body("ProvisionRequest")
+@bp.doc(responses={200: json_response("Provisioned", "The new slots, each `available`."),
+                   422: "Not a JSON object, or `count` is not a whole number from 1 to 100 (`invalid_json`, "
+                        "`invalid_count`)."})
 def provision():
+    """Provision new slots (admin token)
+
+    Each slot is its own supervisord program `slot-<ID>`, ready to enroll a line.
+    """
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise Refused("invalid_json", 'Send a JSON object such as {"count": 2}.')
@@ -33,17 +49,24 @@ def provision():
 
 
 @bp.get("/slot/<slot>")
+@bp.doc(responses={200: json_response("SlotDetail", "The slot."),
+                   422: "Malformed or unknown slot id (`invalid_slot`, `unknown_slot`)."})
 def slot_detail(slot: str):
+    """Show one slot in detail"""
     s = lifecycle().slot(slot)
     return jsonify(id=s.id, status=s.status.value, line=s.line, pairing=s.pairing,
                    connected=s.connected, resetting=s.teardown)
 
 
 @bp.get("/slots2lines")
+@bp.doc(responses={200: json_response("SlotsToLines", "Every slot with its line or null.")})
 def slots_to_lines():
+    """Map every slot to its line"""
     return jsonify([{s.id: s.line} for s in lifecycle().store.all()])
 
 
 @bp.get("/lines2slots")
+@bp.doc(responses={200: json_response("LinesToSlots", "Every enrolled line with its slot.")})
 def lines_to_slots():
+    """Map every enrolled line to its slot"""
     return jsonify([{line: slot} for line, slot in sorted(lifecycle().store.lines().items())])

@@ -9,7 +9,8 @@ from controlplane.config import Settings
 from tests.assertions import assert_json_error
 from tests.gateway import QUEUE_KEY
 
-PUBLIC = {"/health", "/ready"}
+PUBLIC = {"/health", "/ready", "/openapi.json", "/docs", "/docs/assets/swagger-ui.css", "/ui", "/ui/app.js",
+          "/ui/app.css"}
 BAD_SLOTS = ["ABC", "ABCDEFGHI", "ABCD-123", "ABCD_123", "ÁBCDEFGH"]
 BAD_LINES = ["+34666123456", "34%20666123456", "34-666-123", "abc", "0346661234", "123456", "1234567890123456"]
 
@@ -20,7 +21,7 @@ def _app_routes():
                                         "WHIN_QUEUE_KEY": QUEUE_KEY}))
     samples = {"slot": "AAAAAAAA", "line": "34666123456", "status": "active", "instance_number": "0",
                "job_id": "x", "queue_name": "deliveries", "registry_name": "queued", "per_page": "8",
-               "order": "asc", "page": "1", "filename": "css/main.css"}
+               "order": "asc", "page": "1", "filename": "css/main.css", "name": "swagger-ui.css"}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
@@ -53,11 +54,20 @@ def test_every_private_route_needs_a_valid_bearer_token(gateway, method, path):
         assert response.headers["WWW-Authenticate"].startswith(challenge)
 
 
-@pytest.mark.parametrize("path", sorted(PUBLIC))
+@pytest.mark.parametrize("path", ["/health", "/ready"])
 def test_health_and_ready_are_public(gateway, path):
     response = gateway.api("GET", path, token=None)
     assert response.status_code == 200
     assert response.json()["status"] in ("ok", "ready")
+
+
+@pytest.mark.parametrize("path", sorted(PUBLIC - {"/health", "/ready"}))
+def test_the_documents_and_pages_are_public(gateway, path):
+    assert gateway.api("GET", path, token=None).status_code == 200
+
+
+def test_every_public_route_exists():
+    assert {p for _, p in ROUTES if p in PUBLIC} == PUBLIC
 
 
 def test_any_configured_token_reads_but_only_the_admin_token_provisions(gateway):
@@ -142,7 +152,9 @@ def test_unknown_routes_are_json_404_and_wrong_methods_json_405(gateway):
     assert_json_error(gateway.api("GET", "/nope"), 404, "not_found")
     assert_json_error(gateway.api("GET", "/nope", token=None), 404, "not_found")
     assert_json_error(gateway.api("GET", "/enroll"), 404)
-    assert_json_error(gateway.api("DELETE", "/slots"), 405, "method_not_allowed")
+    wrong_method = gateway.api("DELETE", "/slots")
+    assert_json_error(wrong_method, 405, "method_not_allowed")
+    assert set(wrong_method.headers["Allow"].split(", ")) >= {"GET", "POST"}  # RFC 9110; found by the fuzz
     assert_json_error(gateway.api("PUT", "/slots2lines"), 405, "method_not_allowed")
 
 

@@ -1,0 +1,254 @@
+"use strict";
+// The admin page: plain JavaScript, no build step. The token lives in sessionStorage (this tab only)
+// and travels only in the Authorization header. Everything the API returns is put in the page as
+// text (textContent), never as HTML. URLs are relative, so the page works behind a path prefix.
+
+const TOKEN_KEY = "whinmovilla.token";
+const REFRESH_MS = 3000;
+const $ = (id) => document.getElementById(id);
+
+let listing = null;   // the table's refresh timer
+let enrolling = null; // {slot, refresh, poll}: the enrollment on show
+let shown = "";       // what the table shows, so an unchanged listing leaves the rows (and clicks) alone
+
+class ApiError extends Error {
+  constructor(status, code, detail) {
+    super(detail);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` };
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const isJson = (response.headers.get("Content-Type") || "").includes("application/json");
+  const payload = isJson ? await response.json() : await response.text();
+  if (!response.ok) {
+    const error = new ApiError(response.status, payload.error || "error", payload.detail || `HTTP ${response.status}`);
+    if (response.status === 401) signOut(error.message);
+    throw error;
+  }
+  return payload;
+}
+
+function say(text, isError = false) {
+  $("message").textContent = text;
+  $("message").className = isError ? "error" : "";
+}
+
+// --- signing in and out ---
+
+function signedIn() {
+  return Boolean(sessionStorage.getItem(TOKEN_KEY));
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  try {
+    await showConsole();
+  } catch (error) {
+    if (error.status !== 401) say(error.message, true);
+  }
+}
+
+function signOut(reason = "") {
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopEnrollment();
+  clearInterval(listing);
+  listing = null;
+  shown = "";
+  $("console").hidden = true;
+  $("signout").hidden = true;
+  $("signin").hidden = false;
+  say(reason, Boolean(reason));
+  $("signin").prepend($("message"));
+}
+
+async function showConsole() {
+  await refresh();
+  $("signin").hidden = true;
+  $("console").hidden = false;
+  $("signout").hidden = false;
+  say("");
+  $("slots").before($("message"));
+  clearInterval(listing);
+  listing = setInterval(() => refresh().catch((error) => say(error.message, true)), REFRESH_MS);
+}
+
+// --- the slot table ---
+
+async function refresh() {
+  const [statuses, lines] = await Promise.all([api("GET", "slots"), api("GET", "slots2lines")]);
+  const lineOf = Object.assign({}, ...lines);
+  render(statuses.map((pair) => {
+    const [id, status] = Object.entries(pair)[0];
+    return { id, status, line: lineOf[id] ?? null };
+  }));
+}
+
+const ACTIONS = {
+  available: ["enroll"],
+  active: ["sleep", "kill"],
+  sleeping: ["resume", "kill"],
+};
+
+function render(slots) {
+  const listed = JSON.stringify(slots);
+  if (listed === shown) return;
+  shown = listed;
+  const rows = slots.map((slot) => {
+    const row = document.createElement("tr");
+    row.id = `slot-${slot.id}`;
+    row.dataset.status = slot.status;
+    row.append(cell(slot.id), cell(slot.status, `status status-${slot.status}`), cell(slot.line || "—", "line"));
+    const actions = cell("", "actions");
+    for (const action of ACTIONS[slot.status] || []) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = action[0].toUpperCase() + action.slice(1);
+      button.dataset.action = action;
+      button.dataset.slot = slot.id;
+      actions.append(button);
+    }
+    row.append(actions);
+    return row;
+  });
+  $("slots").tBodies[0].replaceChildren(...rows);
+  $("empty").hidden = slots.length > 0;
+}
+
+function cell(text, className = "") {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+async function onTableClick(event) {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const { action, slot } = button.dataset;
+  if (action === "enroll") return startEnrollment(slot);
+  if (action === "kill" && !confirm(`Unlink the line of slot ${slot}? Its WhatsApp credentials are deleted.`)) return;
+  button.disabled = true;
+  say(`${button.textContent} ${slot}…`);
+  try {
+    await api("POST", `${action}id/${slot}`);
+    say(`${button.textContent} ${slot}: done.`);
+  } catch (error) {
+    say(error.message, true);
+  }
+  await refresh().catch((error) => say(error.message, true));
+}
+
+async function provision(event) {
+  event.preventDefault();
+  try {
+    const { created } = await api("POST", "slots", { count: Number($("count").value) });
+    say(`Provisioned ${created.join(", ")}.`);
+    await refresh();
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+// --- enrollment: the QR code, refreshed as WhatsApp rotates it, until the phone links ---
+
+async function startEnrollment(slot) {
+  stopEnrollment();
+  const state = { slot, refresh: null, poll: null, expiresAt: 0, done: false };
+  enrolling = state;
+  $("enroll-slot").textContent = slot;
+  $("enrollment").dataset.outcome = "pairing";
+  $("enroll-state").textContent = "Open WhatsApp on the phone: Linked devices > Link a device, and scan this code.";
+  $("qr-expiry").textContent = "Asking the slot for a code…";
+  $("enrollment").hidden = false;
+  $("qr").hidden = true;
+  state.poll = setInterval(() => watch(state), 1000);
+  await showCode(state);
+}
+
+async function showCode(state) {
+  try {
+    const code = await api("POST", `enroll/${state.slot}`);
+    if (enrolling !== state || state.done) return;
+    $("qr").src = `data:image/png;base64,${code.qr}`;
+    $("qr").hidden = false;
+    state.expiresAt = Date.now() + code.expires_in * 1000;
+    showExpiry(state);
+    state.refresh = setTimeout(() => nextCode(state), Math.max(500, code.expires_in * 1000 + 250));
+  } catch (error) {
+    if (enrolling === state && !state.done) finish(state, error.message, "failed");
+  }
+}
+
+async function nextCode(state) {
+  // Ask again only while the slot still pairs: once the codes ran out, /enroll would start anew.
+  const slot = await api("GET", `slot/${state.slot}`).catch(() => null);
+  if (enrolling !== state || state.done || !slot || outcome(state, slot)) return;
+  await showCode(state);
+}
+
+async function watch(state) {
+  showExpiry(state);
+  const slot = await api("GET", `slot/${state.slot}`).catch(() => null);
+  if (enrolling === state && !state.done && slot) outcome(state, slot);
+}
+
+function outcome(state, slot) {
+  if (slot.status === "active" && slot.line) {
+    finish(state, `Linked: line ${slot.line} is now on slot ${slot.id}.`, "linked");
+    return true;
+  }
+  if (!slot.pairing) {
+    finish(state, "The codes ran out before a phone scanned one. Enroll again for new codes.", "ended");
+    return true;
+  }
+  return false;
+}
+
+function showExpiry(state) {
+  if (!state.expiresAt) return;
+  const seconds = Math.max(0, Math.ceil((state.expiresAt - Date.now()) / 1000));
+  $("qr-expiry").textContent = `This code changes in ${seconds} s.`;
+}
+
+function finish(state, text, result) {
+  state.done = true;
+  clearTimeout(state.refresh);
+  clearInterval(state.poll);
+  $("enrollment").dataset.outcome = result;
+  $("enroll-state").textContent = text;
+  $("qr-expiry").textContent = "";
+  $("qr").hidden = true;
+  refresh().catch(() => {});
+}
+
+function stopEnrollment() {
+  if (!enrolling) return;
+  clearTimeout(enrolling.refresh);
+  clearInterval(enrolling.poll);
+  enrolling = null;
+  $("enrollment").hidden = true;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("signin-form").addEventListener("submit", signIn);
+  $("signout").addEventListener("click", () => signOut());
+  $("provision-form").addEventListener("submit", provision);
+  $("slots").addEventListener("click", onTableClick);
+  $("enroll-close").addEventListener("click", stopEnrollment);
+  if (signedIn()) {
+    showConsole().catch((error) => say(error.message, true));
+  } else {
+    signOut();
+  }
+});
