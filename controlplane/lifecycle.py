@@ -82,6 +82,15 @@ class Lifecycle:
             self._start_worker(slot.id)
         return self._wait_for_qr(slot.id)
 
+    def current_qr(self, slot: Slot) -> QrCode:
+        """The QR a pairing slot shows now. Unlike enroll it never starts a pairing, so a page that
+        refreshes the code cannot restart one that has just ended."""
+        if slot.status is not SlotStatus.AVAILABLE:
+            raise Refused("slot_not_available", f"Slot {slot.id} is {slot.status.value}; it is not pairing.")
+        if not slot.pairing:
+            raise Refused("not_pairing", f"Slot {slot.id} is not pairing; /enroll/{slot.id} starts it.")
+        return self._wait_for_qr(slot.id)
+
     def _wait_for_qr(self, slot_id: str) -> QrCode:
         deadline = time.monotonic() + self.settings.enroll_timeout
         while time.monotonic() < deadline:

@@ -30,7 +30,8 @@ class JsonFormatter(logging.Formatter):
             entry["slot"] = slot
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # ASCII only: a raw U+0085 or U+2028 from a request path would split the line for many readers.
+        return json.dumps(entry)
 
 
 def configure(level: int = logging.INFO, slot: str | None = None) -> None:

@@ -30,6 +30,24 @@ def enroll(slot: str):
     return jsonify(qr=qr.png_base64(code.text), expires_in=code.expires_in)
 
 
+@bp.get("/qr/<slot>")
+@bp.doc(responses={
+    200: json_response("QRCode", "The QR code the slot shows now."),
+    422: "Malformed or unknown slot, a slot that is not pairing (`not_pairing`), that has just linked "
+         "(`slot_not_available`), or whose pairing has just ended (`pairing_ended`).",
+    503: "WhatsApp cannot be reached (`whatsapp_unreachable`).",
+    504: _TIMEOUT,
+})
+def current_qr(slot: str):
+    """The current QR code of a pairing slot
+
+    Like `/enroll` while pairing, but never starts a pairing: for pages and scripts that refresh the
+    code as WhatsApp rotates it, and must not start a new pairing once the codes have run out.
+    """
+    code = lifecycle().current_qr(lifecycle().slot(slot))
+    return jsonify(qr=qr.png_base64(code.text), expires_in=code.expires_in)
+
+
 @bp.route("/paircode/<slot>/<line>", methods=["GET", "POST"])
 @bp.doc(responses={
     200: json_response("PairCode", "The code to type on the phone."),

@@ -25,7 +25,7 @@ def _documented(view, action: str, target: str):
     view.__doc__ = f"{summary} (by {target})"
     unknown = "`invalid_line`, `unknown_line`" if target == "line" else "`invalid_slot`, `unknown_slot`"
     responses = {200: OK_TEXT, 422: f"Malformed or unknown {target} ({unknown}), or the wrong state ({codes})."}
-    if action != "sleep":
+    if action == "resume":  # sleep stops and kill wipes without waiting on the engine
         responses[504] = "The slot did not answer in time (`engine_timeout`)."
     return bp.doc(responses=responses)(view)
 

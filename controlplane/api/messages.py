@@ -18,7 +18,7 @@ bp = APIBlueprint("messages", __name__, tag="Messages")
          "`missing_content`, `invalid_content`, `invalid_text`, `invalid_media`, `media_unreachable`, "
          "`media_too_large`), or a line that cannot send (`unknown_line`, `unknown_slot`, `line_sleeping`, "
          "`not_active`).",
-    429: {"description": "Over the line's send rate (`rate_limited`); retry after Retry-After seconds.",
+    429: {**json_response("Error", "Over the line's send rate (`rate_limited`); retry after Retry-After seconds."),
           "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}},
     503: "WhatsApp cannot be reached (`whatsapp_unreachable`).",
     504: "The slot did not take or confirm the message in time (`engine_timeout`); an untaken message is "

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Blueprint, send_from_directory
+from flask import Blueprint, abort, send_from_directory
 
 from controlplane.api import public
 from controlplane.api.schemas import COMPONENTS, LINE, SLOT_ID, STATUS, ref
@@ -26,6 +26,7 @@ DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
 BEARER = "bearerAuth"
 SWAGGER_UI_FILES = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
+SWAGGER_UI_ASSETS = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png"}
 PATH_PARAMETERS = {"slot": SLOT_ID, "line": LINE, "status": STATUS}
 
 DESCRIPTION = """A WhatsApp gateway: each slot is one linked device; a line is the phone number linked to it.
@@ -45,6 +46,8 @@ def register(app) -> None:
     app.config.update(
         DESCRIPTION=DESCRIPTION,
         AUTO_SERVERS=False,  # no "servers": paths are relative to wherever the document was fetched
+        NOT_FOUND_DESCRIPTION="No such route: an empty parameter, or one with a '/' in it. (A well-formed slot "
+                              "id or line that does not exist is a 422.)",
         SECURITY_SCHEMES={BEARER: {"type": "http", "scheme": "bearer"}},
         HTTP_ERROR_SCHEMA=COMPONENTS["Error"], VALIDATION_ERROR_SCHEMA=COMPONENTS["Error"],
         SWAGGER_UI_CSS=f"{ASSETS_PATH}/swagger-ui.css",
@@ -83,6 +86,8 @@ def complete_spec(spec: dict, app) -> dict:
     views = _views_by_operation(app)
     for path, operations in spec.get("paths", {}).items():
         for method, operation in operations.items():
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True  # a missing body is a 422
             _add_path_patterns(operation)
             _add_security(operation, views[path, method.upper()])
             _use_one_error_schema(operation)
@@ -124,17 +129,21 @@ def _add_security(operation: dict, view) -> None:
     if getattr(view, "whin_admin", False):
         responses.setdefault("403", {"description": "This call needs the admin token (`forbidden`).",
                                      "content": error})
-    responses.setdefault("503", {"description": "Redis or supervisord cannot be reached "
-                                                "(`store_unavailable`, `supervisor_unavailable`); try again.",
-                                 "content": error})
+    unreachable = "Redis or supervisord cannot be reached (`store_unavailable`, `supervisor_unavailable`); try again."
+    if "503" in responses:  # the view's own 503 (WhatsApp unreachable) comes first
+        responses["503"]["description"] += f" Or: {unreachable}"
+    else:
+        responses["503"] = {"description": unreachable, "content": error}
 
 
 def _assets() -> Blueprint:
     bp = Blueprint("docs_assets", __name__)
 
-    @bp.get(f"{ASSETS_PATH}/<path:name>")
+    @bp.get(f"{ASSETS_PATH}/<name>")
     @public
     def asset(name: str):
+        if name not in SWAGGER_UI_ASSETS:
+            abort(404)
         return send_from_directory(SWAGGER_UI_FILES, name, max_age=3600)
 
     return bp

@@ -91,6 +91,8 @@ COMPONENTS = {
         "type": "object",
         "description": "Exactly one of line or slot says who sends; exactly one of text or media says what.",
         "required": ["to"],
+        "allOf": [{"oneOf": [{"required": ["line"]}, {"required": ["slot"]}]},
+                  {"oneOf": [{"required": ["text"]}, {"required": ["media"]}]}],
         "properties": {
             "line": LINE,
             "slot": SLOT_ID,
@@ -103,8 +105,10 @@ COMPONENTS = {
     "Media": {
         "type": "object",
         "description": "Either url (fetched by the gateway, bounded in time and size) or base64 data.",
+        "oneOf": [{"required": ["url"]}, {"required": ["data", "mimetype"]}],
         "properties": {
-            "url": {"type": "string", "format": "uri", "description": "http or https."},
+            "url": {"type": "string", "format": "uri", "pattern": "^[hH][tT][tT][pP][sS]?://",
+                    "description": "http or https."},
             "data": {"type": "string", "contentEncoding": "base64"},
             "mimetype": {"type": "string", "example": "image/jpeg", "description": "Needed with data."},
             "filename": {"type": "string"},

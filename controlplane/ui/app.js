@@ -52,11 +52,8 @@ async function signIn(event) {
   event.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
   $("token").value = "";
-  try {
-    await showConsole();
-  } catch (error) {
-    if (error.status !== 401) say(error.message, true);
-  }
+  say("");
+  await showConsole();
 }
 
 function signOut(reason = "") {
@@ -73,14 +70,34 @@ function signOut(reason = "") {
 }
 
 async function showConsole() {
-  await refresh();
+  try {
+    await refresh();
+  } catch (error) {
+    if (error.status === 401) return; // signOut has already asked for the token again
+    say(error.message, true);         // e.g. Redis down: show the console anyway and keep trying
+    listingFailed = true;
+  }
+  if (!signedIn()) return;
   $("signin").hidden = true;
   $("console").hidden = false;
   $("signout").hidden = false;
-  say("");
   $("slots").before($("message"));
   clearInterval(listing);
-  listing = setInterval(() => refresh().catch((error) => say(error.message, true)), REFRESH_MS);
+  listing = setInterval(poll, REFRESH_MS);
+}
+
+let listingFailed = false; // the message shows a failed refresh, to clear once one succeeds
+
+async function poll() {
+  try {
+    await refresh();
+    if (listingFailed) say("");
+    listingFailed = false;
+  } catch (error) {
+    if (error.status === 401) return;
+    say(error.message, true);
+    listingFailed = true;
+  }
 }
 
 // --- the slot table ---
@@ -146,6 +163,7 @@ async function onTableClick(event) {
   } catch (error) {
     say(error.message, true);
   }
+  shown = ""; // re-render even if nothing changed, so the button comes back
   await refresh().catch((error) => say(error.message, true));
 }
 
@@ -171,30 +189,31 @@ async function startEnrollment(slot) {
   $("enroll-state").textContent = "Open WhatsApp on the phone: Linked devices > Link a device, and scan this code.";
   $("qr-expiry").textContent = "Asking the slot for a code…";
   $("enrollment").hidden = false;
+  $("enroll-close").textContent = "Cancel";
   $("qr").hidden = true;
   state.poll = setInterval(() => watch(state), 1000);
-  await showCode(state);
+  await showCode(state, "POST", `enroll/${slot}`);
 }
 
-async function showCode(state) {
+// POST /enroll starts the pairing (or joins it); the refreshes use GET /qr, which never starts one,
+// so the page cannot begin a new pairing by itself once the codes have run out.
+async function showCode(state, method, path) {
   try {
-    const code = await api("POST", `enroll/${state.slot}`);
+    const code = await api(method, path);
     if (enrolling !== state || state.done) return;
     $("qr").src = `data:image/png;base64,${code.qr}`;
     $("qr").hidden = false;
     state.expiresAt = Date.now() + code.expires_in * 1000;
     showExpiry(state);
-    state.refresh = setTimeout(() => nextCode(state), Math.max(500, code.expires_in * 1000 + 250));
+    state.refresh = setTimeout(() => showCode(state, "GET", `qr/${state.slot}`),
+                               Math.max(500, code.expires_in * 1000 + 250));
   } catch (error) {
-    if (enrolling === state && !state.done) finish(state, error.message, "failed");
+    if (enrolling !== state || state.done) return;
+    // Linked or run out meanwhile? The slot's state says which; otherwise it is a real failure.
+    const slot = await api("GET", `slot/${state.slot}`).catch(() => null);
+    if (enrolling !== state || state.done || (slot && outcome(state, slot))) return;
+    finish(state, error.message, "failed");
   }
-}
-
-async function nextCode(state) {
-  // Ask again only while the slot still pairs: once the codes ran out, /enroll would start anew.
-  const slot = await api("GET", `slot/${state.slot}`).catch(() => null);
-  if (enrolling !== state || state.done || !slot || outcome(state, slot)) return;
-  await showCode(state);
 }
 
 async function watch(state) {
@@ -223,6 +242,7 @@ function showExpiry(state) {
 
 function finish(state, text, result) {
   state.done = true;
+  $("enroll-close").textContent = "Close";
   clearTimeout(state.refresh);
   clearInterval(state.poll);
   $("enrollment").dataset.outcome = result;
@@ -240,14 +260,27 @@ function stopEnrollment() {
   $("enrollment").hidden = true;
 }
 
+async function closeEnrollment() {
+  const state = enrolling;
+  stopEnrollment();
+  if (!state || state.done) return;
+  try { // Cancel: end the pairing now rather than leave the codes running out unseen
+    await api("POST", `killid/${state.slot}`);
+    say(`Enrollment of ${state.slot} cancelled.`);
+  } catch (error) {
+    say(error.message, true);
+  }
+  await refresh().catch((error) => say(error.message, true));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("signin-form").addEventListener("submit", signIn);
   $("signout").addEventListener("click", () => signOut());
   $("provision-form").addEventListener("submit", provision);
   $("slots").addEventListener("click", onTableClick);
-  $("enroll-close").addEventListener("click", stopEnrollment);
+  $("enroll-close").addEventListener("click", closeEnrollment);
   if (signedIn()) {
-    showConsole().catch((error) => say(error.message, true));
+    showConsole();
   } else {
     signOut();
   }

@@ -8,7 +8,9 @@ enrollment view is kept as a screenshot in test-artifacts/ (WHIN_TEST_ARTIFACTS 
 
 import base64
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -176,20 +178,50 @@ def test_a_wrong_token_is_refused_on_the_page(page):
 
 def test_when_the_codes_run_out_the_page_says_so_and_starts_no_new_pairing(page, gateway):
     (slot_id,) = gateway.provision(1)
+    started = _pairings_started(gateway)
     page.sign_in(gateway.admin_token)
     page.click(slot_id, "enroll")
     page.wait(lambda: page("qr").is_displayed(), "the QR")
     page.wait(lambda: page("enrollment").get_attribute("data-outcome") == "ended", "the end of pairing", timeout=40)
     assert "ran out" in page("enroll-state").text
     assert not page("qr").is_displayed()
+    time.sleep(3)  # the page's refresh timers would have fired by now
     detail = gateway.detail(slot_id)
     assert (detail["status"], detail["pairing"]) == ("available", False)
+    assert _pairings_started(gateway) == started + 1  # the page refreshed the code, never restarted pairing
+
+
+def test_cancel_ends_the_pairing(page, gateway):
+    (slot_id,) = gateway.provision(1)
+    page.sign_in(gateway.admin_token)
+    page.click(slot_id, "enroll")
+    page.wait(lambda: page("qr").is_displayed(), "the QR")
+    assert page("enroll-close").text == "Cancel"
+    page("enroll-close").click()
+    page.wait(lambda: "cancelled" in page("message").text, "the cancellation")
+    assert not page("enrollment").is_displayed()
+    assert gateway.detail(slot_id)["pairing"] is False
+
+
+def test_a_token_revoked_mid_session_asks_for_a_token_again(page, gateway):
+    page.sign_in(gateway.user_token)
+    page.wait(lambda: page("console").is_displayed(), "the console")
+    page.driver.execute_script("sessionStorage.setItem('whinmovilla.token', 'revoked-token')")
+    page.wait(lambda: page("signin").is_displayed(), "the sign-in form", timeout=10)  # at the next refresh
+    assert "not valid" in page("message").text and not page("console").is_displayed()
+    assert page.driver.execute_script("return sessionStorage.getItem('whinmovilla.token')") is None
 
 
 def test_the_page_forbids_foreign_scripts_and_referrers(gateway):
     response = gateway.api("GET", "/ui", token=None)
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def _pairings_started(gateway) -> int:
+    metrics = gateway.api("GET", "/metrics").text
+    match = re.search(r'^whin_pairing_total\{outcome="started"\} (\S+)$', metrics, re.MULTILINE)
+    return int(float(match.group(1))) if match else 0
 
 
 def _listed(gateway) -> list[str]:
