@@ -128,11 +128,13 @@ def prepare(environ: dict) -> tuple[Settings, Path, list[str]]:
 
 
 def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
-    shown = {"WHIN_API_TOKENS": "API token(s), the first is admin", "WHIN_WEBHOOK_SECRET": "webhook secret"}
+    shown = {"WHIN_API_TOKENS": ("API token(s), the first is admin", ",".join(settings.api_tokens)),
+             "WHIN_WEBHOOK_SECRET": ("webhook secret", settings.webhook_secret)}
     lines = [
         f"whinmovilla: API on http://127.0.0.1:{settings.port}  (engine: {settings.engine})",
-        *(f"  {label}: {os.environ[name]}" + ("  [generated]" if name in generated else "")
-          for name, label in shown.items()),
+        f"  admin page http://127.0.0.1:{settings.port}/ui  ·  API docs http://127.0.0.1:{settings.port}/docs",
+        *(f"  {label}: {value}" + ("  [generated]" if name in generated else "")
+          for name, (label, value) in shown.items()),
         f"  secrets kept in {settings.data_dir / 'secrets.env'}",
         f"  supervisorctl -c {conf} status",
     ]

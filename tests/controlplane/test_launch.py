@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions
 
-from controlplane.launch import GENERATED, prepare
+from controlplane.launch import GENERATED, banner, prepare
 
 
 def mode(path: Path) -> int:
@@ -169,3 +169,11 @@ def test_prepare_works_with_the_slot_programs_folder_outside_the_data_dir(tmp_pa
     settings, conf, _ = prepare(sim_environ(data_dir, WHIN_SUPERVISOR_CONF_DIR=str(conf_dir)))
     assert conf.exists()
     assert f"files = {conf_dir}/*.conf" in conf.read_text()
+
+
+def test_the_banner_shows_where_the_api_the_admin_page_and_the_docs_are(data_dir):
+    environ = sim_environ(data_dir, WHIN_PORT="8123")
+    settings, conf, generated = prepare(environ)
+    shown = banner(settings, conf, generated)
+    for url in ("http://127.0.0.1:8123 ", "http://127.0.0.1:8123/ui", "http://127.0.0.1:8123/docs"):
+        assert url in shown
