@@ -8,7 +8,7 @@ import os
 
 bind = f"127.0.0.1:{os.environ.get('WHIN_PORT', '8080')}"
 workers = int(os.environ.get("WHIN_API_WORKERS", "2"))
-worker_class = "gthread"
+worker_class = "controlplane.gunicorn_worker.ThreadWorker"  # gthread, errors in JSON
 threads = int(os.environ.get("WHIN_API_THREADS", "16"))
 timeout = 60
 graceful_timeout = 10
