@@ -15,7 +15,9 @@ __all__ = ["ThreadWorker", "write_json_error"]
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    code = "internal_error" if status_int >= 500 else reason.lower().replace(" ", "_")
+    # gunicorn sends 501 (with the reason "Bad Request") for a Transfer-Encoding it does not support.
+    code = {500: "internal_error", 501: "unsupported_transfer_coding"}.get(status_int) \
+        or reason.lower().replace(" ", "_")
     body = json.dumps({"error": code, "detail": mesg or reason}).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")

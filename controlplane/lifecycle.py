@@ -160,14 +160,21 @@ class Lifecycle:
     # --- kill ---
 
     def kill(self, slot: Slot) -> None:
-        """Unlink, wipe credentials and keys, and make the slot available again."""
-        allowed = (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value, "pairing")
+        """Unlink, wipe credentials and keys, and make the slot available again (also ends a pairing)."""
+        self._release(slot, "killed", (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value, "pairing"), "not_enrolled")
+
+    def cancel_pairing(self, slot: Slot) -> None:
+        """End a pairing under way. Unlike kill it never touches a linked line, even one that linked a
+        moment ago: the check and the release are one Lua step."""
+        self._release(slot, "cancelled", ("pairing",), "not_pairing")
+
+    def _release(self, slot: Slot, reason: str, allowed: tuple[str, ...], refusal_code: str) -> None:
         try:
-            line = self.store.release(slot.id, "killed", allowed)
+            line = self.store.release(slot.id, reason, allowed)
         except Refused as refusal:
-            raise _state_refusal(slot.id, refusal, "not_enrolled") from None
+            raise _state_refusal(slot.id, refusal, refusal_code) from None
         if line:  # a cancelled pairing had no line: nothing to tell inmovilla
-            self.publisher.slot_status(slot.id, line, "killed")
+            self.publisher.slot_status(slot.id, line, reason)
         # The worker logs out from the network and wipes its own files; start it if it sleeps.
         self._start_worker(slot.id)
         if not self._wait_for_teardown(slot.id):

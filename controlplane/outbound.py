@@ -74,7 +74,10 @@ def _string(body: dict, name: str) -> str:
 def _check_media(media) -> None:
     if not isinstance(media, dict) or ("url" in media) == ("data" in media):
         raise Refused("invalid_media", "'media' is an object with either 'url' or base64 'data'.")
-    for name in ("url", "data", "mimetype", "filename", "caption"):
+    for name in ("url", "data"):  # the one given is the media itself: null is not an answer
+        if name in media and not isinstance(media[name], str):
+            raise Refused("invalid_media", f"'media.{name}' must be a string.")
+    for name in ("mimetype", "filename", "caption"):  # optional: null means not given
         if name in media and media[name] is not None and not isinstance(media[name], str):
             raise Refused("invalid_media", f"'media.{name}' must be a string.")
     if "data" in media and not media.get("mimetype"):

@@ -5,7 +5,7 @@ from flask import jsonify
 
 from controlplane import qr
 from controlplane.api import lifecycle
-from controlplane.api.schemas import json_response
+from controlplane.api.schemas import OK_TEXT, json_response
 
 bp = APIBlueprint("enrollment", __name__, tag="Enrollment")
 
@@ -46,6 +46,22 @@ def current_qr(slot: str):
     """
     code = lifecycle().current_qr(lifecycle().slot(slot))
     return jsonify(qr=qr.png_base64(code.text), expires_in=code.expires_in)
+
+
+@bp.route("/cancel/<slot>", methods=["GET", "POST"])
+@bp.doc(responses={
+    200: OK_TEXT,
+    422: "Malformed or unknown slot, or a slot that is not pairing (`not_pairing`), e.g. because the phone "
+         "has just linked: a linked line is never touched (unlike `/killid`).",
+})
+def cancel(slot: str):
+    """Cancel a pairing under way
+
+    The codes stop and the slot is plain `available` again. Safe to call when a phone may be scanning:
+    if it linked first, this is a 422 and the line stays.
+    """
+    lifecycle().cancel_pairing(lifecycle().slot(slot))
+    return "OK", 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 @bp.route("/paircode/<slot>/<line>", methods=["GET", "POST"])

@@ -52,7 +52,7 @@ COMPONENTS = {
     },
     "SlotDetail": {
         "type": "object",
-        "required": ["id", "status", "line", "pairing", "connected", "resetting"],
+        "required": ["id", "status", "line", "pairing", "connected", "resetting", "pair_error"],
         "properties": {
             "id": SLOT_ID,
             "status": STATUS,
@@ -60,6 +60,9 @@ COMPONENTS = {
             "pairing": {"type": "boolean", "description": "A QR code or pairing code is being shown."},
             "connected": {"type": "boolean", "description": "The worker is connected to WhatsApp."},
             "resetting": {"type": "boolean", "description": "Being logged out and wiped (kill, eviction, unlink)."},
+            "pair_error": {"type": ["string", "null"], "example": "codes_exhausted",
+                           "description": "Why the last pairing ended without a phone: `codes_exhausted`, "
+                                          "`network_unreachable`, `deadline`, `pair_error`; null after a link."},
         },
     },
     "ProvisionRequest": {
@@ -91,28 +94,36 @@ COMPONENTS = {
         "type": "object",
         "description": "Exactly one of line or slot says who sends; exactly one of text or media says what.",
         "required": ["to"],
-        "allOf": [{"oneOf": [{"required": ["line"]}, {"required": ["slot"]}]},
-                  {"oneOf": [{"required": ["text"]}, {"required": ["media"]}]}],
+        "allOf": [
+            {"oneOf": [{"required": ["line"]}, {"required": ["slot"]}]},
+            # null counts as absent for text and media (not for line and slot)
+            {"oneOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}},
+                       {"required": ["media"], "properties": {"media": {"type": "object"}}}]},
+        ],
         "properties": {
             "line": LINE,
             "slot": SLOT_ID,
             "to": LINE,
-            "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT},
-            "media": {"$ref": "#/components/schemas/Media"},
+            "text": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_TEXT},
+            "media": {"oneOf": [{"$ref": "#/components/schemas/Media"}, {"type": "null"}]},
         },
         "example": {"line": "34666123456", "to": "34611122233", "text": "Hola"},
     },
     "Media": {
         "type": "object",
         "description": "Either url (fetched by the gateway, bounded in time and size) or base64 data.",
-        "oneOf": [{"required": ["url"]}, {"required": ["data", "mimetype"]}],
+        "oneOf": [
+            {"required": ["url"], "not": {"required": ["data"]}},
+            {"required": ["data", "mimetype"], "not": {"required": ["url"]},
+             "properties": {"mimetype": {"type": "string", "minLength": 1}}},
+        ],
         "properties": {
             "url": {"type": "string", "format": "uri", "pattern": "^[hH][tT][tT][pP][sS]?://",
                     "description": "http or https."},
             "data": {"type": "string", "contentEncoding": "base64"},
-            "mimetype": {"type": "string", "example": "image/jpeg", "description": "Needed with data."},
-            "filename": {"type": "string"},
-            "caption": {"type": "string", "maxLength": MAX_CAPTION},
+            "mimetype": {"type": ["string", "null"], "example": "image/jpeg", "description": "Needed with data."},
+            "filename": {"type": ["string", "null"]},
+            "caption": {"type": ["string", "null"], "maxLength": MAX_CAPTION},
         },
     },
     "SendResult": {

@@ -55,7 +55,7 @@ def slot_detail(slot: str):
     """Show one slot in detail"""
     s = lifecycle().slot(slot)
     return jsonify(id=s.id, status=s.status.value, line=s.line, pairing=s.pairing,
-                   connected=s.connected, resetting=s.teardown)
+                   connected=s.connected, resetting=s.teardown, pair_error=s.pair_error)
 
 
 @bp.get("/slots2lines")

@@ -205,22 +205,37 @@ async function showCode(state, method, path) {
     $("qr").hidden = false;
     state.expiresAt = Date.now() + code.expires_in * 1000;
     showExpiry(state);
-    state.refresh = setTimeout(() => showCode(state, "GET", `qr/${state.slot}`),
-                               Math.max(500, code.expires_in * 1000 + 250));
+    nextCode(state, Math.max(500, code.expires_in * 1000 + 250));
   } catch (error) {
     if (enrolling !== state || state.done) return;
-    // Linked or run out meanwhile? The slot's state says which; otherwise it is a real failure.
+    // Linked or ended meanwhile? The slot's state says which.
     const slot = await api("GET", `slot/${state.slot}`).catch(() => null);
-    if (enrolling !== state || state.done || (slot && outcome(state, slot))) return;
-    finish(state, error.message, "failed");
+    if (enrolling !== state || state.done) return;
+    if (slot && slot.status === "active" && slot.line) return outcome(state, slot);
+    if (method === "POST") return finish(state, error.message, "failed"); // never started, or refused
+    if (slot && !slot.pairing) return outcome(state, slot);
+    // Still pairing (a slow engine, Redis a moment away): keep the panel and its Cancel, try again.
+    $("qr-expiry").textContent = `${error.message} Trying again…`;
+    nextCode(state, 2000);
   }
+}
+
+function nextCode(state, delay) {
+  state.refresh = setTimeout(() => showCode(state, "GET", `qr/${state.slot}`), delay);
 }
 
 async function watch(state) {
   showExpiry(state);
+  if (!state.expiresAt) return; // the first code is still on its way; showCode judges that call
   const slot = await api("GET", `slot/${state.slot}`).catch(() => null);
   if (enrolling === state && !state.done && slot) outcome(state, slot);
 }
+
+// Why a pairing ended without a phone (the slot's pair_error); anything else: the codes ran out.
+const ENDINGS = {
+  network_unreachable: "The gateway could not reach WhatsApp. Check its network, then enroll again.",
+  pair_error: "WhatsApp refused the pairing. Enroll again for new codes.",
+};
 
 function outcome(state, slot) {
   if (slot.status === "active" && slot.line) {
@@ -228,7 +243,9 @@ function outcome(state, slot) {
     return true;
   }
   if (!slot.pairing) {
-    finish(state, "The codes ran out before a phone scanned one. Enroll again for new codes.", "ended");
+    const known = ENDINGS[slot.pair_error];
+    finish(state, known || "The codes ran out before a phone scanned one. Enroll again for new codes.",
+           known ? "failed" : "ended");
     return true;
   }
   return false;
@@ -264,11 +281,15 @@ async function closeEnrollment() {
   const state = enrolling;
   stopEnrollment();
   if (!state || state.done) return;
-  try { // Cancel: end the pairing now rather than leave the codes running out unseen
-    await api("POST", `killid/${state.slot}`);
+  // Cancel ends the pairing now rather than leave its codes running out unseen. /cancel touches only a
+  // pairing slot: if the phone linked a moment ago, the line stays and the page says so.
+  try {
+    await api("POST", `cancel/${state.slot}`);
     say(`Enrollment of ${state.slot} cancelled.`);
   } catch (error) {
-    say(error.message, true);
+    const slot = await api("GET", `slot/${state.slot}`).catch(() => null);
+    if (slot && slot.status === "active" && slot.line) say(`Slot ${slot.id} had just linked line ${slot.line}: kept.`);
+    else say(error.message, true);
   }
   await refresh().catch((error) => say(error.message, true));
 }

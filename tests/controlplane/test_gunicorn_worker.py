@@ -25,6 +25,8 @@ def _raw(gateway, request: bytes) -> tuple[str, dict, bytes]:
     (b"GET /slots HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
     (b"GET /slots HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400, "bad_request"),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    (b"POST /send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: snappy\r\n\r\n", 501,
+     "unsupported_transfer_coding"),
 ])
 def test_requests_gunicorn_cannot_parse_get_a_json_error(gateway, request_bytes, status, code):
     status_line, headers, body = _raw(gateway, request_bytes)

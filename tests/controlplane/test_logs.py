@@ -42,9 +42,10 @@ def test_the_access_log_masks_lines_in_paths(gateway, new_line):
     assert line not in log.read_text()
 
 
-def test_a_path_with_unicode_line_separators_stays_on_one_log_line(gateway):
-    # Found by the OpenAPI fuzz: U+0085 and U+2028 written raw split a JSON line for splitlines() readers.
-    gateway.api("GET", "/slot/%C2%85%E2%80%A8AAAAA")
+def test_a_path_with_a_line_separator_stays_on_one_log_line(gateway):
+    # Found by the OpenAPI fuzz: a U+0085 written raw splits a JSON line for splitlines() readers. (gunicorn
+    # decodes a path's bytes as latin-1, so the byte 0x85 of "%C2%85" is the U+0085 in the log.)
+    gateway.api("GET", "/slot/%C2%85AAAAAA")
     log = gateway.data_dir / "logs" / "api.log"
     wait_for(lambda: "/slot/" in log.read_text() and "\\u0085" in log.read_text(), what="the access line")
     assert all(json.loads(line) for line in _lines(log))

@@ -137,6 +137,11 @@ def test_a_media_url_nobody_listens_on_is_422(gateway, sender):
     ({"line": "34655500001", "to": TO, "media": {"data": "aGk="}}, "invalid_media"),
     ({"line": "34655500001", "to": TO, "media": {"data": "not base64!", "mimetype": "image/png"}}, "invalid_media"),
     ({"line": "34655500001", "to": TO, "media": {"url": "file:///etc/passwd"}}, "invalid_media"),
+    # null as the media itself (was a 500 for data: found reading the OpenAPI schema against the code)
+    ({"line": "34655500001", "to": TO, "media": {"data": None, "mimetype": "image/png"}}, "invalid_media"),
+    ({"line": "34655500001", "to": TO, "media": {"url": None}}, "invalid_media"),
+    ({"line": "34655500001", "to": TO, "media": {"url": "http://a/b", "data": "aGk=", "mimetype": "image/png"}},
+     "invalid_media"),
     ({"line": "34999999999", "to": TO, "text": "x"}, "unknown_line"),
     ({"slot": "ZZZZZZZ9", "to": TO, "text": "x"}, "unknown_slot"),
 ])

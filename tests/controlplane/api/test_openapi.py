@@ -28,7 +28,7 @@ CONTRACT = {  # the manual's table, the contract's additions and the operations 
     ("GET", "/sleep/{line}"), ("GET", "/sleepid/{slot}"), ("GET", "/resume/{line}"),
     ("GET", "/resumeid/{slot}"), ("GET", "/kill/{line}"), ("GET", "/killid/{slot}"),
     ("POST", "/kill/{line}"), ("GET", "/slots2lines"), ("GET", "/lines2slots"), ("POST", "/send"),
-    ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/qr/{slot}"),
+    ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/qr/{slot}"), ("POST", "/cancel/{slot}"),
 }
 
 
@@ -130,7 +130,7 @@ def test_real_slots_through_every_operation_answer_as_documented(gateway, new_li
         ("GET", "/qr/{slot}", {"slot": spare}, None, 422),
         ("GET", "/enroll/{slot}", {"slot": spare}, None, 200), ("GET", "/qr/{slot}", {"slot": spare}, None, 200),
         ("GET", "/paircode/{slot}/{line}", {"slot": spare, "line": other}, None, 200),
-        ("GET", "/killid/{slot}", {"slot": spare}, None, 200),  # cancels the pairing
+        ("POST", "/cancel/{slot}", {"slot": spare}, None, 200), ("GET", "/cancel/{slot}", {"slot": spare}, None, 422),
         ("GET", "/enroll/{slot}", {"slot": enrolled}, None, 422),
         ("POST", "/send", {}, {"line": line, "to": other, "text": "checked against the document"}, 200),
         ("GET", "/sleep/{line}", {"line": line}, None, 200), ("GET", "/sleepid/{slot}", {"slot": enrolled}, None, 422),

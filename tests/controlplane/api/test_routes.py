@@ -39,7 +39,7 @@ def test_the_route_table_is_the_manuals():
                      "/resume/34666123456", "/resumeid/AAAAAAAA", "/kill/34666123456", "/killid/AAAAAAAA",
                      "/slots2lines", "/lines2slots", "/health", "/ready"]:
         assert expected in paths
-    for action in ("enroll", "sleep", "sleepid", "resume", "resumeid", "kill", "killid"):
+    for action in ("enroll", "sleep", "sleepid", "resume", "resumeid", "kill", "killid", "cancel"):
         methods = {m for m, p in ROUTES if p.startswith(f"/{action}/")}
         assert methods == {"GET", "POST"}, action
 
@@ -123,6 +123,18 @@ def test_actions_in_the_wrong_state_are_422_with_their_codes(gateway, new_line):
     assert_json_error(gateway.api("GET", f"/sleepid/{enrolled}"), 422, "not_active")
     assert_json_error(gateway.api("GET", f"/enroll/{enrolled}"), 422, "slot_not_available")
     assert gateway.status_of(enrolled) == "sleeping"  # refusals changed nothing
+
+
+def test_cancel_ends_a_pairing_and_never_touches_a_linked_line(gateway, new_line):
+    pairing, enrolled = gateway.provision(2)
+    line = new_line()
+    gateway.enroll(enrolled, line)
+    gateway.enroll_qr_text(pairing)
+    assert gateway.api("POST", f"/cancel/{pairing}").text == "OK"
+    assert (gateway.detail(pairing)["pairing"], gateway.status_of(pairing)) == (False, "available")
+    assert_json_error(gateway.api("POST", f"/cancel/{pairing}"), 422, "not_pairing")
+    assert_json_error(gateway.api("POST", f"/cancel/{enrolled}"), 422, "not_pairing")
+    assert gateway.detail(enrolled)["line"] == line  # what /killid would have wiped
 
 
 @pytest.mark.parametrize("status", ["available", "active", "sleeping"])

@@ -7,6 +7,7 @@ enrollment view is kept as a screenshot in test-artifacts/ (WHIN_TEST_ARTIFACTS 
 """
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from controlplane.cli import decode_qr_png
-from tests.gateway import REPO
+from tests.gateway import REPO, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -189,6 +190,8 @@ def test_when_the_codes_run_out_the_page_says_so_and_starts_no_new_pairing(page,
     detail = gateway.detail(slot_id)
     assert (detail["status"], detail["pairing"]) == ("available", False)
     assert _pairings_started(gateway) == started + 1  # the page refreshed the code, never restarted pairing
+    calls = _access_log(gateway)
+    assert calls.count(f"POST /enroll/{slot_id}") == 1 and calls.count(f"GET /qr/{slot_id}") >= 1
 
 
 def test_cancel_ends_the_pairing(page, gateway):
@@ -201,6 +204,22 @@ def test_cancel_ends_the_pairing(page, gateway):
     page.wait(lambda: "cancelled" in page("message").text, "the cancellation")
     assert not page("enrollment").is_displayed()
     assert gateway.detail(slot_id)["pairing"] is False
+
+
+def test_cancel_as_the_phone_links_keeps_the_line(page, gateway, new_line):
+    (slot_id,) = gateway.provision(1)
+    page.sign_in(gateway.admin_token)
+    page.click(slot_id, "enroll")
+    page.wait(lambda: page("qr").is_displayed(), "the QR")
+    # The page has not looked yet: its timers are held while the phone links, then Cancel is clicked.
+    page.driver.execute_script("clearInterval(enrolling.poll); clearTimeout(enrolling.refresh)")
+    line = new_line()
+    assert gateway.scan(line, page.qr_text()).status_code == 200
+    wait_for(lambda: gateway.status_of(slot_id) == "active", what="the link")
+    assert page("enroll-close").text == "Cancel"
+    page("enroll-close").click()
+    page.wait(lambda: "had just linked" in page("message").text, "the page's answer")
+    assert (gateway.status_of(slot_id), gateway.detail(slot_id)["line"]) == ("active", line)  # /killid would wipe
 
 
 def test_a_token_revoked_mid_session_asks_for_a_token_again(page, gateway):
@@ -222,6 +241,13 @@ def _pairings_started(gateway) -> int:
     metrics = gateway.api("GET", "/metrics").text
     match = re.search(r'^whin_pairing_total\{outcome="started"\} (\S+)$', metrics, re.MULTILINE)
     return int(float(match.group(1))) if match else 0
+
+
+def _access_log(gateway) -> list[str]:
+    """'METHOD /path' of every request the API logged."""
+    lines = (gateway.data_dir / "logs" / "api.log").read_text().splitlines()
+    events = [json.loads(x)["event"] for x in lines if '"gunicorn.access"' in x]
+    return [" ".join(e.split(" ")[:2]) for e in events]
 
 
 def _listed(gateway) -> list[str]:
