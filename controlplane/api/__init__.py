@@ -19,3 +19,8 @@ def admin_only(view):
     """Mark a view as needing the admin token (the first of WHIN_API_TOKENS)."""
     view.whin_admin = True
     return view
+
+
+def ok_text():
+    """The manual's answer to an action that was done: 200, body OK, text/plain."""
+    return "OK", 200, {"Content-Type": "text/plain; charset=utf-8"}

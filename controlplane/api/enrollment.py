@@ -4,8 +4,9 @@ from apiflask import APIBlueprint
 from flask import jsonify
 
 from controlplane import qr
-from controlplane.api import lifecycle
+from controlplane.api import lifecycle, ok_text
 from controlplane.api.schemas import OK_TEXT, json_response
+from controlplane.lifecycle import QrCode
 
 bp = APIBlueprint("enrollment", __name__, tag="Enrollment")
 
@@ -26,8 +27,7 @@ def enroll(slot: str):
     On an `available` slot, starts pairing and answers with the first QR code; while pairing, answers
     with the current one (WhatsApp rotates them). Call it again to refresh.
     """
-    code = lifecycle().enroll(lifecycle().slot(slot))
-    return jsonify(qr=qr.png_base64(code.text), expires_in=code.expires_in)
+    return _qr_answer(lifecycle().enroll(lifecycle().slot(slot)))
 
 
 @bp.get("/qr/<slot>")
@@ -44,8 +44,7 @@ def current_qr(slot: str):
     Like `/enroll` while pairing, but never starts a pairing: for pages and scripts that refresh the
     code as WhatsApp rotates it, and must not start a new pairing once the codes have run out.
     """
-    code = lifecycle().current_qr(lifecycle().slot(slot))
-    return jsonify(qr=qr.png_base64(code.text), expires_in=code.expires_in)
+    return _qr_answer(lifecycle().current_qr(lifecycle().slot(slot)))
 
 
 @bp.route("/cancel/<slot>", methods=["GET", "POST"])
@@ -61,7 +60,7 @@ def cancel(slot: str):
     if it linked first, this is a 422 and the line stays.
     """
     lifecycle().cancel_pairing(lifecycle().slot(slot))
-    return "OK", 200, {"Content-Type": "text/plain; charset=utf-8"}
+    return ok_text()
 
 
 @bp.route("/paircode/<slot>/<line>", methods=["GET", "POST"])
@@ -79,3 +78,7 @@ def pair_code(slot: str, line: str):
     """
     code = lifecycle().pair_code(lifecycle().slot(slot), line)
     return jsonify(code=code.text, expires_in=code.expires_in)
+
+
+def _qr_answer(code: QrCode):
+    return jsonify(qr=qr.png_base64(code.text), expires_in=code.expires_in)

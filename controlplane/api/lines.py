@@ -2,7 +2,7 @@
 
 from apiflask import APIBlueprint
 
-from controlplane.api import lifecycle
+from controlplane.api import lifecycle, ok_text
 from controlplane.api.schemas import OK_TEXT
 
 bp = APIBlueprint("lines", __name__, tag="Lines")
@@ -14,10 +14,6 @@ _ACTIONS = {
     "resume": ("Wake a sleeping line: its worker reconnects", "`not_sleeping`, `logged_out`"),
     "kill": ("Unlink a line: logged out, credentials wiped, the slot `available` again", "`not_enrolled`"),
 }
-
-
-def _ok():
-    return "OK", 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _documented(view, action: str, target: str):
@@ -34,7 +30,7 @@ def _by_line(action: str):
     def view(line: str):
         lc = lifecycle()
         getattr(lc, action)(lc.slot_of_line(line))
-        return _ok()
+        return ok_text()
 
     view.__name__ = f"{action}_by_line"
     return _documented(view, action, "line")
@@ -44,7 +40,7 @@ def _by_slot(action: str):
     def view(slot: str):
         lc = lifecycle()
         getattr(lc, action)(lc.slot(slot))
-        return _ok()
+        return ok_text()
 
     view.__name__ = f"{action}_by_slot"
     return _documented(view, action, "slot")

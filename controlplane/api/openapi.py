@@ -13,6 +13,7 @@ served here: /docs works offline and the browser asks no CDN.
 """
 
 import re
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import flask_swagger_ui
@@ -150,8 +151,6 @@ def _assets() -> Blueprint:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("whinmovilla")
     except PackageNotFoundError:
