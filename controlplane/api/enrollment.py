@@ -11,6 +11,11 @@ from controlplane.lifecycle import QrCode
 bp = APIBlueprint("enrollment", __name__, tag="Enrollment")
 
 _TIMEOUT = "The slot showed no code in time (`engine_timeout`)."
+# What starting a pairing worker can meet, for /enroll and /paircode alike.
+_STARTING_ERRORS = {
+    503: "WhatsApp cannot be reached (`whatsapp_unreachable`), or the gateway cannot start the slot.",
+    504: _TIMEOUT,
+}
 
 
 @bp.route("/enroll/<slot>", methods=["GET", "POST"])
@@ -18,8 +23,7 @@ _TIMEOUT = "The slot showed no code in time (`engine_timeout`)."
     200: json_response("QRCode", "The QR code the slot shows now."),
     422: "Malformed or unknown slot, a slot that is not `available` (`slot_not_available`), or a pairing "
          "that has just ended (`pairing_ended`).",
-    503: "WhatsApp cannot be reached (`whatsapp_unreachable`), or the gateway cannot start the slot.",
-    504: _TIMEOUT,
+    **_STARTING_ERRORS,
 })
 def enroll(slot: str):
     """Link a phone by QR code
@@ -68,8 +72,7 @@ def cancel(slot: str):
     200: json_response("PairCode", "The code to type on the phone."),
     422: "Malformed or unknown slot or line, a slot that is not `available`, or an engine that cannot "
          "pair by code (`not_supported`).",
-    503: "WhatsApp cannot be reached (`whatsapp_unreachable`), or the gateway cannot start the slot.",
-    504: _TIMEOUT,
+    **_STARTING_ERRORS,
 })
 def pair_code(slot: str, line: str):
     """Link a phone by pairing code
