@@ -4,6 +4,8 @@ import os
 import signal
 import time
 
+import psutil
+
 from controlplane.events import message_event_id
 from tests.gateway import wait_for
 from tests.receiver import DROPPED
@@ -156,8 +158,11 @@ def test_kill_9_of_the_delivery_worker_mid_request_loses_nothing_and_duplicates_
     receiver.hold.set()
     message_id = gw.phone_sends(SENDER, line, "survive the kill")
     assert receiver.held.acquire(timeout=15)  # a delivery worker is inside the POST now
-    for n in (1, 2):
-        os.kill(gw.supervisor.process_info_by_name(f"delivery-{n}")["pid"], signal.SIGKILL)
+    pids = [gw.supervisor.process_info_by_name(f"delivery-{n}")["pid"] for n in (1, 2)]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    # kill() returns before the process is gone; answering before its sockets close would record a 200.
+    wait_for(lambda: all(_exited(pid) for pid in pids), what="the killed delivery workers to exit")
     receiver.hold.clear()
     event = delivered_message(receiver, line, "survive the kill", timeout=60)
     assert event["slot"] == slot_id
@@ -204,3 +209,11 @@ def test_a_delivery_that_runs_out_of_time_gives_up_counted_and_without_a_trace(r
         assert "never delivered" not in log
     finally:
         gw.stop()
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie: either way its sockets are closed."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
