@@ -19,7 +19,7 @@ _STARTING_ERRORS = {
 
 
 @bp.route("/enroll/<slot>", methods=["GET", "POST"])
-@bp.doc(responses={
+@bp.doc(operation_id="enrollSlot", responses={
     200: json_response("QRCode", "The QR code the slot shows now."),
     422: "Malformed or unknown slot, a slot that is not `available` (`slot_not_available`), or a pairing "
          "that has just ended (`pairing_ended`).",
@@ -35,7 +35,7 @@ def enroll(slot: str):
 
 
 @bp.get("/qr/<slot>")
-@bp.doc(responses={
+@bp.doc(operation_id="getQrCode", responses={
     200: json_response("QRCode", "The QR code the slot shows now."),
     422: "Malformed or unknown slot, a slot that is not pairing (`not_pairing`), that has just linked "
          "(`slot_not_available`), or whose pairing has just ended (`pairing_ended`).",
@@ -52,7 +52,7 @@ def current_qr(slot: str):
 
 
 @bp.route("/cancel/<slot>", methods=["GET", "POST"])
-@bp.doc(responses={
+@bp.doc(operation_id="cancelPairing", responses={
     200: OK_TEXT,
     422: "Malformed or unknown slot, or a slot that is not pairing (`not_pairing`), e.g. because the phone "
          "has just linked: a linked line is never touched (unlike `/killid`).",
@@ -68,7 +68,7 @@ def cancel(slot: str):
 
 
 @bp.route("/paircode/<slot>/<line>", methods=["GET", "POST"])
-@bp.doc(responses={
+@bp.doc(operation_id="pairByCode", responses={
     200: json_response("PairCode", "The code to type on the phone."),
     422: "Malformed or unknown slot or line, a slot that is not `available`, or an engine that cannot "
          "pair by code (`not_supported`).",

@@ -12,7 +12,7 @@ bp = APIBlueprint("health", __name__, tag="Health")
 
 @bp.get("/health")
 @public
-@bp.doc(responses={200: json_response("Health", "The API process answers.")})
+@bp.doc(operation_id="getHealth", responses={200: json_response("Health", "The API process answers.")})
 def health():
     """Liveness: the API answers"""
     return jsonify(status="ok")
@@ -20,7 +20,7 @@ def health():
 
 @bp.get("/ready")
 @public
-@bp.doc(responses={200: json_response("Ready", "Redis and supervisord are reachable."),
+@bp.doc(operation_id="getReadiness", responses={200: json_response("Ready", "Redis and supervisord are reachable."),
                    503: json_response("Ready", "Redis or supervisord is not reachable.")})
 def ready():
     """Readiness: Redis and supervisord reachable"""

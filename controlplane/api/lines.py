@@ -23,7 +23,7 @@ def _documented(view, action: str, target: str):
     responses = {200: OK_TEXT, 422: f"Malformed or unknown {target} ({unknown}), or the wrong state ({codes})."}
     if action == "resume":  # sleep stops and kill wipes without waiting on the engine
         responses[504] = "The slot did not answer in time (`engine_timeout`)."
-    return bp.doc(responses=responses)(view)
+    return bp.doc(operation_id=f"{action}{target.title()}", responses=responses)(view)  # e.g. killLine
 
 
 def _by_line(action: str):

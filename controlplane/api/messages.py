@@ -12,7 +12,7 @@ bp = APIBlueprint("messages", __name__, tag="Messages")
 
 @bp.post("/send")
 @request_body("SendRequest")
-@bp.doc(responses={
+@bp.doc(operation_id="sendMessage", responses={
     200: json_response("SendResult", "The engine accepted the message."),
     422: "Bad request (`invalid_json`, `invalid_target`, `invalid_line`, `invalid_slot`, `invalid_number`, "
          "`missing_content`, `invalid_content`, `invalid_text`, `invalid_media`, `media_unreachable`, "

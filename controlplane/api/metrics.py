@@ -12,7 +12,7 @@ bp = APIBlueprint("metrics", __name__, tag="Operations")
 
 
 @bp.get("/metrics")
-@bp.doc(responses={200: {"description": "Prometheus text exposition format.",
+@bp.doc(operation_id="getMetrics", responses={200: {"description": "Prometheus text exposition format.",
                          "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics():
     """Metrics for Prometheus

@@ -5,7 +5,13 @@ summary (the view's docstring) and the @doc annotations beside the view. What ma
 added here from what the code already says, so it cannot drift from it either:
   - the bearer security and its 401, from the @public / @admin_only markers (403 for admin_only);
   - 503 when Redis or supervisord cannot be reached, on every guarded route;
-  - the path parameters' patterns, from controlplane.ids.
+  - the path parameters' patterns, from controlplane.ids;
+  - the operationIds of the POST twins: every view names its operation in @bp.doc(operation_id=...),
+    camelCase (`killLine`); a route that also takes POST (the manual's GET actions) gets that id for
+    GET and the id + "Post" for POST (`killLinePost`), so generated clients have one stable,
+    distinct function per operation;
+  - the top-level `webhooks` (OpenAPI 3.1): one per event type the gateway POSTs to inmovilla, with
+    its envelope (schemas.EVENTS) and the Standard Webhooks signature headers.
 rq-dashboard's plain Blueprint stays out of the document: it is an ops page, not part of the contract.
 
 Swagger UI 5 (which reads OpenAPI 3.1) comes from the flask-swagger-ui package's copy of its files,
@@ -20,7 +26,7 @@ import flask_swagger_ui
 from flask import Blueprint, abort, send_from_directory
 
 from controlplane.api import public
-from controlplane.api.schemas import COMPONENTS, LINE, SLOT_ID, STATUS, ref
+from controlplane.api.schemas import COMPONENTS, EVENTS, LINE, SLOT_ID, STATUS, ref
 
 SPEC_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
@@ -34,7 +40,9 @@ DESCRIPTION = """A WhatsApp gateway: each slot is one linked device; a line is t
 
 Every call needs `Authorization: Bearer <token>` except /health, /ready, /openapi.json, /docs and /ui.
 Failures are JSON `{"error": "<machine code>", "detail": "<sentence>"}`. Inbound messages are not
-polled: they are POSTed to the configured webhook, signed per Standard Webhooks."""
+polled: they are POSTed to the configured webhook, signed per Standard Webhooks; the `webhooks`
+section describes each event type, its envelope and its signature headers."""
+POST_TWIN_SUFFIX = "Post"
 
 
 def apiflask_options() -> dict:
@@ -92,7 +100,71 @@ def complete_spec(spec: dict, app) -> dict:
             _add_path_patterns(operation)
             _add_security(operation, views[path, method.upper()])
             _use_one_error_schema(operation)
+        _name_post_twin(operations)
+    spec["components"].setdefault("parameters", {}).update(WEBHOOK_HEADERS)
+    spec["webhooks"] = webhooks()
     return spec
+
+
+def _name_post_twin(operations: dict) -> None:
+    """apiflask gives every method of a view the view's one operation_id; the POST twin of a GET
+    action gets its own, so that the two never collide in a generated client."""
+    get, post = operations.get("get", {}), operations.get("post", {})
+    if "operationId" in get and post.get("operationId") == get["operationId"]:
+        post["operationId"] = get["operationId"] + POST_TWIN_SUFFIX
+
+
+# Standard Webhooks (https://www.standardwebhooks.com), as controlplane/delivery.py signs every attempt.
+WEBHOOK_HEADERS = {
+    "WebhookId": {
+        "in": "header", "name": "webhook-id", "required": True,
+        "schema": {"type": "string", "pattern": "^(msg|evt)_[0-9a-f]{32}$",
+                   "example": "msg_5d41402abc4b2a76b9719d911017c592"},
+        "description": "The event's id, the same on every retry of it: de-duplicate on it. A message's is `msg_` and "
+                       "a hash of the line and WhatsApp's message id, whichever slot received it.",
+    },
+    "WebhookTimestamp": {
+        "in": "header", "name": "webhook-timestamp", "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$", "example": "1764170000"},
+        "description": "Unix time, in seconds, of this attempt (every retry is signed anew); refuse stale ones.",
+    },
+    "WebhookSignature": {
+        "in": "header", "name": "webhook-signature", "required": True,
+        "schema": {"type": "string", "pattern": "^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$",
+                   "example": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="},
+        "description": "`v1,<base64 HMAC-SHA256>` of `<webhook-id>.<webhook-timestamp>.<body>` with the `whsec_` "
+                       "secret (WHIN_WEBHOOK_SECRET), space-separated if several. Verify it with the official "
+                       "`standardwebhooks` package.",
+    },
+}
+
+_DELIVERY = ("One event per request, signed per Standard Webhooks. Any 2xx within `WHIN_WEBHOOK_TIMEOUT` is "
+             "success; anything else (an error status, a timeout, a redirect) is retried with growing back-off "
+             "for `WHIN_DELIVERY_MAX_AGE`, keeping its `webhook-id` (a `Retry-After` on 429/502/503/504 is "
+             "honoured). A line's events go out in `seq` order while the receiver acknowledges them.")
+
+
+def webhooks() -> dict:
+    """The `webhooks` section: one path item per event type, keyed by the envelope's `type`."""
+    section = {}
+    for kind, (schema_name, schema) in EVENTS.items():
+        section[kind] = {"post": {
+            "operationId": _camel(kind) + "Event",
+            "summary": re.split(r"[.:] ", schema["description"])[0].rstrip("."),  # its first sentence
+            "description": f"{schema['description']}\n\n{_DELIVERY}",
+            "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in WEBHOOK_HEADERS],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref(schema_name)}}},
+            "responses": {
+                "2XX": {"description": "Received: the gateway forgets the event."},
+                "default": {"description": "Not received: the same event (same `webhook-id`) comes again later."},
+            },
+        }}
+    return section
+
+
+def _camel(kind: str) -> str:
+    first, *rest = re.split(r"[._]", kind)
+    return first + "".join(word.title() for word in rest)
 
 
 _ERROR_ALIASES = ("HTTPError", "ValidationError")

@@ -109,22 +109,31 @@ COMPONENTS = {
         },
         "example": {"line": "34666123456", "to": "34611122233", "text": "Hola"},
     },
+    # Plain properties, no oneOf/allOf/not: client generators (openapi-python-client and others) keep
+    # every field of a flat object, and mangle combinators into models that lose some. The either/or
+    # is said in the descriptions and enforced by the server (outbound._check_media: 422 invalid_media).
     "Media": {
         "type": "object",
-        "description": "Either url (fetched by the gateway, bounded in time and size) or base64 data.",
-        "oneOf": [
-            {"required": ["url"], "not": {"required": ["data"]}},
-            {"required": ["data", "mimetype"], "not": {"required": ["url"]},
-             "properties": {"mimetype": {"type": "string", "minLength": 1}}},
-        ],
+        "description": "Exactly one of `url` (fetched by the gateway, bounded in time and size) or base64 `data`; "
+                       "`mimetype` is required with `data` (with `url` it defaults to the answer's Content-Type). "
+                       "Anything else is a 422 `invalid_media`.",
         "properties": {
             "url": {"type": "string", "format": "uri", "pattern": "^[hH][tT][tT][pP][sS]?://",
-                    "description": "http or https."},
-            "data": {"type": "string", "contentEncoding": "base64"},
-            "mimetype": {"type": ["string", "null"], "example": "image/jpeg", "description": "Needed with data."},
-            "filename": {"type": ["string", "null"]},
-            "caption": {"type": ["string", "null"], "maxLength": MAX_CAPTION},
+                    "example": "https://example.com/piso.jpg",
+                    "description": "An http or https URL the gateway downloads. Not with `data`."},
+            "data": {"type": "string", "contentEncoding": "base64",
+                     "description": "The file itself, base64. Not with `url`; needs `mimetype`."},
+            "mimetype": {"type": ["string", "null"], "example": "image/jpeg",
+                         "description": "Says image, video, audio or document. Required with `data`."},
+            "filename": {"type": ["string", "null"], "example": "piso.jpg",
+                         "description": "The name a document shows on the phone."},
+            "caption": {"type": ["string", "null"], "maxLength": MAX_CAPTION,
+                        "description": "The text shown under an image, video or document."},
+            "ptt": {"type": ["boolean", "null"],
+                    "description": "Meant to send audio as a voice note (push to talk). Accepted but not acted "
+                                   "on yet: audio goes out as an audio file."},
         },
+        "example": {"url": "https://example.com/piso.jpg", "caption": "El salón"},
     },
     "SendResult": {
         "type": "object", "required": ["id", "timestamp"],
@@ -143,6 +152,84 @@ COMPONENTS = {
         },
     },
 }
+
+
+# --- the webhook: what the gateway POSTs to WHIN_WEBHOOK_URL (controlplane/events.py builds it) ---
+
+SLOT_STATUS_EVENTS = ["enrolled", "logged_out", "killed", "evicted", "sleeping", "active"]
+_ANSWER_SLOT = {"type": "string", "pattern": "^[A-Z0-9]{8}$", "example": "AB12CD34"}
+_CHAT = {"type": "string", "example": "34611122233@s.whatsapp.net",
+         "description": "The chat's WhatsApp id: a contact's (`<number>@s.whatsapp.net`) or a group's (`…@g.us`)."}
+_MESSAGE_ID = {"type": "string", "description": "WhatsApp's message id.", "example": "3EB0A1B2C3D4E5F6A7B8C9D0"}
+_FROM = {"type": ["string", "null"], "example": "34611122233",
+         "description": "The sender's phone number, or null when WhatsApp names the sender only by a `@lid` id "
+                        "inside the payload."}
+
+
+def _whatsmeow_payload(events: str) -> dict:
+    return {"type": "object", "description": f"whatsmeow's {events} event as the network delivered it, as JSON "
+                                             "(protobuf field names), never altered by the gateway."}
+
+
+def _event(kind: str, description: str, payload: dict, adds: dict, required: list[str]) -> dict:
+    """One event type's envelope: the fields every event has, and what this type adds (``adds``), in
+    the order events.py writes them; ``required`` is what the receiver can count on among ``adds``."""
+    return {
+        "type": "object", "description": description,
+        "required": ["type", "line", "slot", "seq", *required, "received_at", "payload"],
+        "properties": {
+            "type": {"type": "string", "const": kind},
+            "line": {**LINE, "description": "The line the event happened on."},
+            "slot": {**_ANSWER_SLOT, "description": "The slot that holds the line."},
+            "seq": {"type": "integer", "minimum": 1,
+                    "description": "Counts the line's events, 1, 2, 3, …: order by it, and a gap is a missing event."},
+            **adds,
+            "received_at": {"type": "number", "example": 1764170000.123,
+                            "description": "Unix time, in seconds, at which the gateway received the event."},
+            "payload": payload,
+        },
+    }
+
+
+EVENTS = {  # type: (component name, envelope schema), in the contract's order
+    "message": ("MessageEvent", _event(
+        "message", "Any message in any chat of the line, also those its own phone sends, and edits, deletions, "
+                   "reactions and polls.",
+        {**_whatsmeow_payload("`Message`"),
+         "properties": {"Info": {"type": "object"}, "Message": {"type": "object"}}},
+        {"message_id": _MESSAGE_ID, "chat": _CHAT, "from": _FROM,
+         "from_me": {"type": "boolean", "description": "Sent by the line's own phone."}},
+        ["from"])),
+    "receipt": ("ReceiptEvent", _event(
+        "receipt", "A message the line sent was delivered, read or played.", _whatsmeow_payload("`Receipt`"),
+        {"status": {"type": "string", "enum": ["delivered", "read", "played"]},
+         "message_ids": {"type": "array", "items": _MESSAGE_ID}, "chat": _CHAT},
+        ["status", "message_ids", "chat"])),
+    "call": ("CallEvent", _event(
+        "call", "A call to the line rang, or ended.", _whatsmeow_payload("`CallOffer` or `CallTerminate`"),
+        {"from": _FROM, "call_id": {"type": "string", "description": "WhatsApp's id of the call."}},
+        ["from", "call_id"])),
+    "presence": ("PresenceEvent", _event(
+        "presence", "A contact is typing or recording, or came online. Off unless `WHIN_EVENTS` names it.",
+        _whatsmeow_payload("`ChatPresence` or `Presence`"), {"from": _FROM, "chat": _CHAT}, ["from", "chat"])),
+    "group": ("GroupEvent", _event(
+        "group", "The line joined a group, or a group's name, members or settings changed.",
+        _whatsmeow_payload("`JoinedGroup` or `GroupInfo`"), {"chat": _CHAT}, ["chat"])),
+    "message.undecryptable": ("UndecryptableMessageEvent", _event(
+        "message.undecryptable", "A message arrived that could not be decrypted.",
+        _whatsmeow_payload("`UndecryptableMessage`"), {"message_id": _MESSAGE_ID, "chat": _CHAT, "from": _FROM},
+        ["message_id", "chat", "from"])),
+    "slot.status": ("SlotStatusEvent", _event(
+        "slot.status", "The line's slot changed: `enrolled` (a phone linked), `logged_out` (the phone unlinked it), "
+                       "`killed` (/kill), `evicted` (the line linked on another slot), `sleeping`, `active` (resumed).",
+        {"type": "object", "required": ["status", "reason"], "properties": {
+            "status": {"type": "string", "enum": SLOT_STATUS_EVENTS},
+            "reason": {"type": ["string", "null"], "example": "paired on slot K9P2M4Q7",
+                       "description": "Why, when there is more to say: whatsmeow's logout reason, or the slot "
+                                      "that took an evicted line."}}},
+        {"status": {"type": "string", "enum": SLOT_STATUS_EVENTS}}, ["status"])),
+}
+COMPONENTS.update({name: schema for name, schema in EVENTS.values()})
 
 
 def ref(name: str) -> dict:

@@ -13,14 +13,14 @@ bp = APIBlueprint("slots", __name__, tag="Slots")
 
 
 @bp.get("/slots")
-@bp.doc(responses={200: json_response("SlotStatuses", "Every slot with its status.")})
+@bp.doc(operation_id="listSlots", responses={200: json_response("SlotStatuses", "Every slot with its status.")})
 def list_slots():
     """List every slot with its status"""
     return jsonify([{s.id: s.status.value} for s in lifecycle().store.all()])
 
 
 @bp.get("/slots/<status>")
-@bp.doc(responses={200: json_response("SlotStatuses", "The slots with that status."),
+@bp.doc(operation_id="listSlotsByStatus", responses={200: json_response("SlotStatuses", "The slots with that status."),
                    422: "The status is not one of the three (`invalid_status`)."})
 def list_slots_by_status(status: str):
     """List the slots with one status"""
@@ -34,7 +34,7 @@ def list_slots_by_status(status: str):
 @bp.post("/slots")
 @admin_only
 @request_body("ProvisionRequest")
-@bp.doc(responses={200: json_response("Provisioned", "The new slots, each `available`."),
+@bp.doc(operation_id="provisionSlots", responses={200: json_response("Provisioned", "The new slots, each `available`."),
                    422: "Not a JSON object, or `count` is not a whole number from 1 to 100 (`invalid_json`, "
                         "`invalid_count`)."})
 def provision():
@@ -49,7 +49,7 @@ def provision():
 
 
 @bp.get("/slot/<slot>")
-@bp.doc(responses={200: json_response("SlotDetail", "The slot."),
+@bp.doc(operation_id="getSlot", responses={200: json_response("SlotDetail", "The slot."),
                    422: "Malformed or unknown slot id (`invalid_slot`, `unknown_slot`)."})
 def slot_detail(slot: str):
     """Show one slot in detail"""
@@ -59,14 +59,16 @@ def slot_detail(slot: str):
 
 
 @bp.get("/slots2lines")
-@bp.doc(responses={200: json_response("SlotsToLines", "Every slot with its line or null.")})
+@bp.doc(operation_id="mapSlotsToLines",
+        responses={200: json_response("SlotsToLines", "Every slot with its line or null.")})
 def slots_to_lines():
     """Map every slot to its line"""
     return jsonify([{s.id: s.line} for s in lifecycle().store.all()])
 
 
 @bp.get("/lines2slots")
-@bp.doc(responses={200: json_response("LinesToSlots", "Every enrolled line with its slot.")})
+@bp.doc(operation_id="mapLinesToSlots",
+        responses={200: json_response("LinesToSlots", "Every enrolled line with its slot.")})
 def lines_to_slots():
     """Map every enrolled line to its slot"""
     return jsonify([{line: slot} for line, slot in sorted(lifecycle().store.lines().items())])

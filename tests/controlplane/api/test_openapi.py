@@ -9,13 +9,16 @@ are never real ones, so a last test walks real slots through every operation and
 import os
 import re
 
+import jsonschema_rs
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
 from controlplane.app import create_app
 from controlplane.config import Settings
-from tests.gateway import QUEUE_KEY
+from tests.assertions import assert_json_error
+from tests.gateway import QUEUE_KEY, wait_for
 
 # Every check but one: "schema-valid data is accepted" cannot hold here, as a well-formed slot id or
 # line that does not exist is a 422 by contract (the document cannot list which ones exist).
@@ -29,6 +32,32 @@ CONTRACT = {  # the manual's table, the contract's additions and the operations 
     ("GET", "/resumeid/{slot}"), ("GET", "/kill/{line}"), ("GET", "/killid/{slot}"),
     ("POST", "/kill/{line}"), ("GET", "/slots2lines"), ("GET", "/lines2slots"), ("POST", "/send"),
     ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/qr/{slot}"), ("POST", "/cancel/{slot}"),
+}
+
+# The operationIds generated clients are built from: changing one breaks every integrator's code, so
+# they are spelled out here. The manual's GET actions also take POST: the POST twin is <id>Post.
+OPERATION_IDS = {
+    ("GET", "/slots"): "listSlots", ("POST", "/slots"): "provisionSlots",
+    ("GET", "/slots/{status}"): "listSlotsByStatus", ("GET", "/slot/{slot}"): "getSlot",
+    ("GET", "/slots/details"): "listSlotDetails",
+    ("GET", "/slots2lines"): "mapSlotsToLines", ("GET", "/lines2slots"): "mapLinesToSlots",
+    ("GET", "/enroll/{slot}"): "enrollSlot", ("POST", "/enroll/{slot}"): "enrollSlotPost",
+    ("GET", "/qr/{slot}"): "getQrCode",
+    ("GET", "/cancel/{slot}"): "cancelPairing", ("POST", "/cancel/{slot}"): "cancelPairingPost",
+    ("GET", "/paircode/{slot}/{line}"): "pairByCode", ("POST", "/paircode/{slot}/{line}"): "pairByCodePost",
+    ("GET", "/sleep/{line}"): "sleepLine", ("POST", "/sleep/{line}"): "sleepLinePost",
+    ("GET", "/sleepid/{slot}"): "sleepSlot", ("POST", "/sleepid/{slot}"): "sleepSlotPost",
+    ("GET", "/resume/{line}"): "resumeLine", ("POST", "/resume/{line}"): "resumeLinePost",
+    ("GET", "/resumeid/{slot}"): "resumeSlot", ("POST", "/resumeid/{slot}"): "resumeSlotPost",
+    ("GET", "/kill/{line}"): "killLine", ("POST", "/kill/{line}"): "killLinePost",
+    ("GET", "/killid/{slot}"): "killSlot", ("POST", "/killid/{slot}"): "killSlotPost",
+    ("POST", "/send"): "sendMessage",
+    ("GET", "/health"): "getHealth", ("GET", "/ready"): "getReadiness", ("GET", "/metrics"): "getMetrics",
+}
+# The contract's "Inbound delivery to inmovilla" table, with the schema each envelope has.
+WEBHOOK_EVENTS = {
+    "message": "MessageEvent", "receipt": "ReceiptEvent", "call": "CallEvent", "presence": "PresenceEvent",
+    "group": "GroupEvent", "message.undecryptable": "UndecryptableMessageEvent", "slot.status": "SlotStatusEvent",
 }
 
 
@@ -90,6 +119,118 @@ def test_security_and_errors_follow_the_code(gateway):
             for status, response in op["responses"].items():
                 if status.startswith(("4", "5")):  # every error has its JSON shape documented
                     assert response["content"]["application/json"]["schema"]["$ref"].endswith(("/Error", "/Ready"))
+
+
+def test_the_document_is_valid_openapi_3_1():
+    errors = [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in OPENAPI_31_VALIDATOR.iter_errors(DOCUMENT)]
+    assert DOCUMENT["openapi"].startswith("3.1.") and not errors, errors[:5]
+
+
+def test_every_operation_has_a_stable_distinct_operation_id():
+    """A route added without @bp.doc(operation_id=...) fails here, and so does a renamed id."""
+    operations = {(method.upper(), path): op.get("operationId")
+                  for path, ops in DOCUMENT["paths"].items() for method, op in ops.items()}
+    assert operations == OPERATION_IDS
+    webhook_ids = [item["post"]["operationId"] for item in DOCUMENT["webhooks"].values()]
+    every_id = [*operations.values(), *webhook_ids]
+    assert len(set(every_id)) == len(every_id)  # unique in the whole document, as OpenAPI requires
+    assert all(re.fullmatch(r"[a-z][A-Za-z]+", i) for i in every_id), every_id  # camelCase: clean in any language
+
+
+def _combinators(schema) -> list[str]:
+    found = []
+    if isinstance(schema, dict):
+        found += [key for key in ("oneOf", "anyOf", "allOf", "not") if key in schema]
+        for value in schema.values():
+            found += _combinators(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            found += _combinators(value)
+    return found
+
+
+def test_media_is_plain_properties_that_generators_keep():
+    media = DOCUMENT["components"]["schemas"]["Media"]
+    assert _combinators(media) == []  # generators turned the oneOf into a model with only `mimetype`
+    assert media["type"] == "object" and "required" not in media
+    assert set(media["properties"]) == {"url", "data", "mimetype", "filename", "caption", "ptt"}
+    assert media["properties"]["url"]["type"] == media["properties"]["data"]["type"] == "string"
+    assert media["properties"]["ptt"]["type"] == ["boolean", "null"]
+    assert "Exactly one of `url`" in media["description"] and "invalid_media" in media["description"]
+
+
+def test_the_media_rule_is_kept_by_the_server(gateway):
+    """The either/or the schema only describes: refused before the line is even looked up."""
+    jpeg = "/9j/4AAQ"
+    for media in ({"url": "http://127.0.0.1:9/a.jpg", "data": jpeg, "mimetype": "image/jpeg"},  # both
+                  {"mimetype": "image/jpeg", "caption": "neither"},
+                  {"data": jpeg},  # data needs a mimetype
+                  {"url": "ftp://example.com/a.jpg"},
+                  {"url": None}):
+        body = {"line": "34600999999", "to": "34611122233", "media": media}
+        assert_json_error(gateway.api("POST", "/send", json=body), 422, "invalid_media")
+
+
+def test_the_webhooks_section_describes_every_event_type_with_its_signature_headers():
+    webhooks, components = DOCUMENT["webhooks"], DOCUMENT["components"]
+    assert set(webhooks) == set(WEBHOOK_EVENTS)
+    for kind, schema_name in WEBHOOK_EVENTS.items():
+        operation = webhooks[kind]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{schema_name}"}
+        envelope = components["schemas"][schema_name]
+        assert envelope["properties"]["type"]["const"] == kind
+        assert {"type", "line", "slot", "seq", "received_at", "payload"} <= set(envelope["required"])
+        headers = [components["parameters"][p["$ref"].rsplit("/", 1)[1]] for p in operation["parameters"]]
+        assert {(h["in"], h["name"], h["required"]) for h in headers} == {
+            ("header", "webhook-id", True), ("header", "webhook-timestamp", True),
+            ("header", "webhook-signature", True)}
+        assert "2XX" in operation["responses"]
+    # What the contract's table says each type adds to the envelope.
+    adds = {"message": {"message_id", "chat", "from", "from_me"}, "receipt": {"status", "message_ids", "chat"},
+            "call": {"from", "call_id"}, "presence": {"from", "chat"}, "group": {"chat"},
+            "message.undecryptable": {"message_id", "chat", "from"}, "slot.status": {"status"}}
+    for kind, fields in adds.items():
+        properties = set(components["schemas"][WEBHOOK_EVENTS[kind]]["properties"])
+        assert properties - {"type", "line", "slot", "seq", "received_at", "payload"} == fields, kind
+
+
+def _validator(pointer: str):
+    return jsonschema_rs.Draft202012Validator({"$ref": pointer, "components": DOCUMENT["components"]})
+
+
+def test_delivered_webhooks_match_the_webhooks_section(gateway, receiver, new_line):
+    """Real deliveries (enrolled, a message, sleeping, active, killed), bodies and headers, against the document."""
+    line = new_line()
+    slot_id = gateway.enrolled_slot(line)
+    gateway.phone_sends("34611122233", line, "¿Sigue disponible?")
+    for action in ("sleep", "resume", "kill"):
+        assert gateway.api("GET", f"/{action}/{line}").status_code == 200
+    statuses = ["enrolled", "sleeping", "active", "killed"]
+
+    def arrived():
+        events = receiver.delivered(line=line)
+        got = [e["status"] for e in events if e["type"] == "slot.status"]
+        return all(s in got for s in statuses) and any(e["type"] == "message" for e in events)
+    wait_for(arrived, timeout=30, what=f"the events of line {line} to reach the webhook")
+
+    with receiver.lock:
+        deliveries = [d for d in receiver.attempts if d.status < 300 and d.event.get("line") == line]
+    headers = {p["name"]: _validator(f"#/components/parameters/{name}/schema")
+               for name, p in DOCUMENT["components"]["parameters"].items() if p["in"] == "header"}
+    for delivery in deliveries:
+        event = delivery.event
+        operation = DOCUMENT["webhooks"][event["type"]]["post"]
+        body_schema = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        errors = [e.message for e in _validator(body_schema).iter_errors(event)]
+        assert not errors, (event["type"], errors)
+        documented = DOCUMENT["components"]["schemas"][body_schema.rsplit("/", 1)[1]]["properties"]
+        assert set(event) <= set(documented), (event["type"], set(event) - set(documented))  # nothing undocumented
+        assert event["slot"] == slot_id
+        for name, value in (("webhook-id", delivery.webhook_id), ("webhook-timestamp", delivery.timestamp),
+                            ("webhook-signature", delivery.signature)):
+            assert headers[name].is_valid(value), (name, value)
+    assert {d.event["type"] for d in deliveries} == {"message", "slot.status"}
 
 
 def test_docs_is_an_offline_swagger_ui(gateway):
