@@ -65,6 +65,10 @@ COMPONENTS = {
                                           "`network_unreachable`, `deadline`, `pair_error`; null after a link."},
         },
     },
+    "SlotDetails": {
+        "type": "array", "description": "Every slot as `GET /slot/{slot}` shows it, sorted by id.",
+        "items": {"$ref": "#/components/schemas/SlotDetail"},
+    },
     "ProvisionRequest": {
         "type": "object", "required": ["count"],
         "properties": {"count": {"type": "integer", "minimum": 1, "maximum": MAX_SLOTS_PER_REQUEST}},

@@ -19,6 +19,18 @@ def list_slots():
     return jsonify([{s.id: s.status.value} for s in lifecycle().store.all()])
 
 
+@bp.get("/slots/details")
+@bp.doc(operation_id="listSlotDetails",
+        responses={200: json_response("SlotDetails", "Every slot in detail, sorted by id.")})
+def list_slot_details():
+    """List every slot in detail
+
+    What `GET /slot/<slot>` says, for every slot in one consistent snapshot: unlike the manual's
+    listings, it tells a slot that is pairing (still `available`) from an idle one.
+    """
+    return jsonify([_detail(s) for s in lifecycle().store.all()])
+
+
 @bp.get("/slots/<status>")
 @bp.doc(operation_id="listSlotsByStatus", responses={200: json_response("SlotStatuses", "The slots with that status."),
                    422: "The status is not one of the three (`invalid_status`)."})
@@ -53,9 +65,13 @@ def provision():
                    422: "Malformed or unknown slot id (`invalid_slot`, `unknown_slot`)."})
 def slot_detail(slot: str):
     """Show one slot in detail"""
-    s = lifecycle().slot(slot)
-    return jsonify(id=s.id, status=s.status.value, line=s.line, pairing=s.pairing,
-                   connected=s.connected, resetting=s.teardown, pair_error=s.pair_error)
+    return jsonify(_detail(lifecycle().slot(slot)))
+
+
+def _detail(s) -> dict:
+    """A slot as GET /slot/<slot> and GET /slots/details show it (a store.Slot)."""
+    return {"id": s.id, "status": s.status.value, "line": s.line, "pairing": s.pairing,
+            "connected": s.connected, "resetting": s.teardown, "pair_error": s.pair_error}
 
 
 @bp.get("/slots2lines")

@@ -1,9 +1,10 @@
 """The admin page in a real browser: headless Debian chromium driven by Selenium, against the real gateway.
 
 A person signs in with the token, provisions a slot, enrolls a simulated phone from the QR code the page
-shows (after watching it rotate), then sleeps, resumes and kills the line. `make test` installs chromium
-and chromium-driver (`make browser`); the test fails rather than skips when they are missing. The
-enrollment view is kept as a screenshot in test-artifacts/ (WHIN_TEST_ARTIFACTS to change it).
+shows (after watching it rotate) or by typing a pairing code, then sleeps, resumes and kills the line;
+the same on a phone-sized screen. `make test` installs chromium and chromium-driver (`make browser`);
+the test fails rather than skips when they are missing. The views are kept as screenshots in
+test-artifacts/ (WHIN_TEST_ARTIFACTS to change it).
 """
 
 import base64
@@ -49,6 +50,24 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture
+def phone(browser):
+    """A phone-sized window (an iPhone 12-15's 390 x 844 CSS pixels) for one test."""
+    size = browser.get_window_size()
+    browser.set_window_size(390, 844)
+    yield
+    browser.set_window_size(size["width"], size["height"])
+
+
+@pytest.fixture
+def short_window(browser):
+    """A window shorter than a long table, so a new row can be out of sight."""
+    size = browser.get_window_size()
+    browser.set_window_size(1100, 600)
+    yield
+    browser.set_window_size(size["width"], size["height"])
+
+
+@pytest.fixture
 def page(browser, gateway):
     """The page signed out: a fresh tab state for each test."""
     browser.get(f"{gateway.url}/ui")
@@ -90,6 +109,46 @@ class Page:
                 buttons[0].click()
             return bool(buttons)
         self.wait(lambda: self.row(slot_id) and clicked(), f"the {action} button of {slot_id}")
+
+    def actions(self, slot_id: str) -> list[str]:
+        row = self.row(slot_id)
+        return [b.get_attribute("data-action") for b in row.find_elements(By.CSS_SELECTOR, "button[data-action]")]
+
+    def note(self, slot_id: str) -> str:
+        """The feedback shown by a slot's row ("" when there is none)."""
+        notes = self.driver.find_elements(By.ID, f"note-{slot_id}")
+        return notes[0].text if notes and notes[0].is_displayed() else ""
+
+    def beside(self, slot_id: str, element) -> bool:
+        """The element is in the table row right under the slot's row, and shown just below it."""
+        return self.driver.execute_script("""
+            const row = document.getElementById("slot-" + arguments[0]), el = arguments[1];
+            const next = row && row.nextElementSibling;
+            if (!next || !next.contains(el) || el.offsetParent === null) return false;
+            return Math.abs(el.getBoundingClientRect().top - row.getBoundingClientRect().bottom) < 40;
+        """, slot_id, element)
+
+    def fits(self, element) -> bool:
+        """Scrolled down to (never sideways), the element lies whole within the window's width, uncovered."""
+        return self.driver.execute_script("""
+            const el = arguments[0];
+            el.scrollIntoView({block: "center"});
+            window.scrollTo(0, window.scrollY);  // as the page opens: a column off to the right stays off
+            const r = el.getBoundingClientRect(), width = document.documentElement.clientWidth;
+            if (r.width === 0 || r.left < 0 || r.right > width) return false;
+            const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+            return hit !== null && (hit === el || el.contains(hit));
+        """, element)
+
+    def in_view(self, element) -> bool:
+        return self.driver.execute_script("""
+            const r = arguments[0].getBoundingClientRect();
+            return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight;
+        """, element)
+
+    def requests(self) -> list[str]:
+        """The URLs the page has fetched since it loaded."""
+        return self.driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
 
     def line(self, slot_id: str) -> str:
         return self.wait(lambda: self.row(slot_id).find_element(By.CLASS_NAME, "line").text, f"the line of {slot_id}")
@@ -138,10 +197,13 @@ def test_enrolling_a_phone_from_the_page_end_to_end(page, gateway, new_line):
     assert line in page("enroll-state").text
     page.wait(lambda: page.status(slot_id) == "active", "the row to show active")
     assert page.line(slot_id) == line
+    assert page.beside(slot_id, page("enrollment"))
     page.driver.save_screenshot(str(ARTIFACTS / "ui-linked.png"))
 
     page.click(slot_id, "sleep")
     page.wait(lambda: page.status(slot_id) == "sleeping", "sleeping")
+    assert not page("enrollment").is_displayed()  # the finished panel went with the next action
+    page.wait(lambda: "asleep" in page.note(slot_id), "the outcome by the row")
     assert gateway.status_of(slot_id) == "sleeping"
     page.click(slot_id, "resume")
     page.wait(lambda: page.status(slot_id) == "active", "active again")
@@ -201,7 +263,7 @@ def test_cancel_ends_the_pairing(page, gateway):
     page.wait(lambda: page("qr").is_displayed(), "the QR")
     assert page("enroll-close").text == "Cancel"
     page("enroll-close").click()
-    page.wait(lambda: "cancelled" in page("message").text, "the cancellation")
+    page.wait(lambda: "cancelled" in page.note(slot_id), "the cancellation")
     assert not page("enrollment").is_displayed()
     assert gateway.detail(slot_id)["pairing"] is False
 
@@ -218,8 +280,150 @@ def test_cancel_as_the_phone_links_keeps_the_line(page, gateway, new_line):
     wait_for(lambda: gateway.status_of(slot_id) == "active", what="the link")
     assert page("enroll-close").text == "Cancel"
     page("enroll-close").click()
-    page.wait(lambda: "had just linked" in page("message").text, "the page's answer")
+    page.wait(lambda: "had just linked" in page.note(slot_id), "the page's answer")
     assert (gateway.status_of(slot_id), gateway.detail(slot_id)["line"]) == ("active", line)  # /killid would wipe
+
+
+def test_a_pairing_slot_shows_as_pairing_with_cancel(page, gateway):
+    (slot_id,) = gateway.provision(1)
+    page.sign_in(gateway.admin_token)
+    page.wait(lambda: page.status(slot_id) == "available", "the new slot")
+    assert page.actions(slot_id) == ["enroll"]
+    gateway.enroll_qr_text(slot_id)  # pairing started elsewhere: another tab, whinctl, a script
+    page.wait(lambda: page.status(slot_id) == "pairing", "the row to show pairing")
+    assert page.row(slot_id).find_element(By.CLASS_NAME, "status").text == "pairing"
+    assert "cancel" in page.actions(slot_id) and "enroll" not in page.actions(slot_id)
+    # one listing call per refresh, never one call per slot
+    fetched = page.requests()
+    assert any(url.endswith("/slots/details") for url in fetched)
+    assert not any("/slot/" in url for url in fetched)
+
+    page.click(slot_id, "cancel")
+    page.wait(lambda: "cancelled" in page.note(slot_id), "the cancellation by the row")
+    page.wait(lambda: page.status(slot_id) == "available", "available again")
+    assert page.actions(slot_id) == ["enroll"]
+    assert gateway.detail(slot_id)["pairing"] is False
+
+
+def test_feedback_stays_by_its_row_and_old_panels_and_messages_go(short_window, page, gateway):
+    first, second = gateway.provision(2)
+    if len(_listed(gateway)) < 30:  # a table taller than the window
+        gateway.provision(30 - len(_listed(gateway)))
+    page.sign_in(gateway.admin_token)
+    page.click(first, "enroll")
+    page.wait(lambda: page("qr").is_displayed(), "the QR")
+    page.wait(lambda: page.beside(first, page("enrollment")), "the panel under its row")
+    page("enroll-close").click()
+    page.wait(lambda: "cancelled" in page.note(first), "the cancellation")
+    assert page.beside(first, page(f"note-{first}"))
+    assert not page("enrollment").is_displayed()
+
+    page.click(second, "enroll")  # a later action: the panel opens under its own row, the old note goes
+    page.wait(lambda: page.beside(second, page("enrollment")), "the panel under the second row")
+    assert page.note(first) == ""
+    page.wait(lambda: page("enroll-slot").text == second and page("qr").is_displayed(), "the second QR")
+    page("enroll-close").click()
+    page.wait(lambda: "cancelled" in page.note(second), "the second cancellation")
+    assert page.beside(second, page(f"note-{second}"))
+    assert not page("enrollment").is_displayed() and page("message").text == ""
+
+    before = set(_listed(gateway))
+    page.driver.execute_script("window.scrollTo(0, 0)")
+    page("provision").click()
+    page.wait(lambda: set(_listed(gateway)) - before, "the provisioned slot")
+    (new,) = set(_listed(gateway)) - before
+    page.wait(lambda: page.row(new) and "fresh" in page.row(new).get_attribute("class").split(), "the highlight")
+    page.wait(lambda: page.in_view(page.row(new)), "the new row in view")
+    assert new in page("message").text
+    assert page.note(second) == ""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.driver.save_screenshot(str(ARTIFACTS / "ui-provisioned.png"))
+    page.click(new, "enroll")  # the next action ends the highlight
+    page.wait(lambda: "fresh" not in page.row(new).get_attribute("class").split(), "the highlight to go")
+    assert page("message").text == ""  # "Provisioned …" went with it
+    page("enroll-close").click()
+
+
+def test_linking_by_pairing_code_from_the_page(page, gateway, new_line):
+    (slot_id,) = gateway.provision(1)
+    page.sign_in(gateway.admin_token)
+    page.click(slot_id, "enroll")
+    page.wait(lambda: page("qr").is_displayed(), "the QR")
+    assert page("paircode-line").is_displayed() and page("paircode-button").is_displayed()  # beside the QR
+
+    page("paircode-line").send_keys("12345")
+    page("paircode-button").click()
+    page.wait(lambda: "country code" in page("paircode-state").text, "the refusal of a short number")
+    assert not page("paircode").is_displayed()
+
+    line = new_line()
+    page("paircode-line").clear()
+    page("paircode-line").send_keys(f"+{line[:2]} {line[2:]}")  # as people type it
+    page("paircode-button").click()
+    page.wait(lambda: re.fullmatch(r"[A-Z]{4}-[A-Z]{4}", page("paircode").text), "the pairing code")
+    code = page("paircode").text
+    assert "Link with phone number" in page("paircode-state").text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.driver.save_screenshot(str(ARTIFACTS / "ui-paircode.png"))
+    # The phone with that number types the code (simnet's POST /paircode).
+    typed = gateway.http.post(f"{gateway.simnet_url}/paircode", json={"line": line, "code": code}, timeout=10)
+    assert typed.status_code == 200, typed.text
+
+    page.wait(lambda: page("enrollment").get_attribute("data-outcome") == "linked", "the page to see the link")
+    assert line in page("enroll-state").text
+    assert not page("paircode").is_displayed() and not page("qr").is_displayed()
+    page.wait(lambda: page.status(slot_id) == "active", "the row to show active")
+    assert page.line(slot_id) == line
+
+
+def test_on_a_phone_sized_screen_every_row_and_action_fits(phone, page, gateway, new_line):
+    assert page.driver.execute_script("return window.innerWidth") <= 390
+    available, pairing, active, asleep = gateway.provision(4)
+    gateway.enroll(active, new_line())
+    gateway.enroll(asleep, new_line())
+    assert gateway.api("POST", f"/sleepid/{asleep}").status_code == 200
+    page.sign_in(gateway.admin_token)
+    page.wait(lambda: page.status(asleep) == "sleeping", "the table")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    _every_row_fits(page)
+    gateway.enroll_qr_text(pairing)
+    page.wait(lambda: page.status(pairing) == "pairing", "the pairing row")
+    _every_row_fits(page, [pairing])
+    page.driver.execute_script("document.getElementById(arguments[0]).scrollIntoView()", f"slot-{active}")
+    page.driver.save_screenshot(str(ARTIFACTS / "ui-phone.png"))
+
+    page.click(available, "enroll")  # enrolling on the phone: the code and the number field fit too
+    page.wait(lambda: page("qr").is_displayed(), "the QR")
+    for element_id in ("qr", "paircode-line", "paircode-button", "enroll-close"):
+        assert page.fits(page(element_id)), element_id
+    assert page.driver.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    page.driver.save_screenshot(str(ARTIFACTS / "ui-phone-enrollment.png"))
+    page("enroll-close").click()
+
+    page.click(active, "sleep")  # and the buttons work there
+    page.wait(lambda: page.status(active) == "sleeping", "sleeping")
+    page.wait(lambda: "asleep" in page.note(active), "the outcome by the row")
+    assert page.fits(page(f"note-{active}")) and page.beside(active, page(f"note-{active}"))
+    page.driver.save_screenshot(str(ARTIFACTS / "ui-phone-feedback.png"))
+    page.click(asleep, "resume")
+    page.wait(lambda: page.status(asleep) == "active", "resumed")
+
+
+def _every_row_fits(page, only=None) -> None:
+    """Every row's buttons, line and status lie within the window's width, uncovered: none is cut off."""
+    rows = page.driver.find_elements(By.CSS_SELECTOR, "#slots tbody tr[data-status]")
+    assert len(rows) >= 3
+    for row in rows:
+        slot_id = row.get_attribute("id").removeprefix("slot-")
+        if only and slot_id not in only:
+            continue
+        buttons = row.find_elements(By.CSS_SELECTOR, "button[data-action]")
+        assert buttons, slot_id
+        for element in [*buttons, row.find_element(By.CLASS_NAME, "line"), row.find_element(By.CLASS_NAME, "status")]:
+            assert page.fits(element), (slot_id, element.text)
+    assert page.driver.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
 
 def test_a_token_revoked_mid_session_asks_for_a_token_again(page, gateway):
