@@ -144,8 +144,22 @@ class Settings:
         )
 
 
-def load_dotenv_file(path: str | os.PathLike = ".env") -> None:
-    """Let a .env file set variables that the real environment does not already set."""
-    from dotenv import load_dotenv
+_set_by_dotenv: frozenset[str] = frozenset()
 
+
+def load_dotenv_file(path: str | os.PathLike | None = None) -> None:
+    """Let a .env file (WHIN_ENV_FILE, default ./.env) set variables the real environment does not set."""
+    from dotenv import dotenv_values, load_dotenv
+
+    global _set_by_dotenv
+    path = path or os.environ.get("WHIN_ENV_FILE") or ".env"
+    before = set(os.environ)
     load_dotenv(path, override=False)
+    # Remembered for the launcher (live_secrets.record_sources): these came from a file, not the
+    # real environment, so a running gateway re-reads them when they rotate.
+    _set_by_dotenv = frozenset(n for n in dotenv_values(path) if n in os.environ and n not in before)
+
+
+def names_set_by_dotenv() -> frozenset[str]:
+    """The variables the last load_dotenv_file() of this process put in os.environ."""
+    return _set_by_dotenv

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 
 import redis
 import urllib3
@@ -23,7 +23,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from standardwebhooks.webhooks import Webhook
 
-from controlplane import logs
+from controlplane import live_secrets, logs
 from controlplane.config import Settings
 from controlplane.events import bytes_connection, delivery_queue
 from controlplane.sealed import Sealer
@@ -50,8 +50,18 @@ def _sealer() -> Sealer:
 
 
 @cache
+def _webhook_secret() -> live_secrets.LiveSecret:
+    return live_secrets.webhook_secret(_settings())
+
+
+@lru_cache(maxsize=2)
+def _webhook(secret: str) -> Webhook:
+    return Webhook(secret)
+
+
 def _signer() -> Webhook:
-    return Webhook(_settings().webhook_secret)
+    """Signs with the current WHIN_WEBHOOK_SECRET, so a rotated secret applies from the next attempt."""
+    return _webhook(_webhook_secret().get())
 
 
 @cache
@@ -181,6 +191,7 @@ def recover_abandoned(connection: redis.Redis) -> None:
 def main() -> None:
     logs.configure()
     settings = _settings()
+    _webhook_secret()  # follows the secret's file from the start, busy or not (live_secrets)
     connection = bytes_connection(settings)
     worker = DeliveryWorker(
         [delivery_queue(connection)], connection=connection, serializer=JSONSerializer,

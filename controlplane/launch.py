@@ -121,6 +121,8 @@ def prepare(environ: dict) -> tuple[Settings, Path, list[str]]:
     """Everything but the exec: secrets in ``environ``, folders made, supervisord.conf written."""
     data_dir = Path(environ.get("WHIN_DATA_DIR") or "./var").resolve()
     environ["WHIN_DATA_DIR"] = str(data_dir)
+    from controlplane.live_secrets import record_sources  # before secrets.env fills the gaps:
+    record_sources(environ)  # which rotating secrets came from files, re-read live (live_secrets)
     generated = ensure_secrets(environ, data_dir)
     environ.setdefault("PYTHONUNBUFFERED", "1")
     settings = Settings.from_env(environ)

@@ -1,4 +1,8 @@
-"""Bearer-token authentication for every route but the public ones, compared in constant time."""
+"""Bearer-token authentication for every route but the public ones, compared in constant time.
+
+The tokens are the current WHIN_API_TOKENS (live_secrets): when they come from the env file or
+secrets.env, an edit there takes effect within a couple of seconds, with no restart.
+"""
 
 import base64
 import binascii
@@ -6,6 +10,7 @@ import hmac
 
 from flask import current_app, request
 
+from controlplane import live_secrets
 from controlplane.api import dashboard
 from controlplane.api.errors import error_response
 
@@ -35,6 +40,9 @@ def _matches(presented: str, tokens) -> bool:
 
 
 def register(app) -> None:
+    tokens = live_secrets.api_tokens(app.config["WHIN_SETTINGS"])
+    app.extensions["whin.api_tokens"] = tokens
+
     @app.before_request
     def authenticate():
         if request.routing_exception is not None:
@@ -42,16 +50,16 @@ def register(app) -> None:
         view = current_app.view_functions.get(request.endpoint)
         if getattr(view, "whin_public", False):
             return None
-        settings = current_app.config["WHIN_SETTINGS"]
         presented = _presented_token()
         in_dashboard = request.blueprint == dashboard.BLUEPRINT
         unauthorized = {"WWW-Authenticate": 'Basic realm="whinmovilla rq-dashboard"' if in_dashboard
                         else 'Bearer realm="whinmovilla"'}
         if presented is None:
             return error_response(401, "unauthorized", "Send 'Authorization: Bearer <token>'.", unauthorized)
-        if not _matches(presented, settings.api_tokens):
+        current = tokens.get()
+        if not _matches(presented, current):
             return error_response(401, "unauthorized", "The bearer token is not valid.", unauthorized)
         admin_only = getattr(view, "whin_admin", False) or in_dashboard  # it can delete and requeue jobs
-        if admin_only and not _matches(presented, settings.api_tokens[:1]):
+        if admin_only and not _matches(presented, current[:1]):
             return error_response(403, "forbidden", "This call needs the admin token.")
         return None
