@@ -4,17 +4,21 @@ Used by slot workers (messages, enrolled, logged_out, evicted) and by the API (s
 killed). Every event becomes one RQ job on the ``deliveries`` queue, sealed, with rq's copies kept to
 the minimum (RELIABILITY-NOTES): a result for 1 s (``result_ttl=0`` re-delivers after a recovery),
 no failed-job record worth keeping, a description that names the event and nothing else.
+
+An event's ``seq`` is taken in the same MULTI/EXEC that queues its job (``Outbox``): a process that
+dies between the two steps leaves neither, never a number without its event. Status changes that
+end or change an enrollment are queued in the very transaction that makes them (controlplane.store
+takes an Outbox), so each enrollment ends in exactly one terminal event, decided in Redis.
 """
 
-import contextlib
 import hashlib
 import math
 import time
 import uuid
+from dataclasses import dataclass
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -27,12 +31,17 @@ DELIVER = "controlplane.delivery.deliver"
 
 
 def retry_intervals(backoff: tuple[float, ...], max_age: float) -> list[int]:
-    """Growing waits between attempts (the last one repeats) until they add up to ``max_age``."""
+    """Growing waits between attempts (the last one repeats) until they add up to ``max_age``.
+
+    Each is one second longer than its step: rq's scheduled registry keeps whole seconds (it
+    truncates the time it is given), so a job scheduled N s ahead can run up to a second early, and
+    a receiver that asked for a back-off must never see a shorter one.
+    """
     intervals, total = [], 0
     while total < max_age:
         step = backoff[min(len(intervals), len(backoff) - 1)]
         step = max(1, math.ceil(min(step, max_age - total)))
-        intervals.append(step)
+        intervals.append(step + 1)
         total += step
     return intervals
 
@@ -61,37 +70,98 @@ class EventPublisher:
         self.retry = Retry(max=len(intervals), interval=intervals)
         self.job_timeout = int(settings.webhook_timeout) + 10
 
+    def outbox(self) -> "Outbox":
+        """Events to queue in the caller's own MULTI/EXEC, with the store change they report."""
+        return Outbox(self)
+
     def message(self, slot_id: str, line: str, payload: dict, message_id: str, sender: str | None) -> str:
         event_id = message_event_id(line, message_id)
-        self._publish(event_id, {"type": "message", "line": line, "slot": slot_id, "from": sender,
-                                 "payload": payload})
+        self.outbox().send([Event(event_id, "message", slot_id, line,
+                                  {"from": sender, "payload": payload})])
         return event_id
 
     def slot_status(self, slot_id: str, line: str | None, status: str, reason: str | None = None) -> str:
-        event_id = f"evt_{uuid.uuid4().hex}"
-        self._publish(event_id, {"type": "slot.status", "line": line, "slot": slot_id, "status": status,
-                                 "payload": {"status": status, "reason": reason}})
-        return event_id
+        event = status_event(slot_id, line, status, reason)
+        self.outbox().send([event])
+        return event.id
 
-    def _publish(self, event_id: str, fields: dict) -> None:
-        if Job.exists(event_id, connection=self.connection):
-            return  # handed over again while still queued: once is enough, and no seq is used up
-        line = fields["line"]
-        envelope = {
-            "type": fields.pop("type"),
-            "line": line,
-            "slot": fields.pop("slot"),
-            "seq": self.connection.incr(seq_key(line)) if line else None,
-            **fields,
-            "received_at": round(time.time(), 3),
-        }
-        envelope["payload"] = envelope.pop("payload")  # last, as in the contract's example
-        # The network may hand us the same message again while it is still queued: once is enough.
-        with contextlib.suppress(DuplicateJobError):
-            self.queue.enqueue(
-                DELIVER, event_id, self.sealer.seal(envelope),
-                job_id=event_id, unique=True, description=f"deliver {event_id}",
-                retry=self.retry, job_timeout=self.job_timeout,
-                result_ttl=1,  # not 0: rq re-runs a recovered job whose result vanished (RELIABILITY-NOTES)
-                failure_ttl=1,  # a failed job holds its arguments; the give-up is counted, not kept
-            )
+    def _job(self, event: "Event", seq: int | None) -> Job:
+        envelope = {"type": event.type, "line": event.line, "slot": event.slot, "seq": seq,
+                    **{k: v for k, v in event.fields.items() if k != "payload"},
+                    "received_at": round(time.time(), 3),
+                    "payload": event.fields["payload"]}  # last, as in the contract's example
+        return self.queue.create_job(
+            DELIVER, args=(event.id, self.sealer.seal(envelope)),
+            job_id=event.id, description=f"deliver {event.id}",
+            retry=self.retry, timeout=self.job_timeout,
+            result_ttl=1,  # not 0: rq re-runs a recovered job whose result vanished (RELIABILITY-NOTES)
+            failure_ttl=1,  # a failed job holds its arguments; the give-up is counted, not kept
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str  # the webhook-id, and the rq job's id
+    type: str
+    slot: str
+    line: str | None
+    fields: dict  # the envelope's other fields; "payload" goes last
+
+
+def status_event(slot_id: str, line: str | None, status: str, reason: str | None = None) -> Event:
+    return Event(f"evt_{uuid.uuid4().hex}", "slot.status", slot_id, line,
+                 {"status": status, "payload": {"status": status, "reason": reason}})
+
+
+class Outbox:
+    """Numbers events and queues them as rq jobs in one MULTI/EXEC, so that a seq is never used
+    without its job being queued (a gap the receiver could not tell from a lost event), and so that a
+    store transition and the events that report it happen together or not at all.
+
+    Inside a transaction whose keys are WATCHed: ``stage(pipe, events)`` before ``pipe.multi()``
+    (it WATCHes each line's counter and each job's key too, and reads the counters), then
+    ``write(pipe)`` after it. A WatchError means nothing was written: stage again on the retry.
+    rq queues the jobs itself (Queue.enqueue_job with the pipeline), so rq-dashboard sees them as any.
+    """
+
+    def __init__(self, publisher: EventPublisher):
+        self.publisher = publisher
+        self._jobs: list[Job] = []
+        self._seqs: dict[str, int] = {}
+
+    @staticmethod
+    def status(slot_id: str, line: str | None, status: str, reason: str | None = None) -> Event:
+        return status_event(slot_id, line, status, reason)
+
+    def stage(self, pipe, events: list[Event]) -> None:
+        self.publisher.queue.get_redis_server_version()  # rq asks while queueing: ask now, outside MULTI
+        lines = sorted({e.line for e in events if e.line})
+        pipe.watch(*[Job.key_for(e.id) for e in events], *[seq_key(line) for line in lines])
+        self._seqs = {line: int(pipe.get(seq_key(line)) or 0) for line in lines}
+        self._jobs = []
+        for event in events:
+            if pipe.exists(Job.key_for(event.id)):
+                continue  # handed over again while still queued: once is enough, and no seq is used up
+            seq = None
+            if event.line:
+                seq = self._seqs[event.line] = self._seqs[event.line] + 1
+            self._jobs.append(self.publisher._job(event, seq))
+
+    def write(self, pipe) -> None:
+        for line, seq in self._seqs.items():
+            pipe.set(seq_key(line), seq)  # the counter WATCHed in stage: the same as INCR, in this step
+        for job in self._jobs:
+            self.publisher.queue.enqueue_job(job, pipeline=pipe)
+
+    def send(self, events: list[Event]) -> None:
+        """Queue events that report no store change, in a transaction of their own."""
+        with self.publisher.connection.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    self.stage(pipe, events)
+                    pipe.multi()
+                    self.write(pipe)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue  # another event of the line was numbered meanwhile: number again

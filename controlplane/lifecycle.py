@@ -125,11 +125,11 @@ class Lifecycle:
         if slot.status is not SlotStatus.ACTIVE:
             raise Refused("not_active", f"Slot {slot.id} is {slot.status.value}; only an active line can sleep.")
         try:
-            self.store.move(slot.id, SlotStatus.ACTIVE, SlotStatus.SLEEPING)
+            # Told in the same step: Redis says sleeping now, whatever supervisord answers (the reconciler
+            # converges), and no kill can slip its event in between.
+            self.store.move(slot.id, SlotStatus.ACTIVE, SlotStatus.SLEEPING, outbox=self.publisher.outbox())
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, "not_active") from None
-        # Told first: Redis says sleeping now, whatever supervisord answers (the reconciler converges).
-        self.publisher.slot_status(slot.id, slot.line, "sleeping")
         self._stop_worker(slot.id)
 
     def resume(self, slot: Slot) -> None:
@@ -137,10 +137,10 @@ class Lifecycle:
             raise Refused("not_sleeping",
                           f"Slot {slot.id} is {slot.status.value}; only a sleeping line can resume.")
         try:
-            self.store.move(slot.id, SlotStatus.SLEEPING, SlotStatus.ACTIVE)
+            # "active" from now on, even if slow to connect; told in the same step.
+            self.store.move(slot.id, SlotStatus.SLEEPING, SlotStatus.ACTIVE, outbox=self.publisher.outbox())
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, "not_sleeping") from None
-        self.publisher.slot_status(slot.id, slot.line, "active")  # active from now on, even if slow to connect
         self._start_worker(slot.id)
         self._wait_until_connected(slot.id)
 
@@ -170,11 +170,11 @@ class Lifecycle:
 
     def _release(self, slot: Slot, reason: str, allowed: tuple[str, ...], refusal_code: str) -> None:
         try:
-            line = self.store.release(slot.id, reason, allowed)
+            # The release and its one terminal event (``killed``) are one step; a cancelled pairing had
+            # no line, so nothing is told. The worker's later logout, and its echo, tell nothing more.
+            self.store.release(slot.id, reason, allowed, outbox=self.publisher.outbox())
         except Refused as refusal:
             raise _state_refusal(slot.id, refusal, refusal_code) from None
-        if line:  # a cancelled pairing had no line: nothing to tell inmovilla
-            self.publisher.slot_status(slot.id, line, reason)
         # The worker logs out from the network and wipes its own files; start it if it sleeps.
         self._start_worker(slot.id)
         if not self._wait_for_teardown(slot.id):

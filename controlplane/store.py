@@ -3,7 +3,9 @@
 Keys (prefix ``whin:``), each owned here:
   whin:slots             SET   every slot id ever provisioned (ids are never reused)
   whin:slot:<ID>         HASH  status, line, pairing, pair_deadline, qr, qr_expires_at, connected, teardown,
-                               pair_error (why the last pairing ended without a phone)
+                               pair_error (why the last pairing ended without a phone), enrollment (an
+                               id for the line's current link to this slot: set by pairing, gone once
+                               it ends, so that an enrollment can end, and be reported ended, once)
   whin:lines             HASH  line -> slot id, for every enrolled line
   whin:cmd:<ID>          LIST  commands for the slot's worker (JSON), popped by the worker
   whin:reconciler:nudge  LIST  a poke that wakes the reconciler before its next tick
@@ -18,8 +20,11 @@ Keys (prefix ``whin:``), each owned here:
 The delivery queue itself lives under rq's own keys (rq:queue:deliveries, rq:job:<id>, ...).
 
 Every change that touches a line and a slot at once runs as one Lua script, so no reader can ever
-see two slots with one line. Readers that need several keys use MULTI (a transaction pipeline),
-which Redis runs without interleaving any script.
+see two slots with one line. A transition that inmovilla hears about (pairing, eviction, release,
+sleep, resume) can take an ``events.Outbox``: the script then runs inside a WATCH/MULTI/EXEC that
+also numbers and queues its slot.status events, so the change and its report happen together.
+Readers that need several keys use MULTI (a transaction pipeline), which Redis runs without
+interleaving any script.
 """
 
 import json
@@ -106,6 +111,7 @@ class Slot:
     connected: bool = False
     teardown: bool = False
     pair_error: str | None = None
+    enrollment: str | None = None
 
     @classmethod
     def from_hash(cls, slot_id: str, h: dict) -> "Slot":
@@ -123,6 +129,7 @@ class Slot:
             connected=h.get("connected") == "1",
             teardown=h.get("teardown") == "1",
             pair_error=h.get("pair_error") or None,
+            enrollment=h.get("enrollment") or None,
         )
 
 
@@ -138,7 +145,7 @@ local function release(prefix, slot, reason)
     redis.call('HDEL', prefix .. 'lines', line)
   end
   redis.call('HSET', key, 'status', 'available', 'teardown', '1')
-  redis.call('HDEL', key, 'line', 'pairing', 'pair_deadline', 'qr', 'qr_expires_at', 'connected')
+  redis.call('HDEL', key, 'line', 'pairing', 'pair_deadline', 'qr', 'qr_expires_at', 'connected', 'enrollment')
   redis.call('DEL', prefix .. 'cmd:' .. slot)
   redis.call('RPUSH', prefix .. 'cmd:' .. slot, cjson.encode({op = 'logout', reason = reason}))
   redis.call('RPUSH', prefix .. 'reconciler:nudge', '1')
@@ -147,8 +154,9 @@ end
 """
 
 _PAIR_SUCCESS = _RELEASE_LUA + """
--- ARGV: prefix, slot, line. Maps line -> slot and evicts whichever slot held the line before.
-local prefix, slot, line = ARGV[1], ARGV[2], ARGV[3]
+-- ARGV: prefix, slot, line, enrollment id. Maps line -> slot and evicts whichever slot held the line
+-- before. (SlotStore.pair_success mirrors these checks to name the events it queues in the same step.)
+local prefix, slot, line, enrollment = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = prefix .. 'slot:' .. slot
 if redis.call('EXISTS', key) == 0 then return redis.error_reply('unknown_slot') end
 if redis.call('HGET', key, 'pairing') ~= '1' then return redis.error_reply('not_pairing') end
@@ -159,20 +167,25 @@ if previous and previous ~= slot then
   evicted = previous
 end
 redis.call('HSET', prefix .. 'lines', line, slot)
-redis.call('HSET', key, 'status', 'active', 'line', line)
+redis.call('HSET', key, 'status', 'active', 'line', line, 'enrollment', enrollment)
 redis.call('HDEL', key, 'pairing', 'pair_deadline', 'qr', 'qr_expires_at', 'teardown')
 return evicted
 """
 
 _RELEASE = _RELEASE_LUA + """
--- ARGV: prefix, slot, reason, allowed statuses (comma list; pairing counts as 'pairing').
-local prefix, slot, reason, allowed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- ARGV: prefix, slot, reason, allowed statuses (comma list; pairing counts as 'pairing'), enrollment
+-- ('' for any; else only that enrollment may end: a release for one that already ended is refused).
+-- (SlotStore.release mirrors these checks in _releasable.)
+local prefix, slot, reason, allowed, enrollment = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local key = prefix .. 'slot:' .. slot
 local status = redis.call('HGET', key, 'status')
 if not status then return redis.error_reply('unknown_slot') end
 if redis.call('HGET', key, 'pairing') == '1' then status = 'pairing' end
 if not string.find(',' .. allowed .. ',', ',' .. status .. ',', 1, true) then
   return redis.error_reply('wrong_state:' .. status)
+end
+if enrollment ~= '' and redis.call('HGET', key, 'enrollment') ~= enrollment then
+  return redis.error_reply('wrong_state:ended')
 end
 return release(prefix, slot, reason)
 """
@@ -288,18 +301,86 @@ class SlotStore:
     def set_qr(self, slot_id: str, code: str, expires_at: float) -> bool:
         return bool(self._set_qr(keys=[slot_key(slot_id)], args=[code, f"{expires_at:.3f}"]))
 
-    def pair_success(self, slot_id: str, line: str) -> str | None:
-        """Map line -> slot atomically; return the slot that held the line before (now evicted)."""
-        evicted = self._call(self._pair_success, [], [PREFIX, slot_id, line])
-        return evicted or None
+    def pair_success(self, slot_id: str, line: str, enrollment: str | None = None, outbox=None) -> str | None:
+        """Map line -> slot atomically as a new enrollment; return the slot that held the line before
+        (now evicted). With an outbox, the same step queues ``evicted`` for that slot, then ``enrolled``."""
+        args = [PREFIX, slot_id, line, enrollment or uuid.uuid4().hex]
+        if outbox is None:
+            return self._call(self._pair_success, [], args) or None
 
-    def release(self, slot_id: str, reason: str, allowed: tuple[str, ...]) -> str | None:
-        """Unmap the slot's line, mark its credentials for wiping; return the line it had."""
-        line = self._call(self._release, [], [PREFIX, slot_id, reason, ",".join(allowed)])
-        return line or None
+        def decide(pipe):
+            if not pipe.exists(slot_key(slot_id)):
+                raise _refusal("unknown_slot")
+            if pipe.hget(slot_key(slot_id), "pairing") != "1":
+                raise _refusal("not_pairing")
+            previous = pipe.hget(LINES, line)
+            evicted = previous if previous and previous != slot_id else None
+            events = [("evicted", evicted, f"paired on slot {slot_id}")] if evicted else []
+            events.append(("enrolled", slot_id, None))
+            return evicted, [(slot, line, status, reason) for status, slot, reason in events], self._pair_success, args
 
-    def move(self, slot_id: str, source: SlotStatus, target: SlotStatus) -> None:
-        self._call(self._move, [slot_key(slot_id)], [source.value, target.value])
+        return self._transition([slot_key(slot_id), LINES], decide, outbox)
+
+    def release(self, slot_id: str, reason: str, allowed: tuple[str, ...], enrollment: str | None = None,
+                outbox=None, detail: str | None = None) -> str | None:
+        """Unmap the slot's line, mark its credentials for wiping; return the line it had.
+
+        ``enrollment``: release only that enrollment (refused once it has ended: killed, evicted or
+        unlinked already). With an outbox, the same step queues the slot.status ``reason`` (with
+        ``detail`` as its reason) when there was a line: the one terminal event of the enrollment."""
+        args = [PREFIX, slot_id, reason, ",".join(allowed), enrollment or ""]
+        if outbox is None:
+            return self._call(self._release, [], args) or None
+
+        def decide(pipe):
+            line = _releasable(pipe.hgetall(slot_key(slot_id)), allowed, enrollment)
+            return line, [(slot_id, line, reason, detail)] if line else [], self._release, args
+
+        return self._transition([slot_key(slot_id)], decide, outbox)
+
+    def move(self, slot_id: str, source: SlotStatus, target: SlotStatus, outbox=None) -> None:
+        """A linked slot's plain status change; with an outbox, queues the slot.status ``target``."""
+        if outbox is None:
+            self._call(self._move, [slot_key(slot_id)], [source.value, target.value])
+            return
+
+        def decide(pipe):
+            h = pipe.hgetall(slot_key(slot_id))
+            if not h:
+                raise _refusal("unknown_slot")
+            if h.get("status") != source.value:
+                raise _refusal(f"wrong_state:{h.get('status')}")
+            line = h.get("line")
+            events = [(slot_id, line, target.value, None)] if line else []
+            return None, events, self._move, [source.value, target.value], [slot_key(slot_id)]
+
+        self._transition([slot_key(slot_id)], decide, outbox)
+
+    def _transition(self, watched: list[str], decide, outbox):
+        """Run a script and queue the events it causes in one MULTI/EXEC.
+
+        ``decide(pipe)`` reads the WATCHed keys, raises the script's refusal if it would refuse, and
+        returns (result, events, script, args[, keys]): what the script will do and which
+        (slot, line, status, reason) events report it. WATCH makes the script, run at EXEC, meet the
+        state decide read; if any of those keys changed meanwhile, nothing is written and we read again."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    result, events, script, args, *keys = decide(pipe)
+                    events = [outbox.status(*e) for e in events]
+                    if events:
+                        outbox.stage(pipe, events)
+                    pipe.multi()
+                    script(keys=keys[0] if keys else [], args=args, client=pipe)
+                    if events:
+                        outbox.write(pipe)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+                except redis.ResponseError as err:
+                    raise _refusal(str(err)) from None
 
     def set_connected(self, slot_id: str, connected: bool) -> None:
         if connected:
@@ -367,6 +448,18 @@ class SlotStore:
             return script(keys=keys, args=args)
         except redis.ResponseError as err:
             raise _refusal(str(err)) from None
+
+
+def _releasable(h: dict, allowed: tuple[str, ...], enrollment: str | None) -> str | None:
+    """_RELEASE's checks on a slot's hash, in Python: the line a release would free, or its refusal."""
+    if not h.get("status"):
+        raise _refusal("unknown_slot")
+    status = "pairing" if h.get("pairing") == "1" else h["status"]
+    if status not in allowed:
+        raise _refusal(f"wrong_state:{status}")
+    if enrollment and h.get("enrollment") != enrollment:
+        raise _refusal("wrong_state:ended")
+    return h.get("line") or None
 
 
 def _refusal(message: str) -> Refused:

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 
 from controlplane import slotfiles
 from controlplane.errors import Refused
@@ -42,6 +43,7 @@ class SlotRunner:
         self.publisher = publisher
         self.sealer = Sealer(settings.queue_key)
         self.line: str | None = None
+        self.enrollment: str | None = None  # the store's id for this link of the line: what may end it
         self.slot_dir = settings.slot_dir(slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
         self._done = threading.Event()
@@ -68,6 +70,7 @@ class SlotRunner:
                 return 0
             log.info("slot %s: reconnecting line %s", self.slot_id, masked(slot.line))
             self.line = slot.line
+            self.enrollment = slot.enrollment
             self.engine.connect()
         elif slot.pairing:
             log.info("slot %s: pairing", self.slot_id)
@@ -168,8 +171,12 @@ class SlotRunner:
             self._done.set()
 
     def on_paired(self, line: str) -> None:
+        enrollment = uuid.uuid4().hex
         try:
-            evicted = self.store.pair_success(self.slot_id, line)
+            # One step: the line moves here, the slot that held it is released, and ``evicted`` (its one
+            # terminal event) and ``enrolled`` are numbered and queued. Its worker's logout tells nothing.
+            evicted = self.store.pair_success(self.slot_id, line, enrollment=enrollment,
+                                              outbox=self.publisher.outbox())
         except Refused:
             # Killed or timed out while the phone scanned: undo the link rather than keep a stray one.
             log.warning("slot %s: paired after pairing ended; logging the device out", self.slot_id)
@@ -177,12 +184,11 @@ class SlotRunner:
             return
         self._pair_deadline = None
         self.line = line
+        self.enrollment = enrollment
         self.store.count("pairing_paired")
         log.info("slot %s: paired with line %s", self.slot_id, masked(line))
         if evicted:
             log.info("slot %s: line %s moved here from slot %s", self.slot_id, masked(line), evicted)
-            self.publisher.slot_status(evicted, line, "evicted", reason=f"paired on slot {self.slot_id}")
-        self.publisher.slot_status(self.slot_id, line, "enrolled")
 
     def on_pairing_ended(self, reason: str) -> None:
         self.store.end_pairing(self.slot_id, reason)
@@ -201,10 +207,20 @@ class SlotRunner:
         self.store.set_connected(self.slot_id, False)
 
     def on_logged_out(self, reason: str) -> None:
-        log.info("slot %s: the phone unlinked this device (%s)", self.slot_id, reason)
-        if self.line:
-            self.publisher.slot_status(self.slot_id, self.line, "logged_out", reason=reason)
-        self._release("logged_out")
+        """The network says this device is logged out. The phone's unlink, unless this enrollment has
+        already ended (killed, evicted): then it is the echo of our own logout, and not news."""
+        if self._torn_down:
+            log.info("slot %s: logged out while tearing down (%s); already reported", self.slot_id, reason)
+            return
+        try:
+            # Releasing this enrollment claims its one terminal event: refused once a kill or an eviction
+            # has ended it, however late the network's word arrives.
+            self.store.release(self.slot_id, "logged_out", (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value),
+                               enrollment=self.enrollment, outbox=self.publisher.outbox(), detail=reason)
+            log.info("slot %s: the phone unlinked this device (%s)", self.slot_id, reason)
+        except Refused:
+            log.info("slot %s: logged out after its enrollment ended (%s); not reported", self.slot_id, reason)
+        self._teardown("logged_out")
 
     def on_message(self, payload: dict, message_id: str, sender: str | None) -> None:
         if self._torn_down or self.line is None:

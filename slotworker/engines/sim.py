@@ -55,6 +55,7 @@ class SimEngine(Engine):
         self.base_url = settings.simnet_url
         self.http = requests.Session()
         self._stopping = threading.Event()
+        self._logging_out = threading.Event()  # set before we tell the network: its echo is not news
         self._thread: threading.Thread | None = None
         self._pairing_session: str | None = None
         self._connected = threading.Event()
@@ -90,6 +91,9 @@ class SimEngine(Engine):
         creds = self.credentials()
         if creds is None:
             return
+        # Before the request, not after: the session's long poll may see the device gone (and raise
+        # LoggedOut on its thread) before this call returns.
+        self._logging_out.set()
         try:
             self.http.post(self._device_url(creds, "logout"), headers=self._auth(creds), timeout=3)
         except requests.RequestException as err:
@@ -137,7 +141,7 @@ class SimEngine(Engine):
                 self._connect_and_listen(creds)
                 return
             except LoggedOut as logged_out:
-                if not self._stopping.is_set():  # our own logout echoes back: not news
+                if not (self._stopping.is_set() or self._logging_out.is_set()):  # our own logout's echo: not news
                     self.events.on_logged_out(logged_out.reason)
                 return
             except requests.RequestException as err:

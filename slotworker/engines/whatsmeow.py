@@ -49,6 +49,7 @@ class WhatsmeowEngine(Engine):
         self._pairing = False
         self._qr_shown = 0
         self._stopping = threading.Event()
+        self._logging_out = threading.Event()  # set before we tell WhatsApp: a LoggedOut then is our own
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,6 +107,7 @@ class WhatsmeowEngine(Engine):
             self._stopping.clear()
             self.connect()
             self._connected.wait(CONNECTED_WAIT_FOR_LOGOUT)
+        self._logging_out.set()  # whatsmeow may report our own logout as a LoggedOut event while it runs
         try:
             self.client.logout()
         except LogoutError as err:
@@ -215,7 +217,12 @@ class WhatsmeowEngine(Engine):
         from neonize.proto.Neonize_pb2 import ConnectFailureReason
 
         self._connected.clear()
-        self.events.on_logged_out(ConnectFailureReason.Name(ev.Reason).lower())
+        reason = ConnectFailureReason.Name(ev.Reason).lower()
+        if self._logging_out.is_set() or self._stopping.is_set():
+            log.info("slot %s: logged out (%s) after our own logout or stop; not the phone's unlink",
+                     self.slot_id, reason)
+            return
+        self.events.on_logged_out(reason)
 
     def _on_message(self, _client, ev) -> None:
         # Lossless: the protobuf as JSON that json_format.ParseDict turns back into the same message.

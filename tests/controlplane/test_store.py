@@ -6,10 +6,17 @@ import threading
 import time
 
 import pytest
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
+from controlplane.config import Settings
 from controlplane.errors import Refused
+from controlplane.events import EventPublisher
+from controlplane.sealed import Sealer
 from controlplane.states import SlotStatus
 from controlplane.store import SlotStore, command_key
+from tests.gateway import QUEUE_KEY
 
 LINE = "34666123456"
 
@@ -169,3 +176,136 @@ def test_unknown_slots_are_refused_everywhere(store):
         with pytest.raises(Refused) as refused:
             call()
         assert refused.value.code == "unknown_slot"
+
+
+# --- transitions that queue their own slot.status events (events.Outbox), in the same MULTI/EXEC ---
+
+@pytest.fixture
+def publisher(redis_client):
+    kwargs = redis_client.connection_pool.connection_kwargs
+    connection = redis.Redis(unix_socket_path=kwargs["path"], db=kwargs["db"])  # bytes, as rq wants
+    yield EventPublisher(Settings.from_env({"WHIN_QUEUE_KEY": QUEUE_KEY}), connection)
+    connection.close()
+
+
+def queued(publisher) -> list[tuple]:
+    """(slot, status, seq, reason) of every queued event, in queue order."""
+    sealer = Sealer(QUEUE_KEY)
+    out = []
+    for job_id in publisher.queue.get_job_ids():
+        e = sealer.unseal(Job.fetch(job_id, connection=publisher.connection, serializer=JSONSerializer).args[1])
+        out.append((e["slot"], e["status"], e["seq"], e["payload"]["reason"]))
+    return out
+
+
+def test_an_eviction_queues_evicted_then_enrolled_in_the_pairing_step(store, publisher):
+    first, second = pairing_slots(store, 2)
+    assert store.pair_success(first, LINE, outbox=publisher.outbox()) is None
+    assert store.pair_success(second, LINE, outbox=publisher.outbox()) == first
+    assert queued(publisher) == [(first, "enrolled", 1, None), (first, "evicted", 2, f"paired on slot {second}"),
+                                 (second, "enrolled", 3, None)]
+    assert store.get(first).enrollment is None and store.get(second).enrollment
+
+
+def test_an_enrollment_that_was_killed_cannot_also_end_as_logged_out(store, publisher):
+    """The worker's logout echo after a kill (issue 9): its release of the same enrollment is refused
+    and nothing is queued, however late it comes."""
+    (slot_id,) = pairing_slots(store, 1)
+    store.pair_success(slot_id, LINE, enrollment="E1", outbox=publisher.outbox())
+    assert store.release(slot_id, "killed", ("active", "sleeping", "pairing"), outbox=publisher.outbox()) == LINE
+    with pytest.raises(Refused):
+        store.release(slot_id, "logged_out", ("active", "sleeping"), enrollment="E1", outbox=publisher.outbox(),
+                      detail="logged_out")
+    assert queued(publisher) == [(slot_id, "enrolled", 1, None), (slot_id, "killed", 2, None)]
+
+
+def test_an_ended_enrollment_cannot_end_the_next_one(store, publisher):
+    (slot_id,) = pairing_slots(store, 1)
+    store.pair_success(slot_id, LINE, enrollment="E1", outbox=publisher.outbox())
+    store.release(slot_id, "killed", ("active",), outbox=publisher.outbox())
+    store.finish_teardown(slot_id)
+    store.begin_pairing(slot_id, time.time() + 60)
+    store.pair_success(slot_id, LINE, enrollment="E2", outbox=publisher.outbox())
+    with pytest.raises(Refused) as refused:  # the first enrollment's late word
+        store.release(slot_id, "logged_out", ("active", "sleeping"), enrollment="E1", outbox=publisher.outbox())
+    assert (refused.value.code, refused.value.detail) == ("wrong_state", "ended")
+    assert store.get(slot_id).status is SlotStatus.ACTIVE
+    assert store.release(slot_id, "logged_out", ("active", "sleeping"), enrollment="E2",
+                         outbox=publisher.outbox(), detail="logged_out") == LINE
+    assert [e[1:3] for e in queued(publisher)] == [("enrolled", 1), ("killed", 2), ("enrolled", 3), ("logged_out", 4)]
+
+
+def test_kill_unlink_and_eviction_racing_end_each_enrollment_exactly_once(store, publisher):
+    """The API's kill, the worker's unlink and another slot's pairing, all at once, 30 times over."""
+    slots = store.create_slots(2)
+    for round_ in range(30):
+        holder, other = slots[round_ % 2], slots[(round_ + 1) % 2]
+        for slot_id in slots:
+            store.finish_teardown(slot_id)
+            with contextlib.suppress(Refused):  # between rounds: the winner's enrollment is killed
+                store.release(slot_id, "killed", ("active", "sleeping", "pairing"), outbox=publisher.outbox())
+            store.finish_teardown(slot_id)
+        store.begin_pairing(holder, time.time() + 60)
+        store.pair_success(holder, LINE, enrollment=f"R{round_}", outbox=publisher.outbox())
+        store.begin_pairing(other, time.time() + 60)
+        barrier = threading.Barrier(3)
+
+        def attempt(step, barrier=barrier):
+            barrier.wait()
+            with contextlib.suppress(Refused):
+                step()
+
+        steps = [
+            lambda h=holder: store.release(h, "killed", ("active", "sleeping"), outbox=publisher.outbox()),
+            lambda h=holder, r=round_: store.release(h, "logged_out", ("active", "sleeping"), enrollment=f"R{r}",
+                                                     outbox=publisher.outbox(), detail="logged_out"),
+            lambda o=other: store.pair_success(o, LINE, outbox=publisher.outbox()),
+        ]
+        threads = [threading.Thread(target=attempt, args=(s,)) for s in steps]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    events = queued(publisher)
+    assert [e[2] for e in events] == list(range(1, len(events) + 1))  # no gap, no repeat
+    ends = {}
+    current = {}
+    for slot_id, status, _, _ in events:
+        if status == "enrolled":
+            current[slot_id] = len(ends)
+            ends[len(ends)] = []
+        else:
+            ends[current[slot_id]].append(status)
+    assert len(ends) >= 30
+    # Every enrollment but the last ended exactly once (the last one may still be linked).
+    assert all(len(v) == 1 for k, v in ends.items() if k != len(ends) - 1), ends
+    assert len(ends[len(ends) - 1]) <= 1
+    assert {v[0] for v in ends.values() if v} <= {"killed", "logged_out", "evicted"}
+
+
+def test_a_failure_before_exec_leaves_the_slot_linked_and_no_event(store, publisher, monkeypatch):
+    """The release and its report are one step: a process that dies while queueing does neither."""
+    (slot_id,) = pairing_slots(store, 1)
+    store.pair_success(slot_id, LINE, outbox=publisher.outbox())
+
+    def dies(*args, **kwargs):
+        raise SystemExit("the API process exits here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(publisher.queue), "push_job_id", dies)
+        with pytest.raises(SystemExit):
+            store.release(slot_id, "killed", ("active",), outbox=publisher.outbox())
+    assert store.get(slot_id).status is SlotStatus.ACTIVE and store.lines() == {LINE: slot_id}
+    assert store.redis.get(f"whin:seq:{LINE}") == "1"
+    assert store.release(slot_id, "killed", ("active",), outbox=publisher.outbox()) == LINE
+    assert [e[1:3] for e in queued(publisher)] == [("enrolled", 1), ("killed", 2)]
+
+
+def test_sleep_and_resume_queue_their_status_in_the_same_step(store, publisher):
+    (slot_id,) = pairing_slots(store, 1)
+    store.pair_success(slot_id, LINE, outbox=publisher.outbox())
+    store.move(slot_id, SlotStatus.ACTIVE, SlotStatus.SLEEPING, outbox=publisher.outbox())
+    with pytest.raises(Refused):
+        store.move(slot_id, SlotStatus.ACTIVE, SlotStatus.SLEEPING, outbox=publisher.outbox())
+    store.move(slot_id, SlotStatus.SLEEPING, SlotStatus.ACTIVE, outbox=publisher.outbox())
+    assert [e[1:3] for e in queued(publisher)] == [("enrolled", 1), ("sleeping", 2), ("active", 3)]

@@ -273,3 +273,17 @@ def test_a_slot_reconnects_by_itself_after_the_network_drops(gateway, new_line):
         gateway.supervisorctl("start", "simnet")
     wait_for(lambda: gateway.detail(slot_id)["connected"], timeout=40, what="the slot to reconnect")
     assert gateway.slot_pid(slot_id) == pid  # the same process retried; nothing crashed
+
+
+def test_a_sleeping_line_killed_reports_sleeping_then_one_killed_in_seq_order(gateway, receiver, new_line):
+    """Each status is queued in the step that makes it (issue 9): the kill's is last, and alone."""
+    line = new_line()
+    slot_id = gateway.enrolled_slot(line)
+    assert gateway.api("GET", f"/sleep/{line}").status_code == 200
+    assert gateway.api("GET", f"/kill/{line}").status_code == 200
+    wait_for(lambda: not gateway.supervisor.is_running(slot_id), what="the killed worker to exit")
+    assert gateway.redis.get(f"whin:seq:{line}") == "3"  # nothing more was numbered for the line
+    wait_for(lambda: {e["seq"] for e in receiver.delivered(line=line)} == {1, 2, 3}, what="the three events")
+    events = sorted({e["seq"]: e for e in receiver.delivered(line=line)}.values(), key=lambda e: e["seq"])
+    assert [(e["slot"], e["status"]) for e in events] == [(slot_id, "enrolled"), (slot_id, "sleeping"),
+                                                           (slot_id, "killed")]

@@ -25,9 +25,12 @@ UNREACHABLE = b'failed to dial whatsapp web websocket: Get "https://web.whatsapp
 
 
 class FakeGo:
-    def __init__(self, reachable: bool = True, hang: bool = False):
+    def __init__(self, reachable: bool = True, hang: bool = False, echo_logout: bool = True):
         self.reachable = reachable
         self.hang = hang  # like whatsmeow after its codes run out: Neonize() never returns, Stop or not
+        # As WhatsApp may: our own remove-companion-device answered with a stream error 401, which
+        # whatsmeow dispatches as LoggedOut while Logout() is still running.
+        self.echo_logout = echo_logout
         self.calls: list[tuple] = []
         self.sent: list[tuple[str, Message]] = []
         self.connected = False
@@ -77,7 +80,12 @@ class FakeGo:
 
     def Logout(self, uuid):  # noqa: N802
         self.calls.append(("Logout",))
-        return b"" if self.connected else b"client is nil"
+        if not self.connected:
+            return b"client is nil"
+        if self.echo_logout:
+            self.connected = False
+            self.emit(LoggedOutEv(OnConnect=False, Reason=ConnectFailureReason.LOGGED_OUT))
+        return b""
 
     def PairPhone(self, uuid, payload, size):  # noqa: N802
         self.calls.append(("PairPhone",))

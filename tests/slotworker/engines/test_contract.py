@@ -118,3 +118,25 @@ def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_our_own_logout_is_never_reported_as_the_phones_unlink(harness, linked):
+    """The network's word that the device is gone, after we asked for it, is an echo (issue 9): the
+    sim engine's session thread sees it on its long poll, whatsmeow may dispatch LoggedOut during
+    Logout(). Neither may reach on_logged_out, however the threads interleave."""
+    engine, recorder = linked
+    thread = engine._thread
+    engine.logout()  # no stop() yet: the slot runner stops the engine only after its logout returns
+    if thread is not None:
+        thread.join(timeout=15)  # the session ends by itself once the network forgot the device
+        assert not thread.is_alive() or harness.name == "whatsmeow"
+    assert recorder.of("on_logged_out") == []
+
+
+def test_the_phones_unlink_while_we_stop_is_not_reported_twice(harness, linked):
+    engine, recorder = linked
+    harness.unlink(LINE)
+    recorder.wait("on_logged_out")
+    engine.logout()
+    engine.stop()
+    assert len(recorder.of("on_logged_out")) == 1

@@ -1,0 +1,110 @@
+"""controlplane.events against a real Redis: an event's seq is taken in the step that queues its job."""
+
+import threading
+
+import pytest
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from controlplane.config import Settings
+from controlplane.events import EventPublisher, delivery_queue
+from controlplane.sealed import Sealer
+from controlplane.store import seq_key
+from tests.gateway import QUEUE_KEY
+
+LINE = "34666123456"
+
+
+@pytest.fixture
+def connection(redis_client):
+    kwargs = redis_client.connection_pool.connection_kwargs
+    client = redis.Redis(unix_socket_path=kwargs["path"], db=kwargs["db"])  # bytes, as rq wants
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def publisher(connection):
+    return EventPublisher(Settings.from_env({"WHIN_QUEUE_KEY": QUEUE_KEY}), connection)
+
+
+def queued_envelopes(connection) -> list[dict]:
+    queue = delivery_queue(connection)
+    sealer = Sealer(QUEUE_KEY)
+    return [sealer.unseal(Job.fetch(job_id, connection=connection, serializer=JSONSerializer).args[1])
+            for job_id in queue.get_job_ids()]
+
+
+def test_events_are_rq_jobs_numbered_per_line(publisher, connection):
+    publisher.slot_status("SLOT0001", LINE, "enrolled")
+    publisher.message("SLOT0001", LINE, {"Info": {"ID": "M1"}}, "M1", "34611122233")
+    publisher.slot_status("SLOT0001", "34666000000", "enrolled")
+    envelopes = queued_envelopes(connection)
+    assert [(e["line"], e["seq"], e["type"]) for e in envelopes] == [
+        (LINE, 1, "slot.status"), (LINE, 2, "message"), ("34666000000", 1, "slot.status")]
+    assert list(envelopes[1]) == ["type", "line", "slot", "seq", "from", "received_at", "payload"]
+    # rq's own bookkeeping, as rq-dashboard reads it: the queue is registered, each job is queued.
+    assert b"rq:queue:deliveries" in connection.smembers("rq:queues")
+    job = Job.fetch(delivery_queue(connection).get_job_ids()[0], connection=connection, serializer=JSONSerializer)
+    assert (job.get_status(), job.origin, job.func_name) == ("queued", "deliveries", "controlplane.delivery.deliver")
+    assert job.retries_left and job.description.startswith("deliver evt_")
+
+
+def test_a_message_handed_over_again_while_queued_is_queued_once_and_uses_no_number(publisher, connection):
+    for _ in range(3):
+        publisher.message("SLOT0001", LINE, {"Info": {"ID": "M1"}}, "M1", None)
+    assert [e["seq"] for e in queued_envelopes(connection)] == [1]
+    assert connection.get(seq_key(LINE)) == b"1"
+
+
+@pytest.mark.parametrize("where", ["_persist_job", "push_job_id"])
+def test_a_failure_while_queueing_leaves_neither_the_number_nor_the_job(publisher, connection, monkeypatch, where):
+    """The worker that died between INCR and the enqueue (issue 9) left a gap: now both are one EXEC."""
+    publisher.slot_status("SLOT0001", LINE, "enrolled")
+
+    def dies(*args, **kwargs):
+        raise SystemExit("the worker exits here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(publisher.queue), where, dies)
+        with pytest.raises(SystemExit):
+            publisher.message("SLOT0001", LINE, {"Info": {"ID": "M2"}}, "M2", None)
+    assert connection.get(seq_key(LINE)) == b"1"
+    assert len(queued_envelopes(connection)) == 1
+    publisher.message("SLOT0001", LINE, {"Info": {"ID": "M2"}}, "M2", None)  # handed over again: no gap
+    assert [e["seq"] for e in queued_envelopes(connection)] == [1, 2]
+
+
+def test_a_failure_at_exec_leaves_neither(publisher, connection, monkeypatch):
+    def connection_lost(self, *args, **kwargs):
+        raise redis.ConnectionError("Redis went away before EXEC")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(redis.client.Pipeline, "execute", connection_lost)
+        with pytest.raises(redis.ConnectionError):
+            publisher.slot_status("SLOT0001", LINE, "enrolled")
+    assert connection.get(seq_key(LINE)) is None
+    assert queued_envelopes(connection) == []
+
+
+def test_publishers_racing_on_one_line_use_every_number_once(publisher, connection):
+    """The API and a slot worker (here: 4 threads, each with its own publisher) numbering one line."""
+    publishers = [publisher] + [EventPublisher(Settings.from_env({"WHIN_QUEUE_KEY": QUEUE_KEY}),
+                                               redis.Redis(connection_pool=connection.connection_pool))
+                                for _ in range(3)]
+    barrier = threading.Barrier(len(publishers))
+
+    def publish(p, n):
+        barrier.wait()
+        for i in range(25):
+            p.message("SLOT0001", LINE, {"Info": {"ID": f"{n}-{i}"}}, f"{n}-{i}", None)
+
+    threads = [threading.Thread(target=publish, args=(p, n)) for n, p in enumerate(publishers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = sorted(e["seq"] for e in queued_envelopes(connection))
+    assert seqs == list(range(1, 101))
+    assert connection.get(seq_key(LINE)) == b"100"
