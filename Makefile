@@ -3,32 +3,40 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install browser run test bench lint clean
+.PHONY: install install-test browser run test bench lint clean
 
+# `make run` installs only what the gateway needs; the test tools (pytest, selenium, schemathesis,
+# ruff) come with `make test`.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 install: $(STAMP)
+install-test: $(TEST_STAMP)
 
 # Debian's chromium + chromium-driver for the admin page's browser tests (apt-get; root or sudo).
 browser:
 	./scripts/install-browser
 
 run: $(STAMP)
-	$(BIN)/python -m controlplane.launch
+	@$(BIN)/python -m controlplane.launch
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 clean:

@@ -1,7 +1,9 @@
 """whinctl: the sysadmin's command line. It calls the same lifecycle code as the API, directly.
 
 It reads the same WHIN_* variables as the gateway, plus .env and the secrets `make run` generated
-(WHIN_DATA_DIR/secrets.env), so it works from any shell in the project folder.
+(WHIN_DATA_DIR/secrets.env), so it works from any shell in the project folder. When a gateway runs on
+that data folder, its record (run/instance.json) says which ports, engine and Redis it was started
+with: they win over this shell's own environment, which may not be the one `make run` saw.
 """
 
 import base64
@@ -12,9 +14,11 @@ import sys
 from pathlib import Path
 
 import click
+import redis
 import requests
 from dotenv import dotenv_values
 
+from controlplane import instance
 from controlplane.config import ConfigError, Settings, load_dotenv_file
 from controlplane.errors import GatewayError
 from controlplane.ids import InvalidIdentifier
@@ -25,7 +29,19 @@ def _settings() -> Settings:
     data_dir = Path(os.environ.get("WHIN_DATA_DIR") or "./var").resolve()
     for name, value in dotenv_values(data_dir / "secrets.env").items():
         os.environ.setdefault(name, value or "")
+    running = instance.running_record(data_dir)
+    if running:
+        os.environ.update({"WHIN_PORT": str(running["port"]), "WHIN_SIMNET_PORT": str(running["simnet_port"]),
+                           "WHIN_ENGINE": running["engine"], "WHIN_REDIS_URL": running["redis_url"]})
     return Settings.from_env()
+
+
+def _http(method: str, url: str, what: str, **kwargs) -> requests.Response:
+    try:
+        return requests.request(method, url, timeout=kwargs.pop("timeout", 30), **kwargs)
+    except requests.RequestException as err:
+        raise click.ClickException(f"cannot reach {what} at {url.split('/', 3)[2]} ({type(err).__name__}); "
+                                   "is the gateway running (make run), with this data folder?") from None
 
 
 def _lifecycle():
@@ -53,6 +69,16 @@ class _Cli(click.Group):
             raise click.ClickException(f"{err.detail} [{err.code}]") from None
         except ConfigError as err:
             raise click.ClickException(str(err)) from None
+        except redis.RedisError as err:
+            raise click.ClickException(f"cannot reach the gateway's Redis ({type(err).__name__}); "
+                                       "is the gateway running (make run), with this data folder?") from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as err:  # noqa: BLE001 - a sysadmin gets a sentence; WHIN_DEBUG=1 shows the trace
+            if os.environ.get("WHIN_DEBUG"):
+                raise
+            raise click.ClickException(f"unexpected error ({type(err).__name__}: {err}); run again with "
+                                       "WHIN_DEBUG=1 to see where") from None
 
 
 @click.group(cls=_Cli)
@@ -114,13 +140,13 @@ def sim_scan(slot, line):
     settings = _settings()
     api = f"http://127.0.0.1:{settings.port}"
     headers = {"Authorization": f"Bearer {settings.admin_token}"}
-    response = requests.get(f"{api}/enroll/{slot}", headers=headers, timeout=30)
+    response = _http("GET", f"{api}/enroll/{slot}", "the API", headers=headers)
     if response.status_code != 200:
-        raise click.ClickException(f"/enroll answered {response.status_code}: {response.text}")
+        raise click.ClickException(f"/enroll refused: {_refusal(response)}")
     text = decode_qr_png(base64.b64decode(response.json()["qr"]))
-    scan = requests.post(f"{settings.simnet_url}/scan", json={"line": line, "qr": text}, timeout=10)
+    scan = _http("POST", f"{settings.simnet_url}/scan", "the simulated network", json={"line": line, "qr": text})
     if scan.status_code != 200:
-        raise click.ClickException(f"simnet refused the scan: {scan.text}")
+        raise click.ClickException(f"simnet refused the scan: {_refusal(scan)}")
     click.echo(f"Phone {line} scanned the code of slot {slot.upper()}.")
 
 
@@ -132,11 +158,20 @@ def sim_scan(slot, line):
 def sim_send(sender, line, text, as_json):
     """Simulated phone SENDER sends TEXT to the enrolled LINE (sim engine)."""
     settings = _settings()
-    response = requests.post(f"{settings.simnet_url}/messages", json={"from": sender, "to": line, "text": text},
-                             timeout=10)
+    response = _http("POST", f"{settings.simnet_url}/messages", "the simulated network",
+                     json={"from": sender, "to": line, "text": text})
     if response.status_code != 200:
-        raise click.ClickException(f"simnet refused the message: {response.text}")
+        raise click.ClickException(f"simnet refused the message: {_refusal(response)}")
     _out(as_json, response.json(), f"Phone {sender} sent message {response.json()['id']} to {line}.")
+
+
+def _refusal(response: requests.Response) -> str:
+    """A JSON error's sentence and code, or the status alone: never a page of HTML."""
+    try:
+        body = response.json()
+        return f"{body['detail']} [{body['error']}]"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
 
 
 def decode_qr_png(png: bytes) -> str:

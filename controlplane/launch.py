@@ -5,22 +5,32 @@
    WHIN_DATA_DIR/secrets.env (owner-only) so a restart keeps the same tokens, and prints it.
 3. Writes supervisord.conf: the embedded Redis (when WHIN_REDIS_URL is unset), simnet (sim engine),
    the API (gunicorn), the reconciler, and an [include] of one file per slot program.
-4. Replaces itself with supervisord -n: Ctrl-C or SIGTERM stops every program, slot workers included.
+4. Runs supervisord -n as its child and stays its parent: it says "ready" (with the URLs) only once
+   the API's /ready passes, says in one sentence why when a program cannot start (a port in use, a
+   bad setting), passes Ctrl-C and SIGTERM on (supervisord then stops every program, slot workers
+   included), and ends whatever of this start outlives supervisord.
 """
 
 import base64
+import json
 import os
 import secrets
 import shlex
+import signal
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from importlib import resources
 from pathlib import Path
 
 from dotenv import dotenv_values
 
-from controlplane import slotfiles
-from controlplane.config import Settings, load_dotenv_file
-from controlplane.supervisor import escape
+from controlplane import instance, slotfiles
+from controlplane.config import ConfigError, Settings, load_dotenv_file
+from controlplane.errors import ServiceUnavailable
+from controlplane.supervisor import Supervisor, escape
 
 GENERATED = ("WHIN_API_TOKENS", "WHIN_WEBHOOK_SECRET", "WHIN_SUPERVISOR_PASSWORD", "WHIN_QUEUE_KEY")
 
@@ -133,7 +143,7 @@ def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
     shown = {"WHIN_API_TOKENS": ("API token(s), the first is admin", ",".join(settings.api_tokens)),
              "WHIN_WEBHOOK_SECRET": ("webhook secret", settings.webhook_secret)}
     lines = [
-        f"whinmovilla: API on http://127.0.0.1:{settings.port}  (engine: {settings.engine})",
+        f"whinmovilla: ready. API on http://127.0.0.1:{settings.port}  (engine: {settings.engine})",
         f"  admin page http://127.0.0.1:{settings.port}/ui  ·  API docs http://127.0.0.1:{settings.port}/docs",
         *(f"  {label}: {value}" + ("  [generated]" if name in generated else "")
           for name, (label, value) in shown.items()),
@@ -142,15 +152,150 @@ def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
     ]
     if settings.engine == "sim":
         lines.append(f"  simulated WhatsApp network on {settings.simnet_url}")
+    lines.append("  Ctrl-C stops it all.")
     return "\n".join(lines)
+
+
+# The programs that must be up for the gateway to be any use; a slot or delivery worker that
+# fails is the reconciler's and supervisord's business, not a reason to stop the start.
+ESSENTIAL = ("redis", "simnet", "api", "reconciler")
+
+
+class Launcher:
+    """supervisord's parent: starts it, reports readiness or the reason it cannot be, passes signals on."""
+
+    def __init__(self, settings: Settings, conf: Path, poll: float = 0.25):
+        self.settings = settings
+        self.conf = conf
+        self.poll = poll
+        self.supervisord: subprocess.Popen | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        supervisord = str(Path(sys.executable).parent / "supervisord")
+        instance.become_subreaper()  # programs orphaned by a dead supervisord become our children
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, self._pass_on)
+        # Logs outlive a run: only what this start writes can say why this start fails.
+        self.log_offsets = {name: _size(self.settings.logs_dir / f"{name}.log") for name in ESSENTIAL}
+        self.supervisord = subprocess.Popen([supervisord, "-n", "-c", str(self.conf)])
+        instance.write_record(self.settings, os.getpid(), self.supervisord.pid)
+
+    def _pass_on(self, signum, _frame) -> None:
+        self.stopping = True
+        if self.supervisord and self.supervisord.poll() is None:
+            self.supervisord.send_signal(signum)
+
+    def wait_until_ready(self, start_timeout: float) -> str | None:
+        """None once /ready passes; else why the gateway cannot run, in one sentence."""
+        supervisor = Supervisor.from_settings(self.settings)
+        deadline = time.monotonic() + start_timeout
+        warned = False
+        while not self.stopping:
+            if self.supervisord.poll() is not None:
+                return (f"supervisord exited with code {self.supervisord.returncode}; see "
+                        f"{self.settings.logs_dir / 'supervisord.log'}")
+            if self._ready():
+                return None
+            failure = self._failed_program(supervisor)
+            if failure:
+                return failure
+            if not warned and time.monotonic() > deadline:
+                warned = True
+                print(f"whinmovilla: still not ready after {start_timeout:g} s; waiting (logs in "
+                      f"{self.settings.logs_dir})", flush=True)
+            time.sleep(self.poll)
+        return None
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.port}/ready", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):  # refused, timed out, 503: not yet
+            return False
+
+    def _failed_program(self, supervisor: Supervisor) -> str | None:
+        """Why an essential program cannot start: a port in use at once, anything else once FATAL."""
+        if "Connection in use" in self._new_log("api"):  # gunicorn's words; it retries, then exits
+            return instance.port_message("WHIN_PORT", self.settings.port, "the API")
+        if "Address already in use" in self._new_log("simnet"):
+            return instance.port_message("WHIN_SIMNET_PORT", self.settings.simnet_port, "the simulated network")
+        try:
+            states = supervisor.program_states()
+        except ServiceUnavailable:  # supervisord not listening yet
+            return None
+        # FATAL, not BACKOFF: a program may fail once while another is still starting (the
+        # reconciler before Redis); supervisord gives up on one only after its start retries.
+        for name in ESSENTIAL:
+            if states.get(name) == "FATAL":
+                reason = _last_error(self._new_log(name))
+                return (f"the {name} program cannot start" + (f" ({reason})" if reason else "") +
+                        f"; see {self.settings.logs_dir / (name + '.log')}")
+        return None
+
+    def _new_log(self, name: str, most: int = 65536) -> str:
+        """What program ``name`` logged since this start (its last ``most`` bytes)."""
+        path = self.settings.logs_dir / f"{name}.log"
+        try:
+            with open(path, "rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(self.log_offsets.get(name, 0), size - most))
+                return log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.supervisord.poll() is None:
+            self.supervisord.send_signal(signal.SIGTERM)
+
+    def wait(self) -> int:
+        """Reap children until supervisord exits; then end what outlived it. Returns its exit code."""
+        code = instance.reap_until(self.supervisord.pid)
+        self.supervisord.returncode = code
+        # Whatever outlived supervisord (it was killed, say) would serve on with no parent: end it.
+        instance.end_processes(instance.children_of(os.getpid()))
+        instance.reap_all()
+        instance.clear_record(self.settings)
+        return code
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _last_error(tail: str) -> str:
+    for line in reversed(tail.splitlines()):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("ERROR", "CRITICAL"):
+            return str(entry.get("event", ""))[:300]
+    return ""
 
 
 def main() -> None:
     load_dotenv_file()
-    settings, conf, generated = prepare(os.environ)
-    print(banner(settings, conf, generated), flush=True)
-    supervisord = str(Path(sys.executable).parent / "supervisord")
-    os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
+    try:
+        instance.refuse_if_running(Settings.from_env(os.environ))
+        settings, conf, generated = prepare(os.environ)
+        instance.refuse_busy_ports(settings)
+    except (ConfigError, instance.CannotStart) as err:
+        sys.exit(f"whinmovilla: {err}")
+    print(f"whinmovilla: starting ({settings.engine} engine, data and logs in {settings.data_dir})…", flush=True)
+    launcher = Launcher(settings, conf)
+    launcher.start()
+    failure = launcher.wait_until_ready(float(os.environ.get("WHIN_START_TIMEOUT") or 60))
+    if failure:
+        print(f"whinmovilla: {failure}. Stopping.", file=sys.stderr, flush=True)
+        launcher.stop()
+    elif not launcher.stopping:
+        print(banner(settings, conf, generated), flush=True)
+    code = launcher.wait()
+    sys.exit(1 if failure else code)
 
 
 if __name__ == "__main__":

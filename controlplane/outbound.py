@@ -16,6 +16,7 @@ import urllib3
 
 from controlplane import ids
 from controlplane.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
+from controlplane.ids import InvalidIdentifier
 from controlplane.ratelimit import RateLimiter
 from controlplane.sealed import Sealer
 from controlplane.states import SlotStatus
@@ -96,6 +97,21 @@ class Outbound:
         self.sealer = Sealer(settings.queue_key)
         self.limiter = RateLimiter(self.store.redis, settings.send_rate_per_minute, settings.send_burst)
 
+    def submit(self, body) -> dict:
+        """POST /send's whole answer: parse, send, and count the outcome, whatever it is.
+
+        Every outcome is counted here, refusals included ("invalid_media", "rate_limited",
+        "engine_timeout"...), so whin_sends_total shows what integrators get, not only the successes.
+        The label is the answer's machine code: a fixed set, never a number or a text.
+        """
+        try:
+            result = self.send(parse_send_request(body))
+        except (GatewayError, InvalidIdentifier) as err:
+            self.store.count(f"send_{err.code}")
+            raise
+        self.store.count("sent")
+        return result
+
     def send(self, request: SendRequest) -> dict:
         slot = self.lifecycle.slot_of_line(request.line) if request.line else self.lifecycle.slot(request.slot)
         if slot.status is SlotStatus.SLEEPING:
@@ -111,7 +127,6 @@ class Outbound:
         else:
             message["media"] = self._media(request.media)
         answer = self._ask_worker(slot.id, message)
-        self.store.count("sent" if answer.get("ok") else f"send_{answer.get('error', 'failed')}")
         if answer.get("ok"):
             return {"id": answer["id"], "timestamp": answer["timestamp"]}
         if answer["error"] == "whatsapp_unreachable":

@@ -97,6 +97,10 @@ class Supervisor:
             if info["name"].startswith(SLOT_PROGRAM_PREFIX) and info["group"] == info["name"]
         }
 
+    def program_states(self) -> dict[str, str]:
+        """program name -> supervisord state name, for every program (api, redis, slot-…)."""
+        return {info["name"]: info["statename"] for info in self._call("getAllProcessInfo")}
+
     def process_info(self, slot_id: str) -> dict:
         return self.process_info_by_name(program_name(slot_id))
 

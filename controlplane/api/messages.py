@@ -5,7 +5,6 @@ from flask import current_app, jsonify, request
 
 from controlplane.api.openapi import request_body
 from controlplane.api.schemas import json_response
-from controlplane.outbound import parse_send_request
 
 bp = APIBlueprint("messages", __name__, tag="Messages")
 
@@ -27,4 +26,4 @@ bp = APIBlueprint("messages", __name__, tag="Messages")
 def send():
     """Send a text or media message from a line"""
     outbound = current_app.extensions["whin.outbound"]
-    return jsonify(outbound.send(parse_send_request(request.get_json(silent=True))))
+    return jsonify(outbound.submit(request.get_json(silent=True)))

@@ -22,4 +22,6 @@ def metrics():
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(lifecycle().store))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: werkzeug appends a second charset to a mimetype that has one,
+    # which Prometheus 3 refuses. The header must be exactly what prometheus-client says.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,10 +1,11 @@
 """whinctl against a running gateway: the same actions as the API, friendly errors, JSON for scripts."""
 
 import json
+import os
 import subprocess
 import sys
 
-from tests.gateway import REPO
+from tests.gateway import QUEUE_KEY, REPO, free_port
 
 
 def whinctl(gateway, *args: str) -> subprocess.CompletedProcess:
@@ -35,3 +36,33 @@ def test_errors_are_one_friendly_line_and_a_nonzero_exit(gateway):
     assert "Traceback" not in result.stderr
     drawn = whinctl(gateway, "enroll", "ZZZZZZZ9")
     assert drawn.returncode == 1 and "unknown_slot" in drawn.stderr
+
+
+def test_whinctl_finds_the_ports_the_running_instance_was_started_with(gateway, new_line):
+    # A second terminal: the same project folder and data folder, but none of make run's variables.
+    bare = {name: value for name, value in gateway.env.items()
+            if name not in ("WHIN_PORT", "WHIN_SIMNET_PORT", "WHIN_ENGINE", "WHIN_REDIS_URL")}
+    assert gateway.port != 8080 and gateway.simnet_port != 8090
+    (slot_id,) = gateway.provision(1)
+    line = new_line()
+    scanned = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim-scan", slot_id, line], cwd=REPO,
+                             env=bare, capture_output=True, text=True, timeout=60)
+    assert scanned.returncode == 0, scanned.stderr
+    sent = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim-send", "34611000019", line, "hola"],
+                          cwd=REPO, env=bare, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert gateway.status_of(slot_id) == "active"
+
+
+def test_with_no_gateway_running_every_command_is_one_sentence(tmp_path):
+    env = {**os.environ, "WHIN_DATA_DIR": str(tmp_path / "var"), "WHIN_ENGINE": "sim",
+           "WHIN_PORT": str(free_port()), "WHIN_SIMNET_PORT": str(free_port()), "WHIN_API_TOKENS": "t",
+           "WHIN_QUEUE_KEY": QUEUE_KEY}
+    for args in (["sim-scan", "AB12CD34", "34666123456"], ["sim-send", "34611000009", "34666123456", "hola"],
+                 ["list"], ["provision", "1"], ["kill", "AB12CD34"]):
+        result = subprocess.run([sys.executable, "-m", "controlplane.cli", *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+        (sentence,) = result.stderr.strip().splitlines()
+        assert sentence.startswith("Error: ") and "is the gateway running" in sentence, (args, sentence)

@@ -93,6 +93,9 @@ def test_failed_attempts_are_retried_with_the_same_webhook_id_and_fresh_signatur
     gw, receiver = fresh_gateway, own_receiver
     line = new_line()
     gw.enrolled_slot(line)
+    # The slot's `enrolled` event first, or it could be the one that takes the failures meant for the message.
+    wait_for(lambda: receiver.delivered(type="slot.status", line=line, status="enrolled"),
+             what="the enrolled event")
     receiver.fail_with, receiver.fail_count = 500, 3
     message_id = gw.phone_sends(SENDER, line, "retry me")
     delivered_message(receiver, line, "retry me", timeout=30)

@@ -1,11 +1,19 @@
 """`make run` as a sysadmin runs it: embedded Redis, everything under supervisord, nothing left behind."""
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 
 import psutil
 import pytest
 
-from tests.gateway import Gateway
+from controlplane import instance
+from tests.gateway import REPO, Gateway, free_port, wait_for
+
+# A mark of the test's own in the launcher's environment, to look for anything it left running.
+RUN_MARK_CHECK = "WHIN_TEST_LAUNCH"
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -43,3 +51,85 @@ def test_make_run_serves_then_stops_every_process_it_started(tmp_path, new_line,
     assert gw.process.returncode is not None
     gone, alive = psutil.wait_procs(started, timeout=15)
     assert alive == [], _command_lines(alive)
+
+
+# --- make run as a newcomer meets it ---
+
+def _launch(tmp_path, **env) -> subprocess.CompletedProcess:
+    """The launcher that must refuse to start: it answers in seconds, with one sentence."""
+    environ = {**os.environ, "WHIN_ENGINE": "sim", "WHIN_DATA_DIR": str(tmp_path / "var"),
+               "WHIN_PORT": str(free_port()), "WHIN_SIMNET_PORT": str(free_port()), **env}
+    return subprocess.run([sys.executable, "-m", "controlplane.launch"], cwd=REPO, env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _one_sentence(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    complaint = result.stderr.strip().splitlines()
+    assert len(complaint) == 1, result.stderr
+    for word in words:
+        assert word in complaint[0]
+    assert "ready" not in result.stdout
+
+
+def test_a_port_in_use_is_one_sentence_naming_the_variable_and_nothing_is_left_running(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _launch(tmp_path, WHIN_PORT=str(port), **{RUN_MARK_CHECK: "port"})
+    _one_sentence(result, f"port {port}", "already in use", "WHIN_PORT")
+    assert instance.processes_with_env(RUN_MARK_CHECK, "port") == []
+
+
+def test_a_busy_simnet_port_names_its_own_variable(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = _launch(tmp_path, WHIN_SIMNET_PORT=str(taken.getsockname()[1]))
+    _one_sentence(result, "WHIN_SIMNET_PORT", "already in use")
+
+
+def test_a_bad_setting_is_one_sentence(tmp_path):
+    _one_sentence(_launch(tmp_path, WHIN_ENGINE="simulated"), "WHIN_ENGINE", "'simulated'")
+    _one_sentence(_launch(tmp_path, WHIN_PORT="eighty"), "WHIN_PORT")
+
+
+def test_an_api_that_cannot_start_is_reported_and_the_gateway_stops_without_saying_ready(tmp_path):
+    # Not caught before the start: gunicorn's own configuration fails, so supervisord gives up on the api.
+    result = _launch(tmp_path, WHIN_API_WORKERS="many", **{RUN_MARK_CHECK: "api"})
+    _one_sentence(result, "the api program cannot start", "api.log")
+    assert instance.processes_with_env(RUN_MARK_CHECK, "api") == []
+
+
+def test_ready_is_said_only_once_the_api_answers_and_a_second_run_says_one_is_running(tmp_path):
+    gw = Gateway(tmp_path / "var", redis_url=None).start()
+    try:
+        said = (tmp_path / "var" / "launch.out").read_text()
+        assert "whinmovilla: starting" in said
+        # The banner comes after /ready passed: the line is there by the time the API answers.
+        wait_for(lambda: "whinmovilla: ready." in (tmp_path / "var" / "launch.out").read_text(),
+                 what="the ready banner")
+        assert said.index("whinmovilla: starting") < (tmp_path / "var" / "launch.out").read_text().index("ready.")
+        second = _launch(tmp_path, WHIN_PORT=str(free_port()))
+        _one_sentence(second, "already running in", str(tmp_path / "var"), f"port {gw.port}")
+        assert gw.api("GET", "/ready").status_code == 200  # the first one is untouched
+    finally:
+        gw.stop()
+
+
+def test_a_killed_supervisord_takes_every_program_with_it(tmp_path, new_line):
+    gw = Gateway(tmp_path / "var", redis_url=None).start()
+    try:
+        gw.enroll(gw.provision(1)[0], new_line())
+        supervisord = next(p for p in psutil.Process(gw.process.pid).children() if "supervisord" in p.name()
+                           or "supervisord" in " ".join(p.cmdline()))
+        programs = supervisord.children(recursive=True)
+        assert len(programs) >= 5  # redis, simnet, api (and its workers), reconciler, the slot
+        supervisord.kill()
+        gw.process.wait(30)  # the launcher ends what outlived supervisord, then exits
+        gone, alive = psutil.wait_procs(programs, timeout=15)
+        assert alive == [], _command_lines(alive)
+    finally:
+        gw.stop()

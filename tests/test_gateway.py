@@ -1,0 +1,81 @@
+"""The test harness itself: its waits treat every "not yet" as not yet, and it leaves nothing running."""
+
+import http.server
+import os
+import signal
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+
+from tests.gateway import Gateway
+
+
+class _SlowReady(http.server.BaseHTTPRequestHandler):
+    """A /ready whose first answers take longer than any read timeout: a gateway still warming up."""
+
+    slow_until = 0.0
+
+    def do_GET(self):  # noqa: N802 - the name http.server calls
+        if time.monotonic() < self.slow_until:
+            time.sleep(6)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_slow_first_answer_is_not_yet_not_an_error(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowReady)
+    _SlowReady.slow_until = time.monotonic() + 3
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gw = Gateway(tmp_path, redis_url="unix:///nonexistent", WHIN_ENGINE="whatsmeow")
+        gw.url = f"http://127.0.0.1:{server.server_address[1]}"
+
+        class Running:  # the launcher, as far as _answers looks at it
+            def poll(self):
+                return None
+
+        gw.process = Running()
+        assert gw._answers() is False  # timed out: not yet
+        with socket.socket() as closed:  # refused: not yet
+            closed.bind(("127.0.0.1", 0))
+            gw.url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+            assert gw._answers() is False
+        gw.url = f"http://127.0.0.1:{server.server_address[1]}"
+        time.sleep(max(0.0, _SlowReady.slow_until - time.monotonic()))
+        assert gw._answers() is True
+    finally:
+        server.shutdown()
+
+
+def test_a_gateway_whose_start_fails_leaves_no_process(tmp_path):
+    gw = Gateway(tmp_path / "gw", redis_url=None)
+    with pytest.raises(AssertionError, match="timed out"):
+        gw.start(timeout=0.5)  # far too short to answer: the set-up fails
+    assert gw.processes() == []
+    assert gw.process.poll() is not None
+
+
+def test_stop_ends_every_process_even_when_the_launcher_and_supervisord_were_killed(tmp_path, new_line):
+    gw = Gateway(tmp_path / "gw", redis_url=None).start()
+    try:
+        gw.enroll(gw.provision(1)[0], new_line())
+        launcher = psutil.Process(gw.process.pid)
+        (supervisord,) = launcher.children()
+        started = launcher.children(recursive=True)
+        assert len(started) >= 5
+        # Both killed at once: the launcher cannot end the programs, which run on without a parent.
+        for proc in (launcher, supervisord):
+            os.kill(proc.pid, signal.SIGKILL)
+        gw.process.wait(10)
+        assert any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)
+    finally:
+        gw.stop()
+    gone, alive = psutil.wait_procs(started, timeout=10)
+    assert alive == []
+    assert gw.processes() == []
