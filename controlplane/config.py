@@ -4,7 +4,9 @@ Every process of the gateway (api, reconciler, slot workers, simnet, whinctl) re
 variables, so one environment describes one gateway. Paths are made absolute once, here.
 """
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,29 @@ def _numbers(environ, name: str, default: tuple[float, ...]) -> tuple[float, ...
     if any(v <= 0 for v in values):
         raise ConfigError(f"{name} must hold only positive numbers, got {raw!r}")
     return values
+
+
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+
+
+def parse_media_allow(raw: str) -> tuple:
+    """WHIN_MEDIA_ALLOW: comma-separated networks (10.0.0.0/8, 192.168.1.20, fd12::/16) and host names
+    (files.inmovilla.local, *.inmovilla.local) that media.url may reach although they are not public."""
+    entries = []
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        try:
+            entries.append(ipaddress.ip_network(item, strict=False))
+            continue
+        except ValueError:
+            pass
+        name = item.lower().rstrip(".")
+        if not _HOST_NAME.fullmatch(name) or (name.replace(".", "").isdigit()):
+            raise ConfigError(f"WHIN_MEDIA_ALLOW holds networks (10.0.0.0/8) and host names (files.example.local),"
+                              f" separated by commas; {item!r} is neither")
+        entries.append(name)
+    return tuple(entries)
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,8 @@ class Settings:
     send_burst: int = 10
     media_max_bytes: int = 16 * 1024 * 1024
     media_timeout: float = 20.0
+    # Networks and host names media.url may reach although not public (config.parse_media_allow).
+    media_allow: tuple = ()
 
     @property
     def admin_token(self) -> str | None:
@@ -141,6 +168,7 @@ class Settings:
             send_burst=int(_number(environ, "WHIN_SEND_BURST", 10)),
             media_max_bytes=int(_number(environ, "WHIN_MEDIA_MAX_BYTES", 16 * 1024 * 1024)),
             media_timeout=_number(environ, "WHIN_MEDIA_TIMEOUT", 20.0),
+            media_allow=parse_media_allow(environ.get("WHIN_MEDIA_ALLOW", "")),
         )
 
 

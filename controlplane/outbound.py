@@ -7,16 +7,13 @@ not turn into a late send that the integrator's retry would double.
 
 import base64
 import binascii
-import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
-
-import requests
-import urllib3
 
 from controlplane import ids
 from controlplane.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
 from controlplane.ids import InvalidIdentifier
+from controlplane.media_fetch import MediaAllow, MediaFetcher
 from controlplane.ratelimit import RateLimiter
 from controlplane.sealed import Sealer
 from controlplane.states import SlotStatus
@@ -96,6 +93,9 @@ class Outbound:
         self.store = lifecycle.store
         self.sealer = Sealer(settings.queue_key)
         self.limiter = RateLimiter(self.store.redis, settings.send_rate_per_minute, settings.send_burst)
+        # media.url: public addresses and WHIN_MEDIA_ALLOW only, bounded in time and size (media_fetch.py).
+        self.media_fetcher = MediaFetcher(MediaAllow(settings.media_allow), settings.media_max_bytes,
+                                          settings.media_timeout)
 
     def submit(self, body) -> dict:
         """POST /send's whole answer: parse, send, and count the outcome, whatever it is.
@@ -156,7 +156,7 @@ class Outbound:
                 raise Refused("invalid_media", "'media.data' is not valid base64.") from None
             mimetype = media["mimetype"]
         else:
-            data, fetched_type = fetch_media(media["url"], self.settings.media_max_bytes, self.settings.media_timeout)
+            data, fetched_type = self.media_fetcher.fetch(media["url"])
             mimetype = media.get("mimetype") or fetched_type
         if not data:
             raise Refused("invalid_media", "The media is empty.")
@@ -164,28 +164,3 @@ class Outbound:
             raise Refused("media_too_large", f"The media is larger than {self.settings.media_max_bytes} bytes.")
         return {"data": base64.b64encode(data).decode("ascii"), "mimetype": mimetype,
                 "filename": media.get("filename"), "caption": media.get("caption")}
-
-
-def fetch_media(url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
-    """Download with a bound on time and size; any failure is a 422 that says which bound or what answer."""
-    deadline = time.monotonic() + timeout
-    try:
-        with requests.get(url, stream=True, timeout=(min(5.0, timeout), min(10.0, timeout))) as response:
-            if response.status_code != 200:
-                raise Refused("media_unreachable", f"The media URL answered HTTP {response.status_code}.")
-            if int(response.headers.get("Content-Length") or 0) > max_bytes:
-                raise Refused("media_too_large", f"The media at the URL is larger than {max_bytes} bytes.")
-            chunks, size = [], 0
-            # read1: whatever has arrived (iter_content would wait for a full chunk or the end), so a
-            # trickle cannot outlast the deadline.
-            while chunk := response.raw.read1(64 * 1024, decode_content=True):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise Refused("media_too_large", f"The media at the URL is larger than {max_bytes} bytes.")
-                if time.monotonic() > deadline:
-                    raise Refused("media_unreachable", f"The media URL took longer than {timeout:g} s.")
-                chunks.append(chunk)
-            mimetype = response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
-            return b"".join(chunks), mimetype
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-        raise Refused("media_unreachable", f"The media URL could not be fetched ({type(err).__name__}).") from None

@@ -46,6 +46,7 @@ TEST_ENV = {
     "WHIN_SEND_TIMEOUT": "5",
     "WHIN_MEDIA_MAX_BYTES": str(1024 * 1024),
     "WHIN_MEDIA_TIMEOUT": "3",
+    "WHIN_MEDIA_ALLOW": "127.0.0.1/32",  # the tests' media servers are on loopback (test_send.py tests without)
 }
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-32-bytes-ok!").decode()

@@ -4,6 +4,7 @@ import base64
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.assertions import assert_json_error
-from tests.gateway import wait_for
+from tests.gateway import Gateway, wait_for
 
 TO = "34622000001"
 JPEG = b"\xff\xd8\xff\xe0" + os.urandom(2000)
@@ -118,6 +119,82 @@ def test_a_media_url_nobody_listens_on_is_422(gateway, sender):
     _, line = sender
     response = gateway.api("POST", "/send", json={"line": line, "to": TO, "media": {"url": "http://127.0.0.1:9/x"}})
     assert_json_error(response, 422, "media_unreachable")
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(redis_server, tmp_path_factory):
+    """A gateway whose WHIN_MEDIA_ALLOW names only 127.0.0.2, which plays a host on the internet."""
+    from tests.conftest import redis_url
+
+    gw = Gateway(tmp_path_factory.mktemp("strict"), redis_url(redis_server), WHIN_MEDIA_ALLOW="127.0.0.2/32").start()
+    yield gw
+    gw.stop()
+
+
+def _serve(address: str, answer) -> tuple[ThreadingHTTPServer, str]:
+    """A loopback HTTP server in a thread; ``answer(path)`` gives (status, headers, body)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, headers, body = answer(self.path)
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer((address, 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://{address}:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="module")
+def inside_and_outside():
+    """(inside URL, its requests, outside URL): a loopback-only server, and an "outside" one on 127.0.0.2."""
+    inside_requests = []
+
+    def inside_answer(path):
+        inside_requests.append(path)
+        return 200, {"Content-Type": "image/jpeg"}, JPEG
+
+    inside_server, inside = _serve("127.0.0.1", inside_answer)
+    outside_server, outside = _serve("127.0.0.2", lambda path: (
+        (302, {"Location": f"{inside}/secret.jpg"}, b"") if path == "/to-loopback"  # the issue's 302 to loopback
+        else (200, {"Content-Type": "image/jpeg"}, JPEG)))
+    yield inside, inside_requests, outside
+    for server in (inside_server, outside_server):
+        server.shutdown()
+        server.server_close()
+
+
+def test_media_urls_into_the_gateways_network_get_one_answer_and_nothing_is_sent(strict_gateway, inside_and_outside,
+                                                                                 new_line):
+    """Issue 10, item 1 (SSRF): a loopback file, a redirect to it, closed ports, a name for loopback."""
+    inside, inside_requests, outside = inside_and_outside
+    port = inside.rsplit(":", 1)[1]
+    line, to = new_line(), new_line()
+    strict_gateway.enrolled_slot(line)
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        closed = s.getsockname()[1]
+    urls = [f"{inside}/secret.jpg", f"{outside}/to-loopback", f"http://localhost:{port}/secret.jpg",
+            f"http://[::ffff:127.0.0.1]:{port}/secret.jpg", "http://127.0.0.1:9/x", f"http://127.0.0.2:{closed}/x",
+            "http://169.254.169.254/latest/meta-data/"]
+    answers = [strict_gateway.api("POST", "/send", json={"line": line, "to": to, "media": {"url": url}})
+               for url in urls]
+    for answer in answers:
+        assert_json_error(answer, 422, "media_unreachable")
+    assert len({answer.text for answer in answers}) == 1  # open, closed, refused: all alike
+    assert inside_requests == []
+    assert strict_gateway.inbox(to) == []
+    # The allowed "outside" host is fetched as before.
+    response = strict_gateway.api("POST", "/send", json={"line": line, "to": to, "media": {"url": f"{outside}/p.jpg"}})
+    assert response.status_code == 200, response.text
+    assert [base64.b64decode(m["media"]["data"]) for m in strict_gateway.inbox(to)] == [JPEG]
 
 
 @pytest.mark.parametrize(("body", "code"), [
