@@ -1,5 +1,6 @@
 """The control plane's Flask application factory."""
 
+import math
 
 from apiflask import APIFlask
 
@@ -21,6 +22,10 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     logs.configure()
     app = APIFlask(__name__, **openapi.apiflask_options())
     app.config["WHIN_SETTINGS"] = settings
+    # Werkzeug answers 413 (errors.body_too_large) before reading a body whose Content-Length is
+    # larger, and stops a chunked one at the read that crosses it.
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings.media_max_bytes)
+    app.request_class = errors.JsonRequest
     app.json.sort_keys = False
     lifecycle = Lifecycle(settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings),
                           EventPublisher(settings))
@@ -34,3 +39,17 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app.register_blueprint(ui.bp)
     dashboard.register(app, settings)
     return app
+
+
+JSON_HEADROOM = 1024 * 1024  # everything in a body but the media: fields, caption, a quoted message
+
+
+def max_body_bytes(media_max_bytes: int) -> int:
+    """The largest request body the API reads: a /send carrying the largest media allowed, as base64.
+
+    Base64 is 4/3 of the bytes; a 32nd more for the `\\/` that some JSON encoders (PHP's, by default)
+    write for each `/` (1 in 64 base64 characters of any compressed file); and the rest of the JSON.
+    16 MiB of media: 23 MiB, under the proxy's client_max_body_size (deploy/nginx-whinmovilla.conf).
+    """
+    base64_length = 4 * math.ceil(media_max_bytes / 3)
+    return base64_length + base64_length // 32 + JSON_HEADROOM

@@ -12,6 +12,14 @@ worker_class = "controlplane.gunicorn_worker.ThreadWorker"  # gthread, errors in
 threads = int(os.environ.get("WHIN_API_THREADS", "16"))
 timeout = 60
 graceful_timeout = 10
+# gunicorn's request limits, spelled out so that none is ever 0 (unlimited): a request line of 4 KiB
+# (our longest path, /paircode/<slot>/<line>, is 34 characters), at most 100 headers of 8 KiB each.
+# Past them gunicorn answers 414/431/400 itself, in JSON (gunicorn_worker.py). gunicorn has no body
+# limit: the body is Flask's MAX_CONTENT_LENGTH (controlplane/app.py), refused with a 413 before it
+# is read; gunicorn then drains at most 64 KiB of what is left before it closes the connection.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 accesslog = "-"
 # Method, path, status and time: paths carry slot ids and lines, never message text (that travels
 # in bodies, which are never logged).

@@ -4,10 +4,12 @@ import logging
 import math
 
 import redis
-from flask import jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Request, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
 
-from controlplane.errors import GatewayError
+from controlplane.errors import GatewayError, Refused
 from controlplane.ids import InvalidIdentifier
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,59 @@ def error_response(status: int, code: str, detail: str, headers: dict | None = N
     return response
 
 
+class CappedStream(LimitedStream):
+    """A body of no declared length (chunked), read up to MAX_CONTENT_LENGTH and not one byte past it.
+
+    werkzeug's own stream for this (LimitedStream with is_max) ends readall() at the limit as if the
+    body were complete, so a longer body arrives cut short (then a 422, or worse, accepted if the cut
+    happens to be valid JSON). Here the read that finds more raises the 413 instead.
+    """
+
+    def __init__(self, source, limit: int) -> None:
+        super().__init__(source, limit, is_max=True)
+        self.source = source
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted and self.source.read(1):
+            raise RequestEntityTooLarge()
+        return data
+
+
+class JsonRequest(Request):
+    """Flask's request, whose body fails as the API's JSON errors, whatever the body.
+
+    - Over the body limit: 413 (errors.body_too_large), before a byte is read when Content-Length
+      says so (werkzeug), and at the limit for a chunked body (CappedStream).
+    - json.loads raises RecursionError, not ValueError, on a body nested deeper than Python's
+      recursion limit (200,000 `[`), and get_json(silent=True) let it through as a 500. Every route
+      reads its body through get_json (request.json too), so this is the one place that knows the
+      cause: a 422 `invalid_json`.
+    """
+
+    @cached_property
+    def stream(self):
+        stream = super().stream  # werkzeug's checks: a shallow request, a Content-Length over the limit
+        if self.content_length is None and isinstance(stream, LimitedStream):
+            return CappedStream(self.environ["wsgi.input"], self.max_content_length)
+        return stream
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True):
+        try:
+            return super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            raise Refused("invalid_json", "The JSON body is nested too deeply to read.") from None
+
+
 def register(app) -> None:
+    @app.errorhandler(RequestEntityTooLarge)
+    def body_too_large(err: RequestEntityTooLarge):
+        # Raised before the body is read when Content-Length says too much, or by the read that
+        # crosses the limit (a chunked body): never more than MAX_CONTENT_LENGTH in memory.
+        detail = (f"The request body is larger than {request.max_content_length} bytes, which fits the largest "
+                  "media allowed (WHIN_MEDIA_MAX_BYTES, as base64) with room to spare.")
+        return error_response(413, "body_too_large", detail)
+
     @app.errorhandler(GatewayError)
     def gateway_error(err: GatewayError):
         retry_after = getattr(err, "retry_after", None)

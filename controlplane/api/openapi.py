@@ -5,6 +5,7 @@ summary (the view's docstring) and the @doc annotations beside the view. What ma
 added here from what the code already says, so it cannot drift from it either:
   - the bearer security and its 401, from the @public / @admin_only markers (403 for admin_only);
   - 503 when Redis or supervisord cannot be reached, on every guarded route;
+  - 413 on every route that takes a body (the API's body limit);
   - the path parameters' patterns, from controlplane.ids;
   - the operationIds of the POST twins: every view names its operation in @bp.doc(operation_id=...),
     camelCase (`killLine`); a route that also takes POST (the manual's GET actions) gets that id for
@@ -97,6 +98,8 @@ def complete_spec(spec: dict, app) -> dict:
         for method, operation in operations.items():
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = True  # a missing body is a 422
+                operation.setdefault("responses", {}).setdefault(
+                    "413", {"description": BODY_TOO_LARGE, "content": {"application/json": {"schema": ref("Error")}}})
             _add_path_patterns(operation)
             _add_security(operation, views[path, method.upper()])
             _use_one_error_schema(operation)
@@ -104,6 +107,10 @@ def complete_spec(spec: dict, app) -> dict:
     spec["components"].setdefault("parameters", {}).update(WEBHOOK_HEADERS)
     spec["webhooks"] = webhooks()
     return spec
+
+
+# A body over MAX_CONTENT_LENGTH (controlplane/app.py), refused before it is read (api/errors.py).
+BODY_TOO_LARGE = "The body is larger than the largest media allowed needs (`body_too_large`)."
 
 
 def _name_post_twin(operations: dict) -> None:
