@@ -75,6 +75,7 @@ class Reconciler:
         self.rq_connection = rq_connection
         self.compact_aof = compact_aof
         self._compacted = time.monotonic()
+        self._redis_down_since: float | None = None
 
     def once(self) -> list[Action]:
         programs = self.supervisor.slot_states()  # first: see the module's note on read order
@@ -109,15 +110,40 @@ class Reconciler:
 
     def run_forever(self) -> None:
         while True:
-            try:
-                self.once()
-            except ServiceUnavailable as err:
-                log.warning("reconcile: %s", err.detail)
-            except Exception:  # noqa: BLE001 - the loop must outlive a bad pass (e.g. Redis restarting)
-                log.exception("reconcile pass failed")
-                time.sleep(self.interval)
-                continue
-            self.store.wait_for_nudge(self.interval)
+            self.step()
+
+    def step(self) -> None:
+        """One pass and the wait for the next. Nothing it meets ends the loop: Redis or supervisord
+        away (restarting, failing over) is waited out, and said once in the log, as JSON like the rest."""
+        try:
+            self.once()
+            self._redis_back()
+        except ServiceUnavailable as err:
+            log.warning("reconcile: %s", err.detail)
+        except redis.RedisError as err:
+            self._redis_lost(err)
+            time.sleep(self.interval)
+            return
+        except Exception:  # noqa: BLE001 - the loop must outlive a bad pass
+            log.exception("reconcile pass failed")
+            time.sleep(self.interval)
+            return
+        try:
+            self.store.wait_for_nudge(self.interval)  # a Redis call too: inside the try, since issue 10
+        except redis.RedisError as err:
+            self._redis_lost(err)
+            time.sleep(self.interval)
+
+    def _redis_lost(self, err: redis.RedisError) -> None:
+        if self._redis_down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.warning("reconcile: Redis unreachable (%s); trying again every %.1f s", type(err).__name__,
+                        self.interval)
+
+    def _redis_back(self) -> None:
+        if self._redis_down_since is not None:
+            log.info("reconcile: Redis reachable again after %.1f s", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
 
 
 def main() -> None:

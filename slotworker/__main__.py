@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from slotworker import lean
@@ -39,8 +40,10 @@ def main(argv: list[str]) -> int:
                         EventPublisher(settings))
 
     def stop(signum, _frame):
-        logging.getLogger(__name__).info("slot %s: signal %d, stopping", slot_id, signum)
-        runner.request_stop()
+        # On a thread of its own: the handler interrupts the main thread anywhere, possibly inside an
+        # Event's wait holding the lock that request_stop's set() takes (threading's locks are not
+        # reentrant), and logging from a handler can meet a lock held the same way.
+        threading.Thread(target=runner.request_stop, args=(signum,), name="stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -48,6 +51,9 @@ def main(argv: list[str]) -> int:
         return runner.run()
     except Exception:
         logging.getLogger(__name__).exception("slot %s: worker failed", slot_id)
+        # Even a crash waits for the inbound events the engine handed over (Redis away, say): whatsmeow
+        # has acknowledged them, and exiting now would lose them. A stop request bounds the wait.
+        runner.finish_inbound()
         time.sleep(CRASH_PAUSE_SECONDS)
         return 1
 

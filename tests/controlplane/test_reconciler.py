@@ -1,8 +1,11 @@
 """The reconciler's pure decisions: which slot workers should run, and the actions that get them there."""
 
-import pytest
+import logging
 
-from controlplane.reconciler import Action, ActionKind, plan, should_run
+import pytest
+import redis
+
+from controlplane.reconciler import Action, ActionKind, Reconciler, plan, should_run
 from controlplane.states import SlotStatus
 from controlplane.store import Slot
 
@@ -142,3 +145,51 @@ def test_plan_handles_each_slot_independently():
 
 def test_plan_ignores_programs_of_slots_it_was_not_given():
     assert plan([], {"GONE0001": "RUNNING"}, NOW) == []
+
+
+# --- the loop (issue 10, item 6): Redis away is ridden out, never a crash ---
+
+
+class _EndOfTest(BaseException):
+    """Ends run_forever from inside (it catches every Exception, on purpose)."""
+
+
+class _FlakyRedisStore:
+    """A store whose Redis stops answering while the loop waits for a nudge, for ``outage`` calls (passes
+    and waits alike), then answers again; the loop ends after ``passes`` good passes."""
+
+    def __init__(self, outage: int, passes: int):
+        self.outage, self.passes, self.good_passes, self.waits = outage, passes, 0, 0
+
+    def _redis(self):
+        if self.waits and self.outage:  # down from the first wait on
+            self.outage -= 1
+            raise redis.ConnectionError("Error 2 connecting to redis.sock. No such file or directory.")
+
+    def all(self):
+        self._redis()
+        self.good_passes += 1
+        if self.good_passes > self.passes:
+            raise _EndOfTest
+        return []
+
+    def wait_for_nudge(self, timeout):
+        self.waits += 1
+        self._redis()
+        return False
+
+
+class _NoPrograms:
+    def slot_states(self):
+        return {}
+
+
+def test_the_loop_rides_out_redis_lost_while_it_waits_for_a_nudge_and_reconciles_again(caplog):
+    caplog.set_level(logging.INFO, logger="controlplane.reconciler")
+    store = _FlakyRedisStore(outage=3, passes=6)
+    with pytest.raises(_EndOfTest):
+        Reconciler(store, _NoPrograms(), interval=0.01).run_forever()
+    assert store.good_passes == 7  # it went on reconciling once Redis was back
+    said = [r.getMessage() for r in caplog.records if r.name == "controlplane.reconciler"]
+    assert sum("Redis unreachable" in m for m in said) == 1  # once per outage, not once per attempt
+    assert sum("Redis reachable again" in m for m in said) == 1

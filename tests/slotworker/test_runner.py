@@ -1,8 +1,10 @@
 """The slot runner against a real Redis, with an engine that echoes its own logout as the network may:
 a kill or an eviction ends the enrollment with one event, and the phone's unlink with one logged_out."""
 
+import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 import redis
@@ -10,11 +12,13 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from controlplane.config import Settings
-from controlplane.events import EventPublisher
+from controlplane.events import EventPublisher, bytes_connection, message_event_id
 from controlplane.sealed import Sealer
 from controlplane.store import SlotStore
+from slotworker import runner as runner_module
+from slotworker.engines.base import SendResult
 from slotworker.runner import SlotRunner
-from tests.gateway import QUEUE_KEY
+from tests.gateway import QUEUE_KEY, wait_for
 
 LINE = "34666123456"
 ALLOWED = ("active", "sleeping", "pairing")
@@ -114,3 +118,164 @@ def test_the_phones_unlink_sends_logged_out_once(store, publisher, make_runner):
     assert statuses(publisher) == [(slot_id, "enrolled", 1), (slot_id, "logged_out", 2)]
     slot = store.get(slot_id)
     assert (slot.status.value, slot.line, slot.teardown) == ("available", None, False)
+
+
+# --- Redis going away under a running worker (issue 10, item 2) ---
+
+
+class StoppableRedis:
+    """A redis-server of the test's own that it can stop and start again; its append-only file keeps
+    the data across, as the embedded Redis's does."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.sock = folder / "redis.sock"
+        self.url = f"unix://{self.sock}"
+        self.process = None
+
+    def start(self) -> None:
+        from controlplane.launch import redis_server_binary
+
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        probe = redis.Redis(unix_socket_path=str(self.sock))
+        wait_for(lambda: self.sock.exists() and _pings(probe), timeout=30, what="redis-server to start")
+        probe.close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis.RedisError:
+        return False
+
+
+class SendingEngine(EchoingEngine):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.sent: list[str] = []
+
+    def send(self, to, text=None, media=None):
+        self.sent.append(to)
+        return SendResult(id="3EB0SENT", timestamp=int(time.time()))
+
+
+@pytest.fixture
+def outage(tmp_path):
+    """A linked slot whose runner talks to a Redis the test stops and starts."""
+    server = StoppableRedis(tmp_path)
+    server.start()
+    settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY,
+                                  "WHIN_REDIS_URL": server.url})
+    store = SlotStore.from_url(server.url)
+    publisher = EventPublisher(settings, bytes_connection(settings))
+    (slot_id,) = store.create_slots(1)
+    store.begin_pairing(slot_id, time.time() + 60)
+    SlotRunner(slot_id, settings, store, SendingEngine, publisher).on_paired(LINE)
+    runner = SlotRunner(slot_id, settings, store, SendingEngine, publisher)  # the worker, (re)started
+    yield server, store, publisher, runner
+    runner.request_stop()
+    if server.process.poll() is None:
+        server.stop()
+
+
+def in_thread(target, *args) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def message_queued(publisher, message_id) -> bool:
+    try:
+        return message_event_id(LINE, message_id) in publisher.queue.get_job_ids()
+    except redis.RedisError:
+        return False
+
+
+def test_the_command_loop_rides_out_a_redis_outage_and_the_message_waits_in_the_worker(outage):
+    server, store, publisher, runner = outage
+    worker = in_thread(runner.run)
+    wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
+    server.stop()
+    engine_thread = in_thread(runner.on_message, {"Message": {"conversation": "hola"}}, "3EB0OUTAGE1", "34611122233")
+    time.sleep(2)  # the command loop polls every 0.5 s: it meets the outage several times
+    assert worker.is_alive(), "the command loop ended with Redis"
+    assert engine_thread.is_alive()  # still trying: the message is not queued, and not dropped
+    server.start()
+    wait_for(lambda: message_queued(publisher, "3EB0OUTAGE1"), timeout=30, what="the message to be queued")
+    engine_thread.join(10)
+    assert not engine_thread.is_alive()
+    runner.request_stop()
+    worker.join(10)
+    assert not worker.is_alive()
+
+
+def test_the_connected_flag_said_during_an_outage_reaches_redis_once_it_is_back(outage):
+    server, store, publisher, runner = outage
+    worker = in_thread(runner.run)
+    wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
+    server.stop()
+    runner.on_connected()  # on the engine's thread: must not raise, nor block
+    server.start()
+    wait_for(lambda: store.get(runner.slot_id).connected, timeout=30, what="the connected flag")
+    runner.request_stop()
+    worker.join(10)
+    assert not worker.is_alive() and not store.get(runner.slot_id).connected
+
+
+def test_a_stop_during_an_outage_still_queues_the_message_if_redis_is_back_in_time(outage):
+    server, store, publisher, runner = outage
+    worker = in_thread(runner.run)
+    wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
+    server.stop()
+    in_thread(runner.on_message, {"Message": {"conversation": "hola"}}, "3EB0OUTAGE2", "34611122233")
+    time.sleep(0.5)
+    runner.request_stop()  # supervisord's SIGTERM
+    time.sleep(1)
+    assert worker.is_alive(), "stopped with a message it had not queued"
+    server.start()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert message_queued(publisher, "3EB0OUTAGE2")
+
+
+def test_a_stop_during_a_long_outage_gives_the_message_up_after_its_budget_and_says_so(outage, monkeypatch,
+                                                                                     caplog):
+    monkeypatch.setattr(runner_module, "STOP_BUDGET_SECONDS", 1.5, raising=False)
+    server, store, publisher, runner = outage
+    worker = in_thread(runner.run)
+    wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
+    server.stop()
+    in_thread(runner.on_message, {"Message": {"conversation": "secreto"}}, "3EB0OUTAGE3", "34611122233")
+    time.sleep(0.5)
+    stopped = time.monotonic()
+    runner.request_stop()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert time.monotonic() - stopped >= 1.5  # it kept trying for the whole budget
+    given_up = [r for r in caplog.records if r.levelname == "ERROR" and "they are lost" in r.getMessage()]
+    assert len(given_up) == 1 and "1 inbound event(s)" in given_up[0].getMessage()
+    assert not [r for r in caplog.records if "secreto" in r.getMessage() or "34611122233" in r.getMessage()]
+
+
+def test_a_send_whose_deadline_passed_while_redis_was_away_is_not_sent_late(outage):
+    server, store, publisher, runner = outage
+    reply = uuid.uuid4().hex
+    store.push_command(runner.slot_id, {"op": "send", "reply": reply, "deadline": time.time() + 1,
+                                        "sealed": Sealer(QUEUE_KEY).seal({"to": "34611122233", "text": "tarde"})})
+    server.stop()
+    worker = in_thread(runner.run)  # started during the outage: it waits for its slot's state
+    time.sleep(2)
+    assert worker.is_alive()
+    server.start()
+    answer = store.wait_reply(reply, timeout=20)
+    assert answer is not None and answer["error"] == "engine_timeout"
+    assert runner.engine.sent == []
+    runner.request_stop()
+    worker.join(10)

@@ -5,8 +5,11 @@ send path. Only the Go functions are played here, bytes in and bytes out, as ENG
 """
 
 import ctypes
+import json
+import os
 import threading
 import time
+from pathlib import Path
 
 from neonize.events import EVENT_TO_INT, ConnectedEv, LoggedOutEv, MessageEv, PairStatusEv
 from neonize.proto.Neonize_pb2 import (
@@ -20,6 +23,12 @@ from neonize.proto.Neonize_pb2 import (
 )
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 from neonize.utils.jid import build_jid
+
+# A folder through which a test drives the FakeGo inside another process (a slot worker of a test
+# gateway): it writes <folder>/<slot id>/<name>.json, {"op": "pair", "line": ...} or {"op": "deliver",
+# "sender": ..., "text": ..., "id": ...}; FakeGo takes each file (renamed <name>.taken, holding its pid)
+# before acting on it, one at a time and in name order, as Go hands events over one at a time.
+CONTROL_ENV = "WHIN_TEST_FAKE_GO_CONTROL"
 
 UNREACHABLE = b'failed to dial whatsapp web websocket: Get "https://web.whatsapp.com/ws/chat": no such host'
 
@@ -53,6 +62,9 @@ class FakeGo:
         self._uuid, self._qr_cb, self._event_cb = uuid, qr_cb, event_cb
         self._stopped.clear()
         self.running.set()
+        if os.environ.get(CONTROL_ENV):
+            folder = Path(os.environ[CONTROL_ENV]) / uuid.decode()
+            threading.Thread(target=self._follow, args=(folder,), daemon=True, name="fakego-control").start()
         if new_device:
             self.show_qr("2@fake-ref-1,fake-noise,fake-identity,fake-adv,1")
         else:
@@ -140,6 +152,22 @@ class FakeGo:
         ev.Info.Timestamp = int(time.time() * 1000)
         ev.Message.conversation = text
         self.emit(ev)
+
+    def _follow(self, folder: Path) -> None:
+        """Act on the test's commands while this connect() runs."""
+        while not self._stopped.wait(0.05):
+            for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                taken = path.with_suffix(".taken")
+                try:
+                    command = json.loads(path.read_text())
+                    os.replace(path, taken)
+                except (OSError, ValueError):
+                    continue  # not fully there yet, or taken meanwhile
+                taken.write_text(str(os.getpid()))
+                if command["op"] == "pair":
+                    self.pair(command["line"])
+                elif command["op"] == "deliver":
+                    self.deliver(command["sender"], command["text"], command["id"])
 
     def unlink(self) -> None:
         self.connected = False
