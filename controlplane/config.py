@@ -64,6 +64,23 @@ def parse_media_allow(raw: str) -> tuple:
     return tuple(entries)
 
 
+def _rotating_secrets(environ) -> tuple[tuple[str, ...], str]:
+    """The API tokens and webhook secret, held to the same rules at start as on a live edit
+    (live_secrets), so that a value the gateway starts with can also be rotated."""
+    from controlplane.live_secrets import parse_tokens, parse_webhook_secret
+
+    raw_tokens, raw_secret = environ.get("WHIN_API_TOKENS", ""), environ.get("WHIN_WEBHOOK_SECRET", "").strip()
+    try:
+        tokens = parse_tokens(raw_tokens) if raw_tokens.strip(", ") else ()
+    except ValueError as err:
+        raise ConfigError(f"WHIN_API_TOKENS is not usable: {err}") from None
+    try:
+        secret = parse_webhook_secret(raw_secret) if raw_secret else ""
+    except ValueError as err:
+        raise ConfigError(f"WHIN_WEBHOOK_SECRET is not usable: {err} (it looks like whsec_ and base64)") from None
+    return tokens, secret
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -135,7 +152,7 @@ class Settings:
         engine = environ.get("WHIN_ENGINE", "whatsmeow").strip() or "whatsmeow"
         if engine not in ("whatsmeow", "sim"):
             raise ConfigError(f"WHIN_ENGINE must be 'whatsmeow' or 'sim', got {engine!r}")
-        tokens = tuple(t.strip() for t in environ.get("WHIN_API_TOKENS", "").split(",") if t.strip())
+        tokens, webhook_secret = _rotating_secrets(environ)
         return cls(
             data_dir=data_dir,
             port=int(_number(environ, "WHIN_PORT", 8080)),
@@ -152,7 +169,7 @@ class Settings:
                 environ.get("WHIN_SUPERVISOR_CONF_DIR") or data_dir / "supervisor" / "conf.d"
             ),
             webhook_url=environ.get("WHIN_WEBHOOK_URL", "").strip(),
-            webhook_secret=environ.get("WHIN_WEBHOOK_SECRET", "").strip(),
+            webhook_secret=webhook_secret,
             enroll_timeout=_number(environ, "WHIN_ENROLL_TIMEOUT", 15.0),
             connect_timeout=_number(environ, "WHIN_CONNECT_TIMEOUT", 15.0),
             kill_timeout=_number(environ, "WHIN_KILL_TIMEOUT", 10.0),

@@ -24,7 +24,7 @@ from rq.serializers import JSONSerializer
 
 from controlplane.config import Settings
 from controlplane.sealed import Sealer
-from controlplane.store import connect, seq_key
+from controlplane.store import committed_despite, connect, mark_transaction, seq_key
 
 QUEUE_NAME = "deliveries"
 DELIVER = "controlplane.delivery.deliver"
@@ -157,11 +157,15 @@ class Outbox:
         """Queue events that report no store change, in a transaction of their own."""
         with self.publisher.connection.pipeline(transaction=True) as pipe:
             while True:
+                token = uuid.uuid4().hex
                 try:
                     self.stage(pipe, events)
                     pipe.multi()
                     self.write(pipe)
+                    mark_transaction(pipe, token)
                     pipe.execute()
                     return
-                except redis.WatchError:
+                except redis.WatchError as err:
+                    if committed_despite(err, self.publisher.connection, token):
+                        return  # queued, only its reply was lost
                     continue  # another event of the line was numbered meanwhile: number again

@@ -12,6 +12,7 @@ and the launcher ends it.
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -23,6 +24,8 @@ from controlplane import slotfiles
 from controlplane.config import Settings
 
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+# Set by the launcher for every program of one data folder: a later start finds what a killed run left.
+LAUNCHED_FOR = "WHIN_LAUNCHED_FOR"
 
 
 class CannotStart(RuntimeError):
@@ -69,17 +72,78 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def refuse_if_running(settings: Settings) -> None:
-    """A second start on one data folder would fight the first over its sockets and slots."""
-    # The socket decides (a pid in an old record may belong to another program by now).
-    if not _socket_answers(settings.supervisor_socket):
-        return
+def claim_data_dir(settings: Settings):
+    """Refuse a second start on one data folder (it would fight the first over sockets and slots);
+    else return the open lock file, held (flock) until this process ends.
+
+    The lock catches two starts within the same second; the socket, a supervisord whose launcher
+    was killed (the lock went with it).
+    """
+    slotfiles.private_dir(settings.run_dir)
+    lock = open(settings.run_dir / "launch.lock", "a")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise CannotStart(_running_message(settings, "is starting or running")) from None
+    if _socket_answers(settings.supervisor_socket):
+        lock.close()
+        raise CannotStart(_running_message(settings, "is running"))
+    return lock
+
+
+def _running_message(settings: Settings, state: str) -> str:
     record = running_record(settings.data_dir)
-    where = f"API on port {record['port']}, supervisord pid {record['supervisord_pid']}" if record else \
-        f"its supervisord answers on {settings.supervisor_socket}"
-    stop = f"kill {record['launcher_pid']}" if record else "its Ctrl-C"
-    raise CannotStart(f"already running in {settings.data_dir} ({where}). Use that one, stop it "
-                      f"first (Ctrl-C in its terminal, or {stop}), or give this one its own WHIN_DATA_DIR.")
+    if record is None:
+        where, stop = "", "Ctrl-C in its terminal"
+    else:
+        launcher = record["launcher_pid"]
+        pid = launcher if _alive(launcher) else record["supervisord_pid"]  # the launcher may be gone
+        where, stop = f" (API on port {record['port']}, pid {pid})", f"Ctrl-C in its terminal, or kill {pid}"
+    return (f"a gateway {state} in {settings.data_dir}{where}. Use that one, stop it first ({stop}), or give "
+            f"this one its own WHIN_DATA_DIR.")
+
+
+def end_orphans(settings: Settings) -> list[int]:
+    """End what an earlier run on this data folder left running without its supervisord (the
+    launcher and supervisord were killed together): unsupervised, it would hold the ports, and a
+    slot worker would stay connected as a second client of its line once this run starts its own.
+    Call it holding the data folder's lock, with no supervisord answering."""
+    found = set(processes_with_env(LAUNCHED_FOR, str(settings.data_dir)))
+    # redis-server rewrites its environment (its process title): found by its socket in the folder.
+    # Only redis-server and supervisord by command line: a `less var/logs/api.log` is no orphan.
+    found |= {pid for pid in processes_naming(settings.data_dir) if _program_name(pid) in OWN_DAEMONS}
+    if found:
+        print(f"whinmovilla: ending {len(found)} processes an earlier run on {settings.data_dir} left "
+              f"running (pids {', '.join(map(str, sorted(found)))})", flush=True)
+        end_processes(sorted(found))
+    return sorted(found)
+
+
+OWN_DAEMONS = ("redis-server", "supervisord")
+
+
+def _program_name(pid: int) -> str:
+    """The basename of what ``pid`` runs (the script for a Python program), or ""."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    # The first word: redis-server's rewritten title is one string, "…/redis-server unixsocket:…".
+    names = [Path(arg.decode(errors="replace").split(" ")[0]).name for arg in argv[:2] if arg]
+    return next((name for name in names if name in OWN_DAEMONS), names[0] if names else "")
+
+
+def processes_naming(folder: Path) -> list[int]:
+    """Pids of the live processes (but this one) whose command line names a path inside ``folder``."""
+    mark = (str(Path(folder).resolve()) + os.sep).encode()  # the separator: not a sibling (var vs var2)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if mark in (entry / "cmdline").read_bytes() and _alive_not_zombie(int(entry.name)):
+                    found.append(int(entry.name))
+    return found
 
 
 def _socket_answers(path: Path) -> bool:
@@ -123,23 +187,6 @@ def become_subreaper() -> None:
     """Orphaned descendants are re-parented to this process instead of init (Linux 3.4+)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def reap_until(pid: int) -> int:
-    """Wait for any child (reaping orphans handed to us) until ``pid`` exits; its exit code."""
-    while True:
-        try:
-            done, status = os.waitpid(-1, 0)
-        except ChildProcessError:  # already reaped elsewhere
-            return 0
-        if done == pid:
-            return os.waitstatus_to_exitcode(status)
-
-
-def reap_all() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
 
 
 def children_of(parent: int) -> list[int]:

@@ -12,6 +12,7 @@
 """
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -140,16 +141,21 @@ def prepare(environ: dict) -> tuple[Settings, Path, list[str]]:
 
 
 def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
-    shown = {"WHIN_API_TOKENS": ("API token(s), the first is admin", ",".join(settings.api_tokens)),
+    """What `make run` says once ready. A secret is shown only the one time it is generated: stdout
+    may be a journal (systemd) that others read, and configured secrets are the operator's to keep."""
+    kept = settings.data_dir / "secrets.env"
+    shown = {"WHIN_API_TOKENS": ("API token (admin)", ",".join(settings.api_tokens)),
              "WHIN_WEBHOOK_SECRET": ("webhook secret", settings.webhook_secret)}
     lines = [
         f"whinmovilla: ready. API on http://127.0.0.1:{settings.port}  (engine: {settings.engine})",
         f"  admin page http://127.0.0.1:{settings.port}/ui  ·  API docs http://127.0.0.1:{settings.port}/docs",
-        *(f"  {label}: {value}" + ("  [generated]" if name in generated else "")
-          for name, (label, value) in shown.items()),
-        f"  secrets kept in {settings.data_dir / 'secrets.env'}",
-        f"  supervisorctl -c {conf} status",
     ]
+    for name, (label, value) in shown.items():
+        if name in generated:
+            lines.append(f"  {label}: {value}  [generated now, kept in {kept}]")
+        else:
+            lines.append(f"  {label}: not shown ({name}, from your configuration or {kept})")
+    lines.append(f"  supervisorctl -c {conf} status")
     if settings.engine == "sim":
         lines.append(f"  simulated WhatsApp network on {settings.simnet_url}")
     lines.append("  Ctrl-C stops it all.")
@@ -162,29 +168,56 @@ ESSENTIAL = ("redis", "simnet", "api", "reconciler")
 
 
 class Launcher:
-    """supervisord's parent: starts it, reports readiness or the reason it cannot be, passes signals on."""
+    """supervisord's parent: starts it, reports readiness or the reason it cannot be, passes signals on.
+
+    It alone reaps: supervisord, and any program a dead supervisord leaves (as a child subreaper,
+    those become its children). Popen only spawns; its poll() would reap supervisord behind our back.
+    """
 
     def __init__(self, settings: Settings, conf: Path, poll: float = 0.25):
         self.settings = settings
         self.conf = conf
         self.poll = poll
-        self.supervisord: subprocess.Popen | None = None
+        self.pid: int | None = None  # supervisord's
+        self.exit_code: int | None = None  # supervisord's, once reaped
         self.stopping = False
 
     def start(self) -> None:
         supervisord = str(Path(sys.executable).parent / "supervisord")
         instance.become_subreaper()  # programs orphaned by a dead supervisord become our children
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(sig, self._pass_on)
+            signal.signal(sig, self._stop_on_signal)
         # Logs outlive a run: only what this start writes can say why this start fails.
         self.log_offsets = {name: _size(self.settings.logs_dir / f"{name}.log") for name in ESSENTIAL}
-        self.supervisord = subprocess.Popen([supervisord, "-n", "-c", str(self.conf)])
-        instance.write_record(self.settings, os.getpid(), self.supervisord.pid)
+        os.environ[instance.LAUNCHED_FOR] = str(self.settings.data_dir)  # every program inherits it
+        # Its own session: a terminal's Ctrl-C or hang-up reaches the launcher only, which decides.
+        self.pid = subprocess.Popen([supervisord, "-n", "-c", str(self.conf)], start_new_session=True).pid
+        instance.write_record(self.settings, os.getpid(), self.pid)
 
-    def _pass_on(self, signum, _frame) -> None:
+    def _stop_on_signal(self, signum, _frame) -> None:
+        # SIGTERM whatever came: supervisord takes SIGHUP as "restart everything", and a closed
+        # terminal must stop the gateway, not restart it.
         self.stopping = True
-        if self.supervisord and self.supervisord.poll() is None:
-            self.supervisord.send_signal(signum)
+        self.stop()
+
+    def stop(self) -> None:
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def _reap(self, block: bool) -> None:
+        """Reap exited children; with ``block``, until supervisord has exited."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block and self.exit_code is None else os.WNOHANG)
+            except ChildProcessError:  # no child left at all
+                if self.exit_code is None:
+                    self.exit_code = 1
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.exit_code = os.waitstatus_to_exitcode(status)
 
     def wait_until_ready(self, start_timeout: float) -> str | None:
         """None once /ready passes; else why the gateway cannot run, in one sentence."""
@@ -192,8 +225,9 @@ class Launcher:
         deadline = time.monotonic() + start_timeout
         warned = False
         while not self.stopping:
-            if self.supervisord.poll() is not None:
-                return (f"supervisord exited with code {self.supervisord.returncode}; see "
+            self._reap(block=False)
+            if self.exit_code is not None:
+                return (f"supervisord exited with code {self.exit_code}; see "
                         f"{self.settings.logs_dir / 'supervisord.log'}")
             if self._ready():
                 return None
@@ -244,19 +278,19 @@ class Launcher:
         except OSError:
             return ""
 
-    def stop(self) -> None:
-        if self.supervisord.poll() is None:
-            self.supervisord.send_signal(signal.SIGTERM)
-
     def wait(self) -> int:
         """Reap children until supervisord exits; then end what outlived it. Returns its exit code."""
-        code = instance.reap_until(self.supervisord.pid)
-        self.supervisord.returncode = code
+        self._reap(block=True)
         # Whatever outlived supervisord (it was killed, say) would serve on with no parent: end it.
-        instance.end_processes(instance.children_of(os.getpid()))
-        instance.reap_all()
+        # Rounds, since a killed parent (gunicorn's master) hands its own children to us in turn.
+        for _ in range(5):
+            leftovers = instance.children_of(os.getpid())
+            if not leftovers:
+                break
+            instance.end_processes(leftovers)
+            self._reap(block=False)
         instance.clear_record(self.settings)
-        return code
+        return self.exit_code
 
 
 def _size(path: Path) -> int:
@@ -280,8 +314,9 @@ def _last_error(tail: str) -> str:
 def main() -> None:
     load_dotenv_file()
     try:
-        instance.refuse_if_running(Settings.from_env(os.environ))
+        lock = instance.claim_data_dir(Settings.from_env(os.environ))  # held until this process ends
         settings, conf, generated = prepare(os.environ)
+        instance.end_orphans(settings)
         instance.refuse_busy_ports(settings)
     except (ConfigError, instance.CannotStart) as err:
         sys.exit(f"whinmovilla: {err}")
@@ -295,6 +330,7 @@ def main() -> None:
     elif not launcher.stopping:
         print(banner(settings, conf, generated), flush=True)
     code = launcher.wait()
+    lock.close()
     sys.exit(1 if failure else code)
 
 

@@ -16,6 +16,8 @@ Keys (prefix ``whin:``), each owned here:
   whin:stats:latency     HASH  delivery latency histogram: bucket upper bound -> count, plus "sum"
   whin:slotstats:<ID>    HASH  per-slot counters: worker starts, reconnects
   whin:webhook:hold      STR   unix time before which no delivery is attempted (the receiver's Retry-After)
+  whin:txn:<uuid>        STR   written by one MULTI/EXEC, for a minute: tells a lost EXEC reply from a
+                               transaction that never ran (see committed_despite)
 
 The delivery queue itself lives under rq's own keys (rq:queue:deliveries, rq:job:<id>, ...).
 
@@ -70,6 +72,27 @@ def command_key(slot_id: str) -> str:
 
 def seq_key(line: str) -> str:
     return f"{PREFIX}seq:{line}"
+
+
+def txn_key(token: str) -> str:
+    return f"{PREFIX}txn:{token}"
+
+
+def mark_transaction(pipe, token: str) -> None:
+    """Inside MULTI: leave a mark that this transaction committed (checked by committed_despite)."""
+    pipe.set(txn_key(token), 1, ex=60)
+
+
+def committed_despite(err: redis.WatchError, client: redis.Redis, token: str) -> bool:
+    """Whether a transaction that raised ``err`` committed after all.
+
+    redis-py raises WatchError also when the connection fails while keys are WATCHed, and that
+    includes losing EXEC's reply after Redis ran it. Retrying such a transaction would decide again
+    on the state it produced (refusing a kill that was done, numbering an event twice); its mark
+    says whether it ran. A real WatchError (a watched key changed) never committed."""
+    if "occurred while watching" not in str(err):
+        return False
+    return bool(client.exists(txn_key(token)))
 
 
 def reply_key(request_id: str) -> str:
@@ -365,6 +388,7 @@ class SlotStore:
         state decide read; if any of those keys changed meanwhile, nothing is written and we read again."""
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
+                token, result = uuid.uuid4().hex, None
                 try:
                     pipe.watch(*watched)
                     result, events, script, args, *keys = decide(pipe)
@@ -375,9 +399,12 @@ class SlotStore:
                     script(keys=keys[0] if keys else [], args=args, client=pipe)
                     if events:
                         outbox.write(pipe)
+                    mark_transaction(pipe, token)
                     pipe.execute()
                     return result
-                except redis.WatchError:
+                except redis.WatchError as err:
+                    if committed_despite(err, self.redis, token):
+                        return result
                     continue
                 except redis.ResponseError as err:
                     raise _refusal(str(err)) from None

@@ -5,6 +5,7 @@ time with reloadConfig + addProcessGroup (RELIABILITY-NOTES: 0.15 s + 1.0 s for 
 """
 
 import fcntl
+import http.client
 import os
 import sys
 import tempfile
@@ -83,7 +84,7 @@ class Supervisor:
             if fault.faultCode == Faults.SHUTDOWN_STATE:  # supervisord is stopping: as good as gone
                 raise ServiceUnavailable("supervisor_unavailable", "supervisord is shutting down.") from None
             raise
-        except (OSError, xmlrpc.client.ProtocolError) as err:
+        except (OSError, xmlrpc.client.ProtocolError, http.client.HTTPException) as err:  # cut mid-answer too
             raise ServiceUnavailable("supervisor_unavailable",
                                      f"supervisord cannot be reached ({type(err).__name__}).") from None
 

@@ -120,7 +120,7 @@ class SlotRunner:
         if slot.status is SlotStatus.ACTIVE:
             if not self.engine.has_credentials():
                 log.error("slot %s: active but its credentials are gone; releasing the line", self.slot_id)
-                self._release("credentials_lost")
+                self._release_lost_credentials(slot.enrollment)
                 return 0
             log.info("slot %s: reconnecting line %s", self.slot_id, masked(slot.line))
             self.line = slot.line
@@ -277,11 +277,15 @@ class SlotRunner:
                 return
             log.info("slot %s: logged out and wiped (%s)", self.slot_id, reason)
 
-    def _release(self, reason: str) -> None:
-        # Already released (killed or evicted meanwhile)? The teardown below applies all the same.
+    def _release_lost_credentials(self, enrollment: str | None) -> None:
+        """The line cannot be served without its session: it ends as an unlink would, with its one
+        terminal event (``logged_out``, reason ``credentials_lost``), so inmovilla hears of it. Refused
+        when a kill or an eviction ended the enrollment first; the wipe applies all the same."""
         with contextlib.suppress(Refused):
-            self.store.release(self.slot_id, reason, (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value))
-        self._teardown(reason)
+            self._until_queued("a lost session", lambda: self.store.release(
+                self.slot_id, "logged_out", (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value),
+                enrollment=enrollment, outbox=self.publisher.outbox(), detail="credentials_lost"))
+        self._teardown("credentials_lost")
 
     # --- engine events (on the engine's thread: quick, no blocking calls) ---
 

@@ -12,7 +12,7 @@ import redis
 
 from controlplane import instance
 from controlplane.launch import redis_server_binary
-from tests.gateway import WEBHOOK_SECRET, Gateway, processes_naming, wait_for
+from tests.gateway import WEBHOOK_SECRET, Gateway, wait_for
 from tests.receiver import Receiver
 
 _databases = itertools.count(1)
@@ -27,9 +27,9 @@ def pytest_sessionfinish(session, exitstatus):
     """The suite ends with no process of its own left: any found is a leak, killed and reported."""
     # By the mark, and by the test folders in command lines (redis-server rewrites its environment).
     leftovers = set(instance.processes_with_env(RUN_MARK, os.environ[RUN_MARK]))
-    leftovers |= set(processes_naming(session.config._tmp_path_factory.getbasetemp()))
+    leftovers |= set(instance.processes_naming(session.config._tmp_path_factory.getbasetemp()))
     for folder in _redis_folders:
-        leftovers |= set(processes_naming(folder))
+        leftovers |= set(instance.processes_naming(folder))
     if not leftovers:
         return
     described = []

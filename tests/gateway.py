@@ -161,7 +161,7 @@ class Gateway:
     def processes(self) -> list[int]:
         """Pids of every live process this gateway started, orphans included."""
         return sorted(set(instance.processes_with_env(GATEWAY_MARK, self.env[GATEWAY_MARK]))
-                      | set(processes_naming(self.data_dir)))
+                      | set(instance.processes_naming(self.data_dir)))
 
 
     @property
@@ -244,17 +244,3 @@ class Gateway:
 
     def unlink(self, line: str) -> None:
         self.http.post(f"{self.simnet_url}/phones/{line}/unlink", timeout=10).raise_for_status()
-
-
-def processes_naming(folder: Path) -> list[int]:
-    """Pids of the live processes whose command line names a path inside ``folder``."""
-    mark = (str(Path(folder).resolve()) + os.sep).encode()  # the separator: not a sibling (pytest-2 vs pytest-20)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if mark in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found

@@ -1,19 +1,18 @@
 """The test harness itself: its waits treat every "not yet" as not yet, and it leaves nothing running."""
 
-import http.server
 import os
 import signal
 import socket
-import threading
 import time
 
 import psutil
 import pytest
 
 from tests.gateway import Gateway
+from tests.httpserver import QuietHandler, serving
 
 
-class _SlowReady(http.server.BaseHTTPRequestHandler):
+class _SlowReady(QuietHandler):
     """A /ready whose first answers take longer than any read timeout: a gateway still warming up."""
 
     slow_until = 0.0
@@ -21,36 +20,28 @@ class _SlowReady(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - the name http.server calls
         if time.monotonic() < self.slow_until:
             time.sleep(6)
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+        self.answer(200)
 
 
 def test_a_slow_first_answer_is_not_yet_not_an_error(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowReady)
     _SlowReady.slow_until = time.monotonic() + 3
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(_SlowReady) as url:
         gw = Gateway(tmp_path, redis_url="unix:///nonexistent", WHIN_ENGINE="whatsmeow")
-        gw.url = f"http://127.0.0.1:{server.server_address[1]}"
 
         class Running:  # the launcher, as far as _answers looks at it
             def poll(self):
                 return None
 
         gw.process = Running()
+        gw.url = url
         assert gw._answers() is False  # timed out: not yet
         with socket.socket() as closed:  # refused: not yet
             closed.bind(("127.0.0.1", 0))
             gw.url = f"http://127.0.0.1:{closed.getsockname()[1]}"
             assert gw._answers() is False
-        gw.url = f"http://127.0.0.1:{server.server_address[1]}"
+        gw.url = url
         time.sleep(max(0.0, _SlowReady.slow_until - time.monotonic()))
         assert gw._answers() is True
-    finally:
-        server.shutdown()
 
 
 def test_a_gateway_whose_start_fails_leaves_no_process(tmp_path):
@@ -73,9 +64,16 @@ def test_stop_ends_every_process_even_when_the_launcher_and_supervisord_were_kil
         for proc in (launcher, supervisord):
             os.kill(proc.pid, signal.SIGKILL)
         gw.process.wait(10)
-        assert any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)
+        assert any(_serving(p) for p in started)
     finally:
         gw.stop()
     gone, alive = psutil.wait_procs(started, timeout=10)
     assert alive == []
     assert gw.processes() == []
+
+
+def _serving(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # a gunicorn worker leaves once its master is gone
+        return False

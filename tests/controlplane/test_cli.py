@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.gateway import QUEUE_KEY, REPO, free_port
+from tests.gateway import QUEUE_KEY, REPO, free_port, wait_for
 
 
 def whinctl(gateway, *args: str) -> subprocess.CompletedProcess:
@@ -51,7 +51,7 @@ def test_whinctl_finds_the_ports_the_running_instance_was_started_with(gateway, 
     sent = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim-send", "34611000019", line, "hola"],
                           cwd=REPO, env=bare, capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
-    assert gateway.status_of(slot_id) == "active"
+    wait_for(lambda: gateway.status_of(slot_id) == "active", what="the slot to be linked")
 
 
 def test_with_no_gateway_running_every_command_is_one_sentence(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions
 
+from controlplane.config import ConfigError
 from controlplane.launch import GENERATED, banner, prepare
 
 
@@ -69,7 +70,7 @@ def test_a_second_prepare_reuses_the_kept_secrets(data_dir):
 
 
 def test_prepare_never_overwrites_given_secrets(data_dir):
-    given = {"WHIN_API_TOKENS": "mine-admin,mine-other", "WHIN_WEBHOOK_SECRET": "whsec_given",
+    given = {"WHIN_API_TOKENS": "mine-admin,mine-other", "WHIN_WEBHOOK_SECRET": "whsec_Z2l2ZW4=",
              "WHIN_SUPERVISOR_PASSWORD": "given-password", "WHIN_QUEUE_KEY": "given-queue-key"}
     environ = sim_environ(data_dir, **given)
 
@@ -177,3 +178,29 @@ def test_the_banner_shows_where_the_api_the_admin_page_and_the_docs_are(data_dir
     shown = banner(settings, conf, generated)
     for url in ("http://127.0.0.1:8123 ", "http://127.0.0.1:8123/ui", "http://127.0.0.1:8123/docs"):
         assert url in shown
+
+
+def test_the_banner_shows_a_secret_only_the_time_it_is_generated(data_dir):
+    settings, conf, generated = prepare(sim_environ(data_dir))
+    first = banner(settings, conf, generated)
+    assert settings.api_tokens[0] in first and settings.webhook_secret in first
+    assert str(data_dir / "secrets.env") in first  # and says where it is kept
+    settings, conf, generated = prepare(sim_environ(data_dir))  # the next start: kept, not generated
+    again = banner(settings, conf, generated)
+    assert settings.api_tokens[0] not in again and settings.webhook_secret not in again
+    assert "WHIN_API_TOKENS" in again and "WHIN_WEBHOOK_SECRET" in again
+
+
+def test_the_banner_never_shows_configured_secrets(data_dir):
+    environ = sim_environ(data_dir, WHIN_API_TOKENS="configured-admin-token,configured-user-token",
+                          WHIN_WEBHOOK_SECRET="whsec_" + "A" * 43 + "=")
+    shown = banner(*prepare(environ))
+    assert "configured-admin-token" not in shown and "configured-user-token" not in shown
+    assert "whsec_AAAA" not in shown
+
+
+@pytest.mark.parametrize(("name", "value"), [("WHIN_API_TOKENS", "admin token,other"),
+                                             ("WHIN_WEBHOOK_SECRET", "not-a-whsec-secret")])
+def test_a_secret_that_could_never_be_rotated_live_is_refused_at_start(data_dir, name, value):
+    with pytest.raises(ConfigError, match=name):
+        prepare(sim_environ(data_dir, **{name: value}))

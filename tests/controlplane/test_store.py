@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import socket
 import threading
 import time
 
@@ -309,3 +310,86 @@ def test_sleep_and_resume_queue_their_status_in_the_same_step(store, publisher):
         store.move(slot_id, SlotStatus.ACTIVE, SlotStatus.SLEEPING, outbox=publisher.outbox())
     store.move(slot_id, SlotStatus.SLEEPING, SlotStatus.ACTIVE, outbox=publisher.outbox())
     assert [e[1:3] for e in queued(publisher)] == [("enrolled", 1), ("sleeping", 2), ("active", 3)]
+
+
+class ReplyLosingProxy:
+    """A unix-socket proxy to Redis that, once armed, lets one EXEC through and loses Redis's reply:
+    the connection drops after the transaction ran, as a network cut or a timeout can make it."""
+
+    def __init__(self, target: str, path: str):
+        self.target, self.path, self.armed = target, path, False
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(path)
+        self.server.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            cut = threading.Event()  # set once this connection's EXEC went through: its answers are lost
+            threading.Thread(target=self._answers, args=(upstream, client, cut), daemon=True).start()
+            threading.Thread(target=self._requests, args=(client, upstream, cut), daemon=True).start()
+
+    def _requests(self, client, upstream, cut):
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.armed and b"EXEC" in data:
+                    self.armed = False
+                    cut.set()
+                    upstream.sendall(data)
+                    time.sleep(0.3)  # Redis runs it and answers; the answer never reaches the client
+                    client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                    upstream.close()
+                    return
+                upstream.sendall(data)
+
+    def _answers(self, upstream, client, cut):
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if cut.is_set():
+                    return
+                client.sendall(data)
+
+    def close(self):
+        self.server.close()
+
+
+@pytest.fixture
+def lossy(redis_client, tmp_path):
+    kwargs = redis_client.connection_pool.connection_kwargs
+    proxy = ReplyLosingProxy(kwargs["path"], str(tmp_path / "proxy.sock"))
+    client = redis.Redis(unix_socket_path=proxy.path, db=kwargs["db"], decode_responses=True)
+    yield proxy, SlotStore(client)
+    client.close()
+    proxy.close()
+
+
+def test_a_transition_whose_exec_reply_is_lost_is_not_decided_again(lossy, store, publisher):
+    """redis-py reports a cut connection under WATCH as a WatchError: retried blindly, a kill that was
+    done would be refused (the slot is no longer active) and its caller told it failed."""
+    proxy, lossy_store = lossy
+    (slot_id,) = pairing_slots(store, 1)
+    store.pair_success(slot_id, LINE, enrollment="E1", outbox=publisher.outbox())
+    proxy.armed = True
+    assert lossy_store.release(slot_id, "killed", ("active",), outbox=publisher.outbox()) == LINE
+    assert proxy.armed is False  # the reply was lost
+    assert queued(publisher) == [(slot_id, "enrolled", 1, None), (slot_id, "killed", 2, None)]
+
+
+def test_events_whose_exec_reply_is_lost_are_queued_once(lossy, redis_client):
+    proxy, _ = lossy
+    kwargs = redis_client.connection_pool.connection_kwargs
+    connection = redis.Redis(unix_socket_path=proxy.path, db=kwargs["db"])
+    publisher = EventPublisher(Settings.from_env({"WHIN_QUEUE_KEY": QUEUE_KEY}), connection)
+    proxy.armed = True
+    publisher.slot_status("SLOT0001", LINE, "enrolled")
+    assert proxy.armed is False
+    publisher.slot_status("SLOT0001", LINE, "sleeping")
+    assert [(e[1], e[2]) for e in queued(publisher)] == [("enrolled", 1), ("sleeping", 2)]
+    connection.close()

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from controlplane import instance
-from tests.gateway import REPO, Gateway, free_port, wait_for
+from tests.gateway import GATEWAY_MARK, REPO, Gateway, free_port, wait_for
 
 # A mark of the test's own in the launcher's environment, to look for anything it left running.
 RUN_MARK_CHECK = "WHIN_TEST_LAUNCH"
@@ -113,7 +113,7 @@ def test_ready_is_said_only_once_the_api_answers_and_a_second_run_says_one_is_ru
                  what="the ready banner")
         assert said.index("whinmovilla: starting") < (tmp_path / "var" / "launch.out").read_text().index("ready.")
         second = _launch(tmp_path, WHIN_PORT=str(free_port()))
-        _one_sentence(second, "already running in", str(tmp_path / "var"), f"port {gw.port}")
+        _one_sentence(second, "is starting or running in", str(tmp_path / "var"), f"port {gw.port}")
         assert gw.api("GET", "/ready").status_code == 200  # the first one is untouched
     finally:
         gw.stop()
@@ -133,3 +133,85 @@ def test_a_killed_supervisord_takes_every_program_with_it(tmp_path, new_line):
         assert alive == [], _command_lines(alive)
     finally:
         gw.stop()
+
+
+def _launcher(tmp_path, mark: str, **env) -> subprocess.Popen:
+    environ = {**os.environ, "WHIN_ENGINE": "sim", "WHIN_DATA_DIR": str(tmp_path / "var"),
+               "WHIN_PORT": str(free_port()), "WHIN_SIMNET_PORT": str(free_port()), RUN_MARK_CHECK: mark, **env}
+    return subprocess.Popen([sys.executable, "-m", "controlplane.launch"], cwd=REPO, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _left(mark: str, data_dir) -> list[int]:
+    return sorted(set(instance.processes_with_env(RUN_MARK_CHECK, mark)) | set(instance.processes_naming(data_dir)))
+
+
+def test_supervisord_killed_before_ready_ends_the_launcher_and_everything(tmp_path):
+    launcher = _launcher(tmp_path, "early")
+    try:
+        def supervisord_with_programs():
+            children = psutil.Process(launcher.pid).children()
+            return children and len(children[0].children()) >= 2 and children[0]
+        supervisord = wait_for(supervisord_with_programs, timeout=60, what="supervisord and its programs")
+        supervisord.kill()
+        out, err = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 1 and "supervisord exited" in err
+    wait_for(lambda: _left("early", tmp_path / "var") == [], timeout=15, what="every program to be gone")
+
+
+def test_a_hang_up_stops_the_gateway_instead_of_restarting_it(tmp_path):
+    gw = Gateway(tmp_path / "var", redis_url=None).start()
+    try:
+        started = psutil.Process(gw.process.pid).children(recursive=True)
+        gw.process.send_signal(signal.SIGHUP)  # the terminal was closed
+        gw.process.wait(60)
+        gone, alive = psutil.wait_procs(started, timeout=15)
+        assert alive == [], _command_lines(alive)
+    finally:
+        gw.stop()
+
+
+def test_a_start_ends_what_a_killed_run_on_its_folder_left_running(tmp_path, new_line):
+    first = Gateway(tmp_path / "var", redis_url=None).start()
+    try:
+        first.enroll(first.provision(1)[0], new_line())
+        launcher = psutil.Process(first.process.pid)
+        (supervisord,) = launcher.children()
+        orphans = [p for p in launcher.children(recursive=True) if p.pid != supervisord.pid]
+        for proc in (launcher, supervisord):  # both at once: nobody is left to end the programs
+            proc.kill()
+        first.process.wait(10)
+        second = Gateway(tmp_path / "var", redis_url=None)
+        second.env[GATEWAY_MARK] = first.env[GATEWAY_MARK]  # stop() below ends both runs' processes
+        second.start()
+        try:
+            gone, alive = psutil.wait_procs(orphans, timeout=15)
+            assert alive == [], _command_lines(alive)
+            assert "ending" in (tmp_path / "var" / "launch.out").read_text()
+            assert second.api("GET", "/ready").status_code == 200
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_two_starts_at_once_on_one_folder_make_one_gateway(tmp_path):
+    env = {"WHIN_PORT": str(free_port()), "WHIN_SIMNET_PORT": str(free_port())}
+    starts = [_launcher(tmp_path, "twice", **env), _launcher(tmp_path, "twice", **env)]
+    try:
+        refused = wait_for(lambda: next((s for s in starts if s.poll() is not None), None), timeout=60,
+                           what="one of the two to refuse")
+        assert refused.returncode == 1
+        assert "is starting or running" in refused.stderr.read()
+        (running,) = [s for s in starts if s is not refused]
+        wait_for(lambda: instance.running_record(tmp_path / "var"), timeout=60, what="the running one's record")
+        running.send_signal(signal.SIGTERM)
+        running.wait(60)
+    finally:
+        for start in starts:
+            if start.poll() is None:
+                start.kill()
+    wait_for(lambda: _left("twice", tmp_path / "var") == [], timeout=15, what="every program to be gone")

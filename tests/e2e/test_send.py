@@ -13,6 +13,7 @@ import pytest
 
 from tests.assertions import assert_json_error
 from tests.gateway import Gateway, wait_for
+from tests.httpserver import QuietHandler, serving
 
 TO = "34622000001"
 JPEG = b"\xff\xd8\xff\xe0" + os.urandom(2000)
@@ -22,12 +23,12 @@ JPEG = b"\xff\xd8\xff\xe0" + os.urandom(2000)
 def media_server():
     """Serves media for 'media.url': a small image, one too large, one too slow, one missing."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             if self.path == "/photo.jpg":
-                self._send(200, JPEG, "image/jpeg")
+                self.answer(200, JPEG, "image/jpeg")
             elif self.path == "/big.bin":
-                self._send(200, os.urandom(1024 * 1024 + 1), "application/octet-stream")
+                self.answer(200, os.urandom(1024 * 1024 + 1), "application/octet-stream")
             elif self.path == "/slow.jpg":
                 self.send_response(200)
                 self.send_header("Content-Type", "image/jpeg")
@@ -38,24 +39,10 @@ def media_server():
                         self.wfile.flush()
                         time.sleep(1)
             else:
-                self._send(404, b"", "text/plain")
+                self.answer(404)
 
-        def _send(self, status, body, kind):
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the gateway stopped reading: fine
-                self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(Handler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,23 @@ def test_the_phones_unlink_sends_logged_out_once(store, publisher, make_runner):
     assert (slot.status.value, slot.line, slot.teardown) == ("available", None, False)
 
 
+class SessionlessEngine(EchoingEngine):
+    """Its session files are gone (a disk restored without them, a hand-deleted folder)."""
+
+    def has_credentials(self) -> bool:
+        return False
+
+
+def test_an_active_slot_whose_session_is_gone_ends_with_one_logged_out(store, publisher, make_runner, tmp_path):
+    slot_id, _ = paired(store, make_runner)
+    settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY})
+    restarted = SlotRunner(slot_id, settings, store, SessionlessEngine, publisher)
+    assert restarted.run() == 0
+    assert statuses(publisher) == [(slot_id, "enrolled", 1), (slot_id, "logged_out", 2)]
+    slot = store.get(slot_id)
+    assert (slot.status.value, slot.line, slot.teardown) == ("available", None, False)
+
+
 # --- Redis going away under a running worker (issue 10, item 2) ---
 
 

@@ -10,20 +10,18 @@ HTTP server of the test.
 """
 
 import base64
-import contextlib
 import importlib
 import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from controlplane.cli import decode_qr_png
 from tests.gateway import wait_for
+from tests.httpserver import QuietHandler, serving
 
 PACKAGE = "whin_client"
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(1500)
@@ -58,25 +56,15 @@ def generated(gateway, tmp_path_factory):
 def media_url():
     """Where the gateway fetches the media of a URL-only message from."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
-            found = self.path == "/piso.png"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "image/png" if found else "text/plain")
-            self.send_header("Content-Length", str(len(PNG) if found else 0))
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(PNG if found else b"")
+            if self.path == "/piso.png":
+                self.answer(200, PNG, "image/png")
+            else:
+                self.answer(404)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/piso.png"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/piso.png"
 
 
 def test_the_generated_client_has_one_function_per_operation_named_by_its_operation_id(generated):

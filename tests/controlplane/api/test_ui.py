@@ -49,22 +49,24 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+def _window(browser, width: int, height: int):
+    """The browser's window at ``width`` x ``height`` for one test, then back to its size."""
+    size = browser.get_window_size()
+    browser.set_window_size(width, height)
+    yield
+    browser.set_window_size(size["width"], size["height"])
+
+
 @pytest.fixture
 def phone(browser):
     """A phone-sized window (an iPhone 12-15's 390 x 844 CSS pixels) for one test."""
-    size = browser.get_window_size()
-    browser.set_window_size(390, 844)
-    yield
-    browser.set_window_size(size["width"], size["height"])
+    yield from _window(browser, 390, 844)
 
 
 @pytest.fixture
 def short_window(browser):
     """A window shorter than a long table, so a new row can be out of sight."""
-    size = browser.get_window_size()
-    browser.set_window_size(1100, 600)
-    yield
-    browser.set_window_size(size["width"], size["height"])
+    yield from _window(browser, 1100, 600)
 
 
 @pytest.fixture
