@@ -31,6 +31,7 @@ run: $(STAMP)
 
 test: $(TEST_STAMP) browser
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
@@ -38,6 +39,7 @@ bench: $(TEST_STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis test-artifacts

@@ -102,7 +102,8 @@ def cpu_seconds(root_pid: int) -> dict[str, float]:
             times = proc.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        role = next((name for key, name in (("slotworker", "slot worker"), ("controlplane.delivery", "delivery"),
+        role = next((name for key, name in (("slotworker", "slot worker"),
+                                            ("controlplane.messaging.delivery", "delivery"),
                                             ("redis-server", "redis"), ("simnet", "simnet"), ("gunicorn", "api"),
                                             ("reconciler", "reconciler")) if key in cmd), "other")
         used[role] = used.get(role, 0.0) + times.user + times.system

@@ -19,9 +19,9 @@ import requests
 from dotenv import dotenv_values
 
 from controlplane import instance
-from controlplane.config import ConfigError, Settings, load_dotenv_file
-from controlplane.errors import GatewayError
-from controlplane.ids import InvalidIdentifier
+from controlplane.core.config import ConfigError, Settings, load_dotenv_file
+from controlplane.core.errors import GatewayError
+from controlplane.core.ids import InvalidIdentifier
 
 
 def _settings() -> Settings:
@@ -45,9 +45,9 @@ def _http(method: str, url: str, what: str, **kwargs) -> requests.Response:
 
 
 def _lifecycle():
-    from controlplane.events import EventPublisher
+    from controlplane.core.store import SlotStore
     from controlplane.lifecycle import Lifecycle
-    from controlplane.store import SlotStore
+    from controlplane.messaging.events import EventPublisher
     from controlplane.supervisor import Supervisor
 
     settings = _settings()

@@ -20,8 +20,8 @@ import socket
 import time
 from pathlib import Path
 
-from controlplane import slotfiles
-from controlplane.config import Settings
+from controlplane.core import slotfiles
+from controlplane.core.config import Settings
 
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 # Set by the launcher for every program of one data folder: a later start finds what a killed run left.

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from controlplane import instance, slotfiles
-from controlplane.config import ConfigError, Settings, load_dotenv_file
-from controlplane.errors import ServiceUnavailable
+from controlplane import instance
+from controlplane.core import slotfiles
+from controlplane.core.config import ConfigError, Settings, load_dotenv_file
+from controlplane.core.errors import ServiceUnavailable
 from controlplane.supervisor import Supervisor, escape
 
 GENERATED = ("WHIN_API_TOKENS", "WHIN_WEBHOOK_SECRET", "WHIN_SUPERVISOR_PASSWORD", "WHIN_QUEUE_KEY")
@@ -95,15 +96,15 @@ def programs(settings: Settings) -> str:
         ], priority=10, settings=settings, stopwaitsecs=30))
     if settings.engine == "sim":
         parts.append(_program("simnet", [python, "-m", "simnet"], priority=20, settings=settings))
-    parts.append(_program("api", [python, "-m", "gunicorn", "-c", "python:controlplane.gunicorn_conf",
-                                  "controlplane.app:create_app()"], priority=30, settings=settings))
+    parts.append(_program("api", [python, "-m", "gunicorn", "-c", "python:controlplane.api.gunicorn_conf",
+                                  "controlplane.api.app:create_app()"], priority=30, settings=settings))
     parts.append(_program("reconciler", [python, "-m", "controlplane.reconciler"], priority=40,
                           settings=settings))
     if settings.webhook_url:  # without a URL, events wait in the queue until one is configured
         # One program per worker, not numprocs: numprocs would make a [group:] of them.
         # stopwaitsecs above a delivery's timeout: a stop never abandons a POST under way.
         for n in range(1, settings.delivery_workers + 1):
-            parts.append(_program(f"delivery-{n}", [python, "-m", "controlplane.delivery"], priority=50,
+            parts.append(_program(f"delivery-{n}", [python, "-m", "controlplane.messaging.delivery"], priority=50,
                                   settings=settings, stopwaitsecs=int(settings.webhook_timeout) + 15))
     return "".join(parts)
 
@@ -132,7 +133,7 @@ def prepare(environ: dict) -> tuple[Settings, Path, list[str]]:
     """Everything but the exec: secrets in ``environ``, folders made, supervisord.conf written."""
     data_dir = Path(environ.get("WHIN_DATA_DIR") or "./var").resolve()
     environ["WHIN_DATA_DIR"] = str(data_dir)
-    from controlplane.live_secrets import record_sources  # before secrets.env fills the gaps:
+    from controlplane.core.live_secrets import record_sources  # before secrets.env fills the gaps:
     record_sources(environ)  # which rotating secrets came from files, re-read live (live_secrets)
     generated = ensure_secrets(environ, data_dir)
     environ.setdefault("PYTHONUNBUFFERED", "1")

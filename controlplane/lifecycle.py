@@ -9,14 +9,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from controlplane import ids, slotfiles
-from controlplane.config import Settings
-from controlplane.errors import EngineTimeout, Refused, ServiceUnavailable
-from controlplane.events import EventPublisher
-from controlplane.states import SlotStatus
-from controlplane.store import Slot, SlotStore
+from controlplane.core import engine_names, ids, slotfiles
+from controlplane.core.config import Settings
+from controlplane.core.errors import EngineTimeout, Refused, ServiceUnavailable
+from controlplane.core.states import SlotStatus
+from controlplane.core.store import Slot, SlotStore
+from controlplane.messaging.events import EventPublisher
 from controlplane.supervisor import ProgramMissing, Supervisor
-from slotworker import engines
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Lifecycle:
         if slot.status is not SlotStatus.AVAILABLE:
             raise Refused("slot_not_available",
                           f"Slot {slot.id} is {slot.status.value}; only an available slot can enroll a line.")
-        if not engines.is_installed(self.settings.engine):
+        if not engine_names.is_installed(self.settings.engine):
             raise ServiceUnavailable("engine_unavailable",
                                      f"The {self.settings.engine} engine is not installed in this gateway.")
         try:

@@ -15,13 +15,13 @@ from enum import StrEnum
 
 import redis
 
-from controlplane import logs
-from controlplane.config import Settings
-from controlplane.delivery import recover_abandoned
-from controlplane.errors import ServiceUnavailable
-from controlplane.events import bytes_connection
-from controlplane.states import SlotStatus
-from controlplane.store import Slot, SlotStore
+from controlplane.core import logs
+from controlplane.core.config import Settings
+from controlplane.core.errors import ServiceUnavailable
+from controlplane.core.states import SlotStatus
+from controlplane.core.store import Slot, SlotStore
+from controlplane.messaging.delivery import recover_abandoned
+from controlplane.messaging.events import bytes_connection
 from controlplane.supervisor import RUNNING_STATES, STOPPED_STATES, ProgramMissing, Supervisor
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
-from controlplane.errors import ServiceUnavailable
+from controlplane.core.errors import ServiceUnavailable
 
 SLOT_PROGRAM_PREFIX = "slot-"
 RUNNING_STATES = frozenset({"STARTING", "RUNNING", "BACKOFF"})

@@ -11,8 +11,8 @@ import sys
 
 from werkzeug.serving import make_server
 
-from controlplane import logs
-from controlplane.config import Settings
+from controlplane.core import logs
+from controlplane.core.config import Settings
 from simnet.app import create_app
 from simnet.network import Network, QrSchedule
 

@@ -19,10 +19,10 @@ from slotworker import lean
 os.umask(0o077)
 lean.defer_unused(os.environ.get("WHIN_ENGINE", "whatsmeow"))  # before neonize is imported: see lean.py
 
-from controlplane import ids, logs  # noqa: E402 - after the deferral above, on purpose
-from controlplane.config import Settings  # noqa: E402
-from controlplane.events import EventPublisher  # noqa: E402
-from controlplane.store import SlotStore  # noqa: E402
+from controlplane.core import ids, logs  # noqa: E402 - after the deferral above, on purpose
+from controlplane.core.config import Settings  # noqa: E402
+from controlplane.core.store import SlotStore  # noqa: E402
+from controlplane.messaging.events import EventPublisher  # noqa: E402
 from slotworker.engines import engine_class  # noqa: E402
 from slotworker.runner import SlotRunner  # noqa: E402
 

@@ -27,12 +27,12 @@ import uuid
 
 import redis
 
-from controlplane import slotfiles
-from controlplane.errors import Refused
-from controlplane.events import EventPublisher
-from controlplane.sealed import Sealer
-from controlplane.states import SlotStatus
-from controlplane.store import SlotStore
+from controlplane.core import slotfiles
+from controlplane.core.errors import Refused
+from controlplane.core.sealed import Sealer
+from controlplane.core.states import SlotStatus
+from controlplane.core.store import SlotStore
+from controlplane.messaging.events import EventPublisher
 from slotworker import lean
 from slotworker.engines.base import EngineUnavailable, NotSupported, OutboundMedia, SendRefused
 

@@ -166,7 +166,7 @@ class Gateway:
 
     @property
     def supervisor(self) -> Supervisor:
-        from controlplane.config import Settings
+        from controlplane.core.config import Settings
 
         settings = Settings.from_env(self.env)
         return Supervisor.from_settings(settings)

@@ -10,9 +10,9 @@ import hmac
 
 from flask import current_app, request
 
-from controlplane import live_secrets
 from controlplane.api import dashboard
 from controlplane.api.errors import error_response
+from controlplane.core import live_secrets
 
 
 def _presented_token() -> str | None:

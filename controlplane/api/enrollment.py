@@ -3,8 +3,7 @@
 from apiflask import APIBlueprint
 from flask import jsonify
 
-from controlplane import qr
-from controlplane.api import lifecycle, ok_text
+from controlplane.api import lifecycle, ok_text, qr
 from controlplane.api.schemas import OK_TEXT, json_response
 from controlplane.lifecycle import QrCode
 

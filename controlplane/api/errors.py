@@ -9,8 +9,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
-from controlplane.errors import GatewayError, Refused
-from controlplane.ids import InvalidIdentifier
+from controlplane.core.errors import GatewayError, Refused
+from controlplane.core.ids import InvalidIdentifier
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from flask import jsonify
 
 from controlplane.api import lifecycle, public
 from controlplane.api.schemas import json_response
-from controlplane.errors import ServiceUnavailable
+from controlplane.core.errors import ServiceUnavailable
 
 bp = APIBlueprint("health", __name__, tag="Health")
 

@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from controlplane.api import lifecycle
-from controlplane.metrics import GatewayCollector
+from controlplane.api.prometheus import GatewayCollector
 
 bp = APIBlueprint("metrics", __name__, tag="Operations")
 

@@ -6,7 +6,7 @@ added here from what the code already says, so it cannot drift from it either:
   - the bearer security and its 401, from the @public / @admin_only markers (403 for admin_only);
   - 503 when Redis or supervisord cannot be reached, on every guarded route;
   - 413 on every route that takes a body (the API's body limit);
-  - the path parameters' patterns, from controlplane.ids;
+  - the path parameters' patterns, from controlplane.core.ids;
   - the operationIds of the POST twins: every view names its operation in @bp.doc(operation_id=...),
     camelCase (`killLine`); a route that also takes POST (the manual's GET actions) gets that id for
     GET and the id + "Post" for POST (`killLinePost`), so generated clients have one stable,

@@ -7,10 +7,10 @@ contract's error codes; the schemathesis test (tests/controlplane/api/test_opena
 what they answer matches these shapes.
 """
 
-from controlplane.ids import LINE_PATTERN, SLOT_ID_PATTERN
+from controlplane.core.ids import LINE_PATTERN, SLOT_ID_PATTERN
+from controlplane.core.states import SlotStatus
 from controlplane.lifecycle import MAX_SLOTS_PER_REQUEST
-from controlplane.outbound import MAX_CAPTION, MAX_TEXT
-from controlplane.states import SlotStatus
+from controlplane.messaging.outbound import MAX_CAPTION, MAX_TEXT
 
 SLOT_ID = {"type": "string", "pattern": f"^{SLOT_ID_PATTERN}$", "example": "AB12CD34",
            "description": "8 letters or digits; answers always use upper case."}

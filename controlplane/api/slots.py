@@ -6,8 +6,8 @@ from flask import jsonify, request
 from controlplane.api import admin_only, lifecycle
 from controlplane.api.openapi import request_body
 from controlplane.api.schemas import json_response
-from controlplane.errors import Refused
-from controlplane.states import SlotStatus
+from controlplane.core.errors import Refused
+from controlplane.core.states import SlotStatus
 
 bp = APIBlueprint("slots", __name__, tag="Slots")
 

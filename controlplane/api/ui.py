@@ -12,7 +12,7 @@ from flask import Blueprint, send_from_directory
 
 from controlplane.api import public
 
-PAGE_DIR = Path(__file__).resolve().parents[1] / "ui"
+PAGE_DIR = Path(__file__).resolve().parent / "admin_page"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",

@@ -13,7 +13,7 @@ import threading
 
 import requests
 
-from controlplane import slotfiles
+from controlplane.core import slotfiles
 from slotworker.engines.base import Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import time
 
 from google.protobuf import json_format
 
-from controlplane import slotfiles
+from controlplane.core import slotfiles
 from slotworker.engines.base import Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions
 
-from controlplane.config import ConfigError
+from controlplane.core.config import ConfigError
 from controlplane.launch import GENERATED, banner, prepare
 
 

@@ -5,9 +5,9 @@ import logging
 import pytest
 import redis
 
+from controlplane.core.states import SlotStatus
+from controlplane.core.store import Slot
 from controlplane.reconciler import Action, ActionKind, Reconciler, plan, should_run
-from controlplane.states import SlotStatus
-from controlplane.store import Slot
 
 NOW = 1_700_000_000.0
 ADD, START, STOP, END = ActionKind.ADD, ActionKind.START, ActionKind.STOP, ActionKind.END_PAIRING

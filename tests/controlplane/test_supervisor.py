@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from controlplane.errors import ServiceUnavailable
+from controlplane.core.errors import ServiceUnavailable
 from controlplane.supervisor import Supervisor
 
 

@@ -6,7 +6,7 @@ import time
 
 import psutil
 
-from controlplane.events import message_event_id
+from controlplane.messaging.events import message_event_id
 from tests.gateway import wait_for
 from tests.receiver import DROPPED
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 import redis
 
-from controlplane.events import message_event_id
+from controlplane.messaging.events import message_event_id
 from tests.gateway import REPO, Gateway, wait_for
 from tests.slotworker.engines.fakego import CONTROL_ENV
 

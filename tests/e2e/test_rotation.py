@@ -12,7 +12,7 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from controlplane.live_secrets import LOOK_EVERY, SETTLE
+from controlplane.core.live_secrets import LOOK_EVERY, SETTLE
 from tests.conftest import redis_url
 from tests.gateway import Gateway, wait_for
 from tests.receiver import Receiver

@@ -11,10 +11,10 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from controlplane.config import Settings
-from controlplane.events import EventPublisher, bytes_connection, message_event_id
-from controlplane.sealed import Sealer
-from controlplane.store import SlotStore
+from controlplane.core.config import Settings
+from controlplane.core.sealed import Sealer
+from controlplane.core.store import SlotStore
+from controlplane.messaging.events import EventPublisher, bytes_connection, message_event_id
 from slotworker import runner as runner_module
 from slotworker.engines.base import SendResult
 from slotworker.runner import SlotRunner

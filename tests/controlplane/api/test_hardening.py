@@ -14,9 +14,9 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from controlplane.api.app import create_app, max_body_bytes
 from controlplane.api.dashboard import is_cross_site, same_origin
-from controlplane.app import create_app, max_body_bytes
-from controlplane.config import Settings
+from controlplane.core.config import Settings
 from tests.assertions import assert_json_error
 from tests.gateway import QUEUE_KEY, TEST_ENV
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from controlplane.app import create_app
-from controlplane.config import Settings
+from controlplane.api.app import create_app
+from controlplane.core.config import Settings
 from tests.assertions import assert_json_error
 from tests.gateway import QUEUE_KEY, wait_for
 

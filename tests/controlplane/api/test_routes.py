@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from controlplane.app import create_app
-from controlplane.config import Settings
+from controlplane.api.app import create_app
+from controlplane.core.config import Settings
 from tests.assertions import assert_json_error
 from tests.gateway import QUEUE_KEY
 
@@ -183,18 +183,17 @@ def test_redis_down_is_a_json_503_not_a_500(tmp_path):
 
 
 def test_the_api_refuses_to_start_without_tokens(tmp_path):
-    from controlplane.config import ConfigError
+    from controlplane.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="WHIN_API_TOKENS"):
         create_app(Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY}))
 
 
 def test_enroll_with_an_engine_that_is_not_installed_is_a_clear_503(gateway, monkeypatch):
-    from slotworker import engines
+    from controlplane.core import engine_names
 
     # As on a host where neonize's wheel is missing: the engine's package cannot be found.
-    monkeypatch.setitem(engines._REGISTRY, "whatsmeow", ("slotworker.engines.whatsmeow", "WhatsmeowEngine",
-                                                         "neonize_not_installed_here"))
+    monkeypatch.setitem(engine_names.REQUIRES, "whatsmeow", "neonize_not_installed_here")
     settings = Settings.from_env({**gateway.env, "WHIN_ENGINE": "whatsmeow"})
     client = create_app(settings).test_client()
     (slot_id,) = gateway.provision(1)

@@ -8,7 +8,7 @@ import neonize.client
 import requests
 from werkzeug.serving import make_server
 
-from controlplane.config import Settings
+from controlplane.core.config import Settings
 from simnet.app import create_app
 from simnet.network import Network, QrSchedule
 from slotworker.engines.sim import SimEngine

@@ -140,3 +140,10 @@ def test_the_phones_unlink_while_we_stop_is_not_reported_twice(harness, linked):
     engine.logout()
     engine.stop()
     assert len(recorder.of("on_logged_out")) == 1
+
+
+def test_every_engine_of_the_registry_is_known_to_core_and_only_those():
+    from controlplane.core import engine_names
+    from slotworker import engines
+
+    assert set(engines._REGISTRY) == set(engine_names.REQUIRES)

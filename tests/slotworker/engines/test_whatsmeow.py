@@ -7,7 +7,7 @@ import neonize.client
 import pytest
 from neonize.events import EVENT_TO_INT, ConnectedEv, DisconnectedEv, LoggedOutEv, MessageEv, PairStatusEv
 
-from controlplane.config import Settings
+from controlplane.core.config import Settings
 from slotworker.engines.base import OutboundMedia
 from slotworker.engines.whatsmeow import WhatsmeowEngine
 from tests.slotworker.engines.fakego import FakeGo

@@ -4,13 +4,13 @@ import math
 
 from apiflask import APIFlask
 
-from controlplane import logs
 from controlplane.api import auth, dashboard, enrollment, errors, health, lines, messages, metrics, openapi, slots, ui
-from controlplane.config import ConfigError, Settings
-from controlplane.events import EventPublisher
+from controlplane.core import logs
+from controlplane.core.config import ConfigError, Settings
+from controlplane.core.store import SlotStore
 from controlplane.lifecycle import Lifecycle
-from controlplane.outbound import Outbound
-from controlplane.store import SlotStore
+from controlplane.messaging.events import EventPublisher
+from controlplane.messaging.outbound import Outbound
 from controlplane.supervisor import Supervisor
 
 

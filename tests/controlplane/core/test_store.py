@@ -1,4 +1,4 @@
-"""controlplane.store against a real Redis: the atomic line <-> slot steps and their refusals."""
+"""controlplane.core.store against a real Redis: the atomic line <-> slot steps and their refusals."""
 
 import contextlib
 import json
@@ -11,12 +11,12 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from controlplane.config import Settings
-from controlplane.errors import Refused
-from controlplane.events import EventPublisher
-from controlplane.sealed import Sealer
-from controlplane.states import SlotStatus
-from controlplane.store import SlotStore, command_key
+from controlplane.core.config import Settings
+from controlplane.core.errors import Refused
+from controlplane.core.sealed import Sealer
+from controlplane.core.states import SlotStatus
+from controlplane.core.store import SlotStore, command_key
+from controlplane.messaging.events import EventPublisher
 from tests.gateway import QUEUE_KEY
 
 LINE = "34666123456"

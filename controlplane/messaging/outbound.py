@@ -10,13 +10,13 @@ import binascii
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from controlplane import ids
-from controlplane.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
-from controlplane.ids import InvalidIdentifier
-from controlplane.media_fetch import MediaAllow, MediaFetcher
-from controlplane.ratelimit import RateLimiter
-from controlplane.sealed import Sealer
-from controlplane.states import SlotStatus
+from controlplane.core import ids
+from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
+from controlplane.core.ids import InvalidIdentifier
+from controlplane.core.sealed import Sealer
+from controlplane.core.states import SlotStatus
+from controlplane.messaging.media_fetch import MediaAllow, MediaFetcher
+from controlplane.messaging.ratelimit import RateLimiter
 
 MAX_TEXT = 65536  # WhatsApp's own limit for a text message
 MAX_CAPTION = 1024

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.core import engine_names
+
 
 class ConfigError(RuntimeError):
     """A setting is missing or malformed; the message says which and how to fix it."""
@@ -67,7 +69,7 @@ def parse_media_allow(raw: str) -> tuple:
 def _rotating_secrets(environ) -> tuple[tuple[str, ...], str]:
     """The API tokens and webhook secret, held to the same rules at start as on a live edit
     (live_secrets), so that a value the gateway starts with can also be rotated."""
-    from controlplane.live_secrets import parse_tokens, parse_webhook_secret
+    from controlplane.core.live_secrets import parse_tokens, parse_webhook_secret
 
     raw_tokens, raw_secret = environ.get("WHIN_API_TOKENS", ""), environ.get("WHIN_WEBHOOK_SECRET", "").strip()
     try:
@@ -150,7 +152,7 @@ class Settings:
         run_dir = data_dir / "run"
         redis_url = environ.get("WHIN_REDIS_URL", "").strip()
         engine = environ.get("WHIN_ENGINE", "whatsmeow").strip() or "whatsmeow"
-        if engine not in ("whatsmeow", "sim"):
+        if engine not in engine_names.REQUIRES:
             raise ConfigError(f"WHIN_ENGINE must be 'whatsmeow' or 'sim', got {engine!r}")
         tokens, webhook_secret = _rotating_secrets(environ)
         return cls(

@@ -32,7 +32,7 @@ import certifi
 import urllib3
 from urllib3.util import Timeout
 
-from controlplane.errors import Refused
+from controlplane.core.errors import Refused
 
 log = logging.getLogger("controlplane.media")
 

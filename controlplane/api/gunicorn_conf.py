@@ -1,4 +1,4 @@
-"""gunicorn settings for the API (gunicorn -c python:controlplane.gunicorn_conf).
+"""gunicorn settings for the API (gunicorn -c python:controlplane.api.gunicorn_conf).
 
 Threads, not processes, carry the concurrency: /enroll and /resume wait seconds on a worker, and a
 thread waiting on Redis costs little. Two processes keep one crash from taking the API down.
@@ -8,7 +8,7 @@ import os
 
 bind = f"127.0.0.1:{os.environ.get('WHIN_PORT', '8080')}"
 workers = int(os.environ.get("WHIN_API_WORKERS", "2"))
-worker_class = "controlplane.gunicorn_worker.ThreadWorker"  # gthread, errors in JSON
+worker_class = "controlplane.api.gunicorn_worker.ThreadWorker"  # gthread, errors in JSON
 threads = int(os.environ.get("WHIN_API_THREADS", "16"))
 timeout = 60
 graceful_timeout = 10
@@ -28,7 +28,7 @@ access_log_format = "%(m)s %(U)s %(s)s %(M)sms"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "controlplane.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "controlplane.core.logs.JsonFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     # gunicorn merges this into its defaults one level deep: the root logger must name our handler.
     "root": {"handlers": ["stderr"], "level": "INFO"},

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 
 import redis
 
-from controlplane import ids
-from controlplane.errors import Refused
-from controlplane.states import SlotStatus
+from controlplane.core import ids
+from controlplane.core.errors import Refused
+from controlplane.core.states import SlotStatus
 
 PREFIX = "whin:"
 SLOTS = PREFIX + "slots"

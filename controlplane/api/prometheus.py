@@ -8,9 +8,9 @@ the same totals. Labels are slot ids, statuses and outcomes: never a phone numbe
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from controlplane.events import delivery_queue
-from controlplane.states import SlotStatus
-from controlplane.store import LATENCY, LATENCY_BUCKETS, STATS, SlotStore, slot_stats_key
+from controlplane.core.states import SlotStatus
+from controlplane.core.store import LATENCY, LATENCY_BUCKETS, STATS, SlotStore, slot_stats_key
+from controlplane.messaging.events import delivery_queue
 
 _DELIVERY = ("delivered", "retried", "given_up")
 

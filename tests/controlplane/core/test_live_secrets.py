@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import config, live_secrets
-from controlplane.live_secrets import (
+from controlplane.core import config, live_secrets
+from controlplane.core.live_secrets import (
     FROM_FILES,
     LOOK_EVERY,
     SETTLE,

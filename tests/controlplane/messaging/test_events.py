@@ -1,4 +1,4 @@
-"""controlplane.events against a real Redis: an event's seq is taken in the step that queues its job."""
+"""controlplane.messaging.events against a real Redis: an event's seq is taken in the step that queues its job."""
 
 import threading
 
@@ -7,10 +7,10 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from controlplane.config import Settings
-from controlplane.events import EventPublisher, delivery_queue
-from controlplane.sealed import Sealer
-from controlplane.store import seq_key
+from controlplane.core.config import Settings
+from controlplane.core.sealed import Sealer
+from controlplane.core.store import seq_key
+from controlplane.messaging.events import EventPublisher, delivery_queue
 from tests.gateway import QUEUE_KEY
 
 LINE = "34666123456"
@@ -47,7 +47,8 @@ def test_events_are_rq_jobs_numbered_per_line(publisher, connection):
     # rq's own bookkeeping, as rq-dashboard reads it: the queue is registered, each job is queued.
     assert b"rq:queue:deliveries" in connection.smembers("rq:queues")
     job = Job.fetch(delivery_queue(connection).get_job_ids()[0], connection=connection, serializer=JSONSerializer)
-    assert (job.get_status(), job.origin, job.func_name) == ("queued", "deliveries", "controlplane.delivery.deliver")
+    assert (job.get_status(), job.origin) == ("queued", "deliveries")
+    assert job.func_name == "controlplane.messaging.delivery.deliver"
     assert job.retries_left and job.description.startswith("deliver evt_")
 
 
@@ -108,3 +109,12 @@ def test_publishers_racing_on_one_line_use_every_number_once(publisher, connecti
     seqs = sorted(e["seq"] for e in queued_envelopes(connection))
     assert seqs == list(range(1, 101))
     assert connection.get(seq_key(LINE)) == b"100"
+
+
+def test_a_job_queued_by_an_earlier_version_still_finds_its_function():
+    """Deliveries wait in Redis for days, named by their function's old dotted path."""
+    from rq.utils import import_attribute
+
+    from controlplane.messaging.delivery import deliver
+
+    assert import_attribute("controlplane.delivery.deliver") is deliver

@@ -30,7 +30,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from controlplane import config
+from controlplane.core import config
 
 log = logging.getLogger("controlplane.secrets")
 

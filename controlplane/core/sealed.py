@@ -9,7 +9,7 @@ import json
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from controlplane.config import ConfigError
+from controlplane.core.config import ConfigError
 
 
 class Sealer:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from controlplane.ids import InvalidIdentifier, new_slot_id, parse_line, parse_slot_id
+from controlplane.core.ids import InvalidIdentifier, new_slot_id, parse_line, parse_slot_id
 
 
 @pytest.mark.parametrize(

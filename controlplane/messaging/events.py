@@ -7,7 +7,7 @@ no failed-job record worth keeping, a description that names the event and nothi
 
 An event's ``seq`` is taken in the same MULTI/EXEC that queues its job (``Outbox``): a process that
 dies between the two steps leaves neither, never a number without its event. Status changes that
-end or change an enrollment are queued in the very transaction that makes them (controlplane.store
+end or change an enrollment are queued in the very transaction that makes them (controlplane.core.store
 takes an Outbox), so each enrollment ends in exactly one terminal event, decided in Redis.
 """
 
@@ -22,12 +22,12 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from controlplane.config import Settings
-from controlplane.sealed import Sealer
-from controlplane.store import committed_despite, connect, mark_transaction, seq_key
+from controlplane.core.config import Settings
+from controlplane.core.sealed import Sealer
+from controlplane.core.store import committed_despite, connect, mark_transaction, seq_key
 
 QUEUE_NAME = "deliveries"
-DELIVER = "controlplane.delivery.deliver"
+DELIVER = "controlplane.messaging.delivery.deliver"
 
 
 def retry_intervals(backoff: tuple[float, ...], max_age: float) -> list[int]:

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from controlplane.gunicorn_worker import write_json_error
+from controlplane.api.gunicorn_worker import write_json_error
 
 
 def _raw(gateway, request: bytes) -> tuple[str, dict, bytes]:

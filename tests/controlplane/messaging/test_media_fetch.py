@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controlplane.config import ConfigError, Settings, parse_media_allow
-from controlplane.errors import Refused
-from controlplane.media_fetch import UNREACHABLE, MediaAllow, MediaFetcher, is_public_address
+from controlplane.core.config import ConfigError, Settings, parse_media_allow
+from controlplane.core.errors import Refused
+from controlplane.messaging.media_fetch import UNREACHABLE, MediaAllow, MediaFetcher, is_public_address
 
 SECRET = b"internal secret: never leaves the host"
 OUTSIDE = b"\xff\xd8\xff\xe0 a photo from the internet"
