@@ -16,6 +16,9 @@ only from a public address, or from one that WHIN_MEDIA_ALLOW names:
   port and path but never its query string (it may carry a token) and never any content.
 - `media_too_large` stays a separate answer: it can only come from an address that was allowed and
   that answered 200, so it tells the caller nothing the caller could not learn from that host itself.
+
+Longer than most modules (~290 lines) on purpose: resolution, the address rules, the pinned
+connection and the redirect loop are one security boundary, and reading it in one place is the point.
 """
 
 import base64
