@@ -126,6 +126,8 @@ def test_a_slow_receiver_times_out_and_is_retried(fresh_gateway, own_receiver, n
     gw, receiver = fresh_gateway, own_receiver
     line = new_line()
     gw.enrolled_slot(line)
+    # The enrolled event first, or it could be one of the two held requests meant for the message.
+    wait_for(lambda: receiver.delivered(type="slot.status", line=line), what="the enrolled event")
     receiver.hold.set()  # hold every request open beyond WHIN_WEBHOOK_TIMEOUT (3 s)
     message_id = gw.phone_sends(SENDER, line, "slow")
     assert receiver.held.acquire(timeout=15)
