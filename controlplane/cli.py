@@ -11,7 +11,6 @@ import io
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 import redis
@@ -19,14 +18,14 @@ import requests
 from dotenv import dotenv_values
 
 from controlplane import instance
-from controlplane.core.config import ConfigError, Settings, load_dotenv_file
+from controlplane.core.config import ConfigError, Settings, data_dir_from_env, load_dotenv_file
 from controlplane.core.errors import GatewayError
 from controlplane.core.ids import InvalidIdentifier
 
 
 def _settings() -> Settings:
     load_dotenv_file()
-    data_dir = Path(os.environ.get("WHIN_DATA_DIR") or "./var").resolve()
+    data_dir = data_dir_from_env()
     for name, value in dotenv_values(data_dir / "secrets.env").items():
         os.environ.setdefault(name, value or "")
     running = instance.running_record(data_dir)

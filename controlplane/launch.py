@@ -22,7 +22,7 @@ from dotenv import dotenv_values
 
 from controlplane import instance
 from controlplane.core import slotfiles
-from controlplane.core.config import ConfigError, Settings, load_dotenv_file
+from controlplane.core.config import ConfigError, Settings, data_dir_from_env, load_dotenv_file
 from controlplane.foreground import Launcher
 from controlplane.supervisor import escape
 
@@ -123,7 +123,7 @@ def write_supervisord_conf(settings: Settings) -> Path:
 
 def prepare(environ: dict) -> tuple[Settings, Path, list[str]]:
     """Everything but the exec: secrets in ``environ``, folders made, supervisord.conf written."""
-    data_dir = Path(environ.get("WHIN_DATA_DIR") or "./var").resolve()
+    data_dir = data_dir_from_env(environ)
     environ["WHIN_DATA_DIR"] = str(data_dir)
     from controlplane.core.live_secrets import record_sources  # before secrets.env fills the gaps:
     record_sources(environ)  # which rotating secrets came from files, re-read live (live_secrets)

@@ -13,9 +13,9 @@ import redis
 from controlplane import instance
 from controlplane.launch import redis_server_binary
 from tests.gateway import WEBHOOK_SECRET, Gateway, wait_for
+from tests.helpers import redis_url
 from tests.receiver import Receiver
 
-_databases = itertools.count(1)
 _redis_folders: list[Path] = []
 
 # Every process the suite starts inherits this mark, so its end can tell whether any was left behind.
@@ -63,10 +63,6 @@ def redis_server():
     process.wait(10)
 
 
-def redis_url(sock: Path) -> str:
-    return f"unix://{sock}?db={next(_databases)}"
-
-
 @pytest.fixture
 def redis_client(redis_server):
     """A clean database of its own for one test."""
@@ -103,11 +99,32 @@ def own_receiver():
 
 
 @pytest.fixture
-def fresh_gateway(redis_server, own_receiver, tmp_path):
+def make_gateway(request, tmp_path):
+    """Builds gateways of the test's own, started, and stops every one at the test's end, whatever happened.
+
+    ``make_gateway(**overrides)``: the overrides are WHIN_* settings (or any environment variable).
+    ``folder``: its data folder's name under tmp_path (each gateway gets its own unless told the same);
+    ``embedded_redis=True``: its own Redis, as `make run` has by default, instead of a database of the
+    suite's server; ``command``: what to run instead of the launcher; ``start=False``: built, not started.
+    """
+    made: list[Gateway] = []
+
+    def make(*, folder: str | None = None, embedded_redis: bool = False, command: list[str] | None = None,
+             start: bool = True, **overrides) -> Gateway:
+        url = None if embedded_redis else redis_url(request.getfixturevalue("redis_server"))
+        gw = Gateway(tmp_path / (folder or f"gw{len(made)}"), url, command=command, **overrides)
+        made.append(gw)
+        return gw.start() if start else gw
+
+    yield make
+    for gw in reversed(made):
+        gw.stop()
+
+
+@pytest.fixture
+def fresh_gateway(own_receiver, make_gateway):
     """A gateway of the test's own, for tests that stop or restart its processes."""
-    gw = Gateway(tmp_path / "gw", redis_url(redis_server), WHIN_WEBHOOK_URL=own_receiver.url).start()
-    yield gw
-    gw.stop()
+    return make_gateway(WHIN_WEBHOOK_URL=own_receiver.url)
 
 
 _lines = itertools.count(34600000001)

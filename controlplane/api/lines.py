@@ -26,26 +26,18 @@ def _documented(view, action: str, target: str):
     return bp.doc(operation_id=f"{action}{target.title()}", responses=responses)(view)  # e.g. killLine
 
 
-def _by_line(action: str):
-    def view(line: str):
+def _view(action: str, target: str):
+    """The view of ``/<action>/<line>`` (target "line") or ``/<action>id/<slot>`` (target "slot")."""
+    def view(**args: str):
         lc = lifecycle()
-        getattr(lc, action)(lc.slot_of_line(line))
+        slot = lc.slot_of_line(args["line"]) if target == "line" else lc.slot(args["slot"])
+        getattr(lc, action)(slot)
         return ok_text()
 
-    view.__name__ = f"{action}_by_line"
-    return _documented(view, action, "line")
-
-
-def _by_slot(action: str):
-    def view(slot: str):
-        lc = lifecycle()
-        getattr(lc, action)(lc.slot(slot))
-        return ok_text()
-
-    view.__name__ = f"{action}_by_slot"
-    return _documented(view, action, "slot")
+    view.__name__ = f"{action}_by_{target}"
+    return _documented(view, action, target)
 
 
 for _action in _ACTIONS:
-    bp.add_url_rule(f"/{_action}/<line>", view_func=_by_line(_action), methods=["GET", "POST"])
-    bp.add_url_rule(f"/{_action}id/<slot>", view_func=_by_slot(_action), methods=["GET", "POST"])
+    bp.add_url_rule(f"/{_action}/<line>", view_func=_view(_action, "line"), methods=["GET", "POST"])
+    bp.add_url_rule(f"/{_action}id/<slot>", view_func=_view(_action, "slot"), methods=["GET", "POST"])

@@ -16,6 +16,8 @@ SLOT_ID = {"type": "string", "pattern": f"^{SLOT_ID_PATTERN}$", "example": "AB12
            "description": "8 letters or digits; answers always use upper case."}
 LINE = {"type": "string", "pattern": f"^{LINE_PATTERN}$", "example": "34666123456",
         "description": "International number without '+'."}
+# What the gateway answers: ids are upper-cased, so answers are narrower than what SLOT_ID accepts.
+ANSWER_SLOT = {"type": "string", "pattern": "^[A-Z0-9]{8}$", "example": "AB12CD34"}
 STATUS = {"type": "string", "enum": [s.value for s in SlotStatus], "example": "active"}
 
 
@@ -37,17 +39,17 @@ COMPONENTS = {
     },
     "SlotStatuses": {
         "type": "array", "description": "One {slot id: status} pair per slot, sorted by id.",
-        "items": _one_pair({"pattern": "^[A-Z0-9]{8}$"}, STATUS),
+        "items": _one_pair(ANSWER_SLOT, STATUS),
         "example": [{"AB12CD34": "active"}, {"K9P2M4Q7": "available"}],
     },
     "SlotsToLines": {
         "type": "array", "description": "Every slot with its line, or null when it has none.",
-        "items": _one_pair({"pattern": "^[A-Z0-9]{8}$"}, {"type": ["string", "null"], "pattern": LINE["pattern"]}),
+        "items": _one_pair(ANSWER_SLOT, {"type": ["string", "null"], "pattern": LINE["pattern"]}),
         "example": [{"AB12CD34": "34666123456"}, {"K9P2M4Q7": None}],
     },
     "LinesToSlots": {
         "type": "array", "description": "Every enrolled line with its slot.",
-        "items": _one_pair(LINE, {"type": "string", "pattern": "^[A-Z0-9]{8}$"}),
+        "items": _one_pair(LINE, {"type": "string", "pattern": ANSWER_SLOT["pattern"]}),
         "example": [{"34666123456": "AB12CD34"}],
     },
     "SlotDetail": {
@@ -161,7 +163,6 @@ COMPONENTS = {
 # --- the webhook: what the gateway POSTs to WHIN_WEBHOOK_URL (controlplane/events.py builds it) ---
 
 SLOT_STATUS_EVENTS = ["enrolled", "logged_out", "killed", "evicted", "sleeping", "active"]
-_ANSWER_SLOT = {"type": "string", "pattern": "^[A-Z0-9]{8}$", "example": "AB12CD34"}
 _CHAT = {"type": "string", "example": "34611122233@s.whatsapp.net",
          "description": "The chat's WhatsApp id: a contact's (`<number>@s.whatsapp.net`) or a group's (`…@g.us`)."}
 _MESSAGE_ID = {"type": "string", "description": "WhatsApp's message id.", "example": "3EB0A1B2C3D4E5F6A7B8C9D0"}
@@ -184,7 +185,7 @@ def _event(kind: str, description: str, payload: dict, adds: dict, required: lis
         "properties": {
             "type": {"type": "string", "const": kind},
             "line": {**LINE, "description": "The line the event happened on."},
-            "slot": {**_ANSWER_SLOT, "description": "The slot that holds the line."},
+            "slot": {**ANSWER_SLOT, "description": "The slot that holds the line."},
             "seq": {"type": "integer", "minimum": 1,
                     "description": "Counts the line's events, 1, 2, 3, …: order by it, and a gap is a missing event."},
             **adds,

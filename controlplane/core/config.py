@@ -66,6 +66,12 @@ def parse_media_allow(raw: str) -> tuple:
     return tuple(entries)
 
 
+def data_dir_from_env(environ=None) -> Path:
+    """WHIN_DATA_DIR (default ./var), absolute: the launcher, whinctl and Settings read it alike."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("WHIN_DATA_DIR") or "./var").resolve()
+
+
 def _rotating_secrets(environ) -> tuple[tuple[str, ...], str]:
     """The API tokens and webhook secret, held to the same rules at start as on a live edit
     (live_secrets), so that a value the gateway starts with can also be rotated."""
@@ -148,7 +154,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
         environ = os.environ if environ is None else environ
-        data_dir = Path(environ.get("WHIN_DATA_DIR") or "./var").resolve()
+        data_dir = data_dir_from_env(environ)
         run_dir = data_dir / "run"
         redis_url = environ.get("WHIN_REDIS_URL", "").strip()
         engine = environ.get("WHIN_ENGINE", "whatsmeow").strip() or "whatsmeow"

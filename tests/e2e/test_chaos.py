@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.test_inbound import SENDER, delivered_message
+from tests.helpers import SENDER, delivered_message
 
 OUTAGE = float(os.environ.get("WHIN_CHAOS_SECONDS", "20"))
 

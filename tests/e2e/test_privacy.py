@@ -3,8 +3,8 @@
 import time
 import uuid
 
-from tests.e2e.test_inbound import SENDER, delivered_message
-from tests.gateway import Gateway, wait_for
+from tests.gateway import wait_for
+from tests.helpers import SENDER, delivered_message, rq_job_keys
 
 
 def _every_redis_value(client) -> bytes:
@@ -29,38 +29,35 @@ def _every_redis_value(client) -> bytes:
     return b"\n".join(chunks)
 
 
-def test_no_redis_key_log_line_or_file_keeps_message_text(tmp_path, own_receiver, new_line):
+def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gateway, new_line):
     import redis
 
-    gw = Gateway(tmp_path / "var", redis_url=None, WHIN_WEBHOOK_URL=own_receiver.url).start()  # embedded, AOF on
-    try:
-        (slot_id,) = gw.provision(1)
-        line = new_line()
-        gw.enroll(slot_id, line)
-        inbound = [f"inbound-secret-{uuid.uuid4().hex}" for _ in range(5)]
-        outbound = [f"outbound-secret-{uuid.uuid4().hex}" for _ in range(3)]
-        own_receiver.fail_with, own_receiver.fail_count = 500, 2  # some retries on the way
-        for text in inbound:
-            gw.phone_sends(SENDER, line, text)
-        for text in outbound:
-            response = gw.api("POST", "/send", json={"line": line, "to": SENDER, "text": text})
-            assert response.status_code == 200, response.text
-        for text in inbound:
-            delivered_message(own_receiver, line, text, timeout=30)
-        assert {m.get("text") for m in gw.inbox(SENDER)} >= set(outbound)  # they did leave
-        time.sleep(2.5)  # rq keeps a finished job's key for its 1 s result TTL
+    gw = make_gateway(embedded_redis=True, WHIN_WEBHOOK_URL=own_receiver.url)  # its own Redis, AOF on
+    (slot_id,) = gw.provision(1)
+    line = new_line()
+    gw.enroll(slot_id, line)
+    inbound = [f"inbound-secret-{uuid.uuid4().hex}" for _ in range(5)]
+    outbound = [f"outbound-secret-{uuid.uuid4().hex}" for _ in range(3)]
+    own_receiver.fail_with, own_receiver.fail_count = 500, 2  # some retries on the way
+    for text in inbound:
+        gw.phone_sends(SENDER, line, text)
+    for text in outbound:
+        response = gw.api("POST", "/send", json={"line": line, "to": SENDER, "text": text})
+        assert response.status_code == 200, response.text
+    for text in inbound:
+        delivered_message(own_receiver, line, text, timeout=30)
+    assert {m.get("text") for m in gw.inbox(SENDER)} >= set(outbound)  # they did leave
+    time.sleep(2.5)  # rq keeps a finished job's key for its 1 s result TTL
 
-        raw = redis.Redis.from_url(f"unix://{gw.data_dir.resolve()}/run/redis.sock")
-        raw.bgsave()  # also put the current state on disk, as a snapshot would
-        wait_for(lambda: raw.lastsave().timestamp() > time.time() - 10, what="the snapshot")
-        stored = _every_redis_value(raw)
-        files = {p: p.read_bytes() for p in gw.data_dir.rglob("*")
-                 if p.is_file() and "simnet" not in p.relative_to(gw.data_dir).parts}  # simnet is WhatsApp's side
-        assert any(p.suffix in (".aof", ".rdb") or "appendonly" in p.name for p in files), "Redis wrote its files"
-        for text in inbound + outbound:
-            assert text.encode() not in stored, "a Redis key holds message text"
-            for path, content in files.items():
-                assert text.encode() not in content, f"{path} holds message text"
-        assert not [k for k in raw.keys(b"rq:job:*")]
-    finally:
-        gw.stop()
+    raw = redis.Redis.from_url(f"unix://{gw.data_dir.resolve()}/run/redis.sock")
+    raw.bgsave()  # also put the current state on disk, as a snapshot would
+    wait_for(lambda: raw.lastsave().timestamp() > time.time() - 10, what="the snapshot")
+    stored = _every_redis_value(raw)
+    files = {p: p.read_bytes() for p in gw.data_dir.rglob("*")
+             if p.is_file() and "simnet" not in p.relative_to(gw.data_dir).parts}  # simnet is WhatsApp's side
+    assert any(p.suffix in (".aof", ".rdb") or "appendonly" in p.name for p in files), "Redis wrote its files"
+    for text in inbound + outbound:
+        assert text.encode() not in stored, "a Redis key holds message text"
+        for path, content in files.items():
+            assert text.encode() not in content, f"{path} holds message text"
+    assert not rq_job_keys(raw)

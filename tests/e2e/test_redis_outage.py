@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from controlplane.messaging.events import message_event_id
-from tests.gateway import REPO, Gateway, wait_for
+from tests.gateway import REPO, wait_for
 from tests.slotworker.engines.fakego import CONTROL_ENV
 
 FAKE_SITE = REPO / "tests" / "slotworker" / "engines" / "fakego_site"
@@ -44,15 +44,13 @@ class FakeWhatsApp:
 
 
 @pytest.fixture
-def outage_gateway(own_receiver, tmp_path):
+def outage_gateway(own_receiver, make_gateway, tmp_path):
     control = tmp_path / "fakego-control"
     control.mkdir()
     env = {"WHIN_ENGINE": "whatsmeow", "WHIN_TEST_FAKE_GO": "reachable", CONTROL_ENV: str(control),
            "WHIN_WEBHOOK_URL": own_receiver.url, "WHIN_PAIRING_TIMEOUT": "60",
            "PYTHONPATH": os.pathsep.join([str(FAKE_SITE), str(REPO)])}
-    gw = Gateway(tmp_path / "gw", None, **env).start()
-    yield gw, FakeWhatsApp(control)
-    gw.stop()
+    return make_gateway(embedded_redis=True, **env), FakeWhatsApp(control)
 
 
 def redis_down(gw) -> bool:

@@ -13,7 +13,6 @@ import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from controlplane.core.live_secrets import LOOK_EVERY, SETTLE
-from tests.conftest import redis_url
 from tests.gateway import Gateway, wait_for
 from tests.receiver import Receiver
 
@@ -31,19 +30,9 @@ def env_file(tmp_path):
 
 
 @pytest.fixture
-def start_gateway(redis_server, tmp_path, env_file):
-    """Starts gateways that read ``env_file`` as their .env; stops every one, whatever happened."""
-    started = []
-
-    def start(**overrides) -> Gateway:
-        gw = Gateway(tmp_path / f"gw{len(started)}", redis_url(redis_server), WHIN_ENV_FILE=str(env_file),
-                     **overrides)
-        started.append(gw)
-        return gw.start()
-
-    yield start
-    for gw in started:
-        gw.stop()
+def start_gateway(make_gateway, env_file):
+    """Starts gateways that read ``env_file`` as their .env (make_gateway stops every one)."""
+    return lambda **overrides: make_gateway(WHIN_ENV_FILE=str(env_file), **overrides)
 
 
 def edit(path, text: str) -> float:

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from controlplane import instance
-from tests.gateway import GATEWAY_MARK, REPO, Gateway, free_port, wait_for
+from tests.gateway import GATEWAY_MARK, REPO, free_port, wait_for
 
 # A mark of the test's own in the launcher's environment, to look for anything it left running.
 RUN_MARK_CHECK = "WHIN_TEST_LAUNCH"
@@ -33,21 +33,19 @@ def _command_lines(processes: list[psutil.Process]) -> str:
 
 @pytest.mark.parametrize(("sig", "whole_group"), [(signal.SIGTERM, False), (signal.SIGINT, True)],
                          ids=["sigterm-to-make", "ctrl-c"])
-def test_make_run_serves_then_stops_every_process_it_started(tmp_path, new_line, sig, whole_group):
-    gw = Gateway(tmp_path / "var", redis_url=None, command=["make", "--no-print-directory", "run"]).start()
-    try:
-        active, pairing = gw.provision(2)
-        gw.enroll(active, new_line())
-        gw.enroll_qr_text(pairing)  # a worker in the middle of pairing
-        names = _command_lines(_descendants(gw.process.pid))
-        for expected in ("supervisord", "redis-server", "simnet", "gunicorn", "controlplane.reconciler",
-                         f"slotworker {active}", f"slotworker {pairing}"):
-            assert expected in names
-        # The embedded Redis keeps its data in the data folder, owner-only.
-        assert (tmp_path / "var" / "run" / "redis.sock").exists()
-        started = _descendants(gw.process.pid)
-    finally:
-        gw.stop(sig=sig, whole_group=whole_group)
+def test_make_run_serves_then_stops_every_process_it_started(make_gateway, new_line, sig, whole_group):
+    gw = make_gateway(folder="var", embedded_redis=True, command=["make", "--no-print-directory", "run"])
+    active, pairing = gw.provision(2)
+    gw.enroll(active, new_line())
+    gw.enroll_qr_text(pairing)  # a worker in the middle of pairing
+    names = _command_lines(_descendants(gw.process.pid))
+    for expected in ("supervisord", "redis-server", "simnet", "gunicorn", "controlplane.reconciler",
+                     f"slotworker {active}", f"slotworker {pairing}"):
+        assert expected in names
+    # The embedded Redis keeps its data in the data folder, owner-only.
+    assert (gw.data_dir / "run" / "redis.sock").exists()
+    started = _descendants(gw.process.pid)
+    gw.stop(sig=sig, whole_group=whole_group)  # make_gateway would also stop it if the test failed before
     assert gw.process.returncode is not None
     gone, alive = psutil.wait_procs(started, timeout=15)
     assert alive == [], _command_lines(alive)
@@ -103,36 +101,30 @@ def test_an_api_that_cannot_start_is_reported_and_the_gateway_stops_without_sayi
     assert instance.processes_with_env(RUN_MARK_CHECK, "api") == []
 
 
-def test_ready_is_said_only_once_the_api_answers_and_a_second_run_says_one_is_running(tmp_path):
-    gw = Gateway(tmp_path / "var", redis_url=None).start()
-    try:
-        said = (tmp_path / "var" / "launch.out").read_text()
-        assert "whinmovilla: starting" in said
-        # The banner comes after /ready passed: the line is there by the time the API answers.
-        wait_for(lambda: "whinmovilla: ready." in (tmp_path / "var" / "launch.out").read_text(),
-                 what="the ready banner")
-        assert said.index("whinmovilla: starting") < (tmp_path / "var" / "launch.out").read_text().index("ready.")
-        second = _launch(tmp_path, WHIN_PORT=str(free_port()))
-        _one_sentence(second, "is starting or running in", str(tmp_path / "var"), f"port {gw.port}")
-        assert gw.api("GET", "/ready").status_code == 200  # the first one is untouched
-    finally:
-        gw.stop()
+def test_ready_is_said_only_once_the_api_answers_and_a_second_run_says_one_is_running(tmp_path, make_gateway):
+    gw = make_gateway(folder="var", embedded_redis=True)
+    said = (tmp_path / "var" / "launch.out").read_text()
+    assert "whinmovilla: starting" in said
+    # The banner comes after /ready passed: the line is there by the time the API answers.
+    wait_for(lambda: "whinmovilla: ready." in (tmp_path / "var" / "launch.out").read_text(),
+             what="the ready banner")
+    assert said.index("whinmovilla: starting") < (tmp_path / "var" / "launch.out").read_text().index("ready.")
+    second = _launch(tmp_path, WHIN_PORT=str(free_port()))
+    _one_sentence(second, "is starting or running in", str(tmp_path / "var"), f"port {gw.port}")
+    assert gw.api("GET", "/ready").status_code == 200  # the first one is untouched
 
 
-def test_a_killed_supervisord_takes_every_program_with_it(tmp_path, new_line):
-    gw = Gateway(tmp_path / "var", redis_url=None).start()
-    try:
-        gw.enroll(gw.provision(1)[0], new_line())
-        supervisord = next(p for p in psutil.Process(gw.process.pid).children() if "supervisord" in p.name()
-                           or "supervisord" in " ".join(p.cmdline()))
-        programs = supervisord.children(recursive=True)
-        assert len(programs) >= 5  # redis, simnet, api (and its workers), reconciler, the slot
-        supervisord.kill()
-        gw.process.wait(30)  # the launcher ends what outlived supervisord, then exits
-        gone, alive = psutil.wait_procs(programs, timeout=15)
-        assert alive == [], _command_lines(alive)
-    finally:
-        gw.stop()
+def test_a_killed_supervisord_takes_every_program_with_it(make_gateway, new_line):
+    gw = make_gateway(embedded_redis=True)
+    gw.enroll(gw.provision(1)[0], new_line())
+    supervisord = next(p for p in psutil.Process(gw.process.pid).children() if "supervisord" in p.name()
+                       or "supervisord" in " ".join(p.cmdline()))
+    programs = supervisord.children(recursive=True)
+    assert len(programs) >= 5  # redis, simnet, api (and its workers), reconciler, the slot
+    supervisord.kill()
+    gw.process.wait(30)  # the launcher ends what outlived supervisord, then exits
+    gone, alive = psutil.wait_procs(programs, timeout=15)
+    assert alive == [], _command_lines(alive)
 
 
 def _launcher(tmp_path, mark: str, **env) -> subprocess.Popen:
@@ -162,40 +154,31 @@ def test_supervisord_killed_before_ready_ends_the_launcher_and_everything(tmp_pa
     wait_for(lambda: _left("early", tmp_path / "var") == [], timeout=15, what="every program to be gone")
 
 
-def test_a_hang_up_stops_the_gateway_instead_of_restarting_it(tmp_path):
-    gw = Gateway(tmp_path / "var", redis_url=None).start()
-    try:
-        started = psutil.Process(gw.process.pid).children(recursive=True)
-        gw.process.send_signal(signal.SIGHUP)  # the terminal was closed
-        gw.process.wait(60)
-        gone, alive = psutil.wait_procs(started, timeout=15)
-        assert alive == [], _command_lines(alive)
-    finally:
-        gw.stop()
+def test_a_hang_up_stops_the_gateway_instead_of_restarting_it(make_gateway):
+    gw = make_gateway(embedded_redis=True)
+    started = psutil.Process(gw.process.pid).children(recursive=True)
+    gw.process.send_signal(signal.SIGHUP)  # the terminal was closed
+    gw.process.wait(60)
+    gone, alive = psutil.wait_procs(started, timeout=15)
+    assert alive == [], _command_lines(alive)
 
 
-def test_a_start_ends_what_a_killed_run_on_its_folder_left_running(tmp_path, new_line):
-    first = Gateway(tmp_path / "var", redis_url=None).start()
-    try:
-        first.enroll(first.provision(1)[0], new_line())
-        launcher = psutil.Process(first.process.pid)
-        (supervisord,) = launcher.children()
-        orphans = [p for p in launcher.children(recursive=True) if p.pid != supervisord.pid]
-        for proc in (launcher, supervisord):  # both at once: nobody is left to end the programs
-            proc.kill()
-        first.process.wait(10)
-        second = Gateway(tmp_path / "var", redis_url=None)
-        second.env[GATEWAY_MARK] = first.env[GATEWAY_MARK]  # stop() below ends both runs' processes
-        second.start()
-        try:
-            gone, alive = psutil.wait_procs(orphans, timeout=15)
-            assert alive == [], _command_lines(alive)
-            assert "ending" in (tmp_path / "var" / "launch.out").read_text()
-            assert second.api("GET", "/ready").status_code == 200
-        finally:
-            second.stop()
-    finally:
-        first.stop()
+def test_a_start_ends_what_a_killed_run_on_its_folder_left_running(make_gateway, new_line):
+    first = make_gateway(folder="var", embedded_redis=True)
+    first.enroll(first.provision(1)[0], new_line())
+    launcher = psutil.Process(first.process.pid)
+    (supervisord,) = launcher.children()
+    orphans = [p for p in launcher.children(recursive=True) if p.pid != supervisord.pid]
+    for proc in (launcher, supervisord):  # both at once: nobody is left to end the programs
+        proc.kill()
+    first.process.wait(10)
+    second = make_gateway(folder="var", embedded_redis=True, start=False)
+    second.env[GATEWAY_MARK] = first.env[GATEWAY_MARK]  # its stop() ends both runs' processes
+    second.start()
+    gone, alive = psutil.wait_procs(orphans, timeout=15)
+    assert alive == [], _command_lines(alive)
+    assert "ending" in (second.data_dir / "launch.out").read_text()
+    assert second.api("GET", "/ready").status_code == 200
 
 
 def test_two_starts_at_once_on_one_folder_make_one_gateway(tmp_path):

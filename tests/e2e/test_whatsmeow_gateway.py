@@ -7,21 +7,17 @@ import time
 import pytest
 
 from tests.assertions import assert_json_error
-from tests.gateway import REPO, Gateway, wait_for
+from tests.gateway import REPO, wait_for
 
 FAKE_SITE = REPO / "tests" / "slotworker" / "engines" / "fakego_site"
 
 
 @pytest.fixture
-def whatsmeow_gateway(redis_server, tmp_path, request):
-    from tests.conftest import redis_url
-
+def whatsmeow_gateway(make_gateway, request):
     mode = request.param
     env = {"WHIN_ENGINE": "whatsmeow", "WHIN_TEST_FAKE_GO": mode, "WHIN_PAIRING_TIMEOUT": "4",
            "PYTHONPATH": os.pathsep.join([str(FAKE_SITE), str(REPO)])}
-    gw = Gateway(tmp_path / "gw", redis_url(redis_server), **env).start()
-    yield gw
-    gw.stop()
+    return make_gateway(**env)
 
 
 @pytest.mark.parametrize("whatsmeow_gateway", ["reachable"], indirect=True)

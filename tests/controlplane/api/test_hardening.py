@@ -1,5 +1,6 @@
 """Issue 10, items 3, 4 and 6 (API): the dashboard against cross-site requests and deletions, the body
-limit, and JSON nested too deeply to parse. Each against the running gateway, over real HTTP."""
+limit, and JSON nested too deeply to parse. Against the running gateway, over real HTTP, but for the JSON
+that the app itself refuses (on Flask's test client)."""
 
 import base64
 import http.client
@@ -289,8 +290,8 @@ def test_the_largest_media_a_send_may_carry_is_not_refused_for_size(gateway):
 @pytest.mark.parametrize("nesting", ["[" * 200_000, '{"a":' * 200_000,
                                      '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}"],
                          ids=["arrays", "objects", "closed"])
-def test_json_nested_too_deeply_is_422_invalid_json(gateway, method, path, nesting):
-    response = gateway.api(method, path, data=nesting, headers={"Content-Type": "application/json"})
+def test_json_nested_too_deeply_is_422_invalid_json(app_client, method, path, nesting):
+    response = app_client.api(method, path, data=nesting, headers={"Content-Type": "application/json"})
     body = assert_json_error(response, 422, "invalid_json")
     assert "nested" in body["detail"]
 

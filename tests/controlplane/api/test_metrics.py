@@ -4,8 +4,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.assertions import assert_json_error
-from tests.e2e.test_inbound import SENDER, delivered_message
 from tests.gateway import wait_for
+from tests.helpers import SENDER, delivered_message
 
 
 def samples(gateway) -> dict:

@@ -1,4 +1,8 @@
-"""Every route of the API over HTTP on the real gateway: authentication, bad input, JSON errors."""
+"""Every route of the API: authentication, bad input, JSON errors.
+
+What the API answers from validation and Redis alone is asked of the app in this process (``app_client``,
+Flask's test client on a real Redis); what needs supervisord, simnet or a slot's worker, of the real
+gateway (``gateway``)."""
 
 import re
 
@@ -6,6 +10,7 @@ import pytest
 
 from controlplane.api.app import create_app
 from controlplane.core.config import Settings
+from controlplane.core.store import SlotStore
 from tests.assertions import assert_json_error
 from tests.gateway import QUEUE_KEY
 
@@ -45,10 +50,10 @@ def test_the_route_table_is_the_manuals():
 
 
 @pytest.mark.parametrize(("method", "path"), [r for r in ROUTES if r[1] not in PUBLIC])
-def test_every_private_route_needs_a_valid_bearer_token(gateway, method, path):
+def test_every_private_route_needs_a_valid_bearer_token(app_client, method, path):
     for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic dGVzdA=="},
-                    {"Authorization": "Bearer"}, {"Authorization": f"Bearer {gateway.admin_token}x"}):
-        response = gateway.api(method, path, token=None, headers=headers)
+                    {"Authorization": "Bearer"}, {"Authorization": f"Bearer {app_client.admin_token}x"}):
+        response = app_client.api(method, path, token=None, headers=headers)
         assert_json_error(response, 401, "unauthorized")
         challenge = "Basic" if path.startswith("/rq") else "Bearer"  # the dashboard asks the browser
         assert response.headers["WWW-Authenticate"].startswith(challenge)
@@ -62,8 +67,8 @@ def test_health_and_ready_are_public(gateway, path):
 
 
 @pytest.mark.parametrize("path", sorted(PUBLIC - {"/health", "/ready"}))
-def test_the_documents_and_pages_are_public(gateway, path):
-    assert gateway.api("GET", path, token=None).status_code == 200
+def test_the_documents_and_pages_are_public(app_client, path):
+    assert app_client.api("GET", path, token=None).status_code == 200
 
 
 def test_every_public_route_exists():
@@ -78,35 +83,35 @@ def test_any_configured_token_reads_but_only_the_admin_token_provisions(gateway)
 
 @pytest.mark.parametrize("route", ["enroll", "sleepid", "resumeid", "killid", "slot"])
 @pytest.mark.parametrize("bad", BAD_SLOTS)
-def test_malformed_slot_ids_are_422_invalid_slot(gateway, route, bad):
-    assert_json_error(gateway.api("GET", f"/{route}/{bad}"), 422, "invalid_slot")
+def test_malformed_slot_ids_are_422_invalid_slot(app_client, route, bad):
+    assert_json_error(app_client.api("GET", f"/{route}/{bad}"), 422, "invalid_slot")
 
 
 @pytest.mark.parametrize("route", ["enroll", "sleepid", "resumeid", "killid", "slot"])
-def test_unknown_slot_ids_are_422_unknown_slot(gateway, route):
-    assert_json_error(gateway.api("GET", f"/{route}/ZZZZZZZ9"), 422, "unknown_slot")
+def test_unknown_slot_ids_are_422_unknown_slot(app_client, route):
+    assert_json_error(app_client.api("GET", f"/{route}/ZZZZZZZ9"), 422, "unknown_slot")
 
 
 @pytest.mark.parametrize("route", ["sleep", "resume", "kill"])
 @pytest.mark.parametrize("bad", BAD_LINES)
-def test_malformed_lines_are_422_invalid_line_saying_why(gateway, route, bad):
-    body = assert_json_error(gateway.api("GET", f"/{route}/{bad}"), 422, "invalid_line")
+def test_malformed_lines_are_422_invalid_line_saying_why(app_client, route, bad):
+    body = assert_json_error(app_client.api("GET", f"/{route}/{bad}"), 422, "invalid_line")
     assert "line" in body["detail"].lower()
 
 
-def test_a_plus_sign_is_named_in_the_error(gateway):
-    body = assert_json_error(gateway.api("GET", "/sleep/%2B34666123456"), 422, "invalid_line")
+def test_a_plus_sign_is_named_in_the_error(app_client):
+    body = assert_json_error(app_client.api("GET", "/sleep/%2B34666123456"), 422, "invalid_line")
     assert "'+'" in body["detail"]
 
 
 @pytest.mark.parametrize("route", ["sleep", "resume", "kill"])
-def test_lines_not_enrolled_are_422_unknown_line(gateway, route):
-    assert_json_error(gateway.api("GET", f"/{route}/34999000111"), 422, "unknown_line")
+def test_lines_not_enrolled_are_422_unknown_line(app_client, route):
+    assert_json_error(app_client.api("GET", f"/{route}/34999000111"), 422, "unknown_line")
 
 
-def test_a_slot_id_in_lower_case_finds_the_slot(gateway):
-    (slot_id,) = gateway.provision(1)
-    assert gateway.api("GET", f"/slot/{slot_id.lower()}").json()["id"] == slot_id
+def test_a_slot_id_in_lower_case_finds_the_slot(app_client):
+    (slot_id,) = SlotStore.from_url(app_client.settings.redis_url).create_slots(1)
+    assert app_client.api("GET", f"/slot/{slot_id.lower()}").json()["id"] == slot_id
 
 
 def test_actions_in_the_wrong_state_are_422_with_their_codes(gateway, new_line):
@@ -138,36 +143,36 @@ def test_cancel_ends_a_pairing_and_never_touches_a_linked_line(gateway, new_line
 
 
 @pytest.mark.parametrize("status", ["available", "active", "sleeping"])
-def test_slots_by_status_lists_only_that_status(gateway, status):
-    listing = gateway.api("GET", f"/slots/{status}").json()
+def test_slots_by_status_lists_only_that_status(app_client, status):
+    listing = app_client.api("GET", f"/slots/{status}").json()
     assert all(list(pair.values()) == [status] for pair in listing)
 
 
 @pytest.mark.parametrize("bad", ["pairing", "ACTIVE", "x", "12345678"])
-def test_slots_by_an_unknown_status_is_422(gateway, bad):
-    assert_json_error(gateway.api("GET", f"/slots/{bad}"), 422, "invalid_status")
+def test_slots_by_an_unknown_status_is_422(app_client, bad):
+    assert_json_error(app_client.api("GET", f"/slots/{bad}"), 422, "invalid_status")
 
 
 @pytest.mark.parametrize("body", [{"count": 0}, {"count": -1}, {"count": "2"}, {"count": 101}, {"count": True},
                                   {"count": 1.5}, {}, {"number": 2}])
-def test_provisioning_refuses_bad_counts(gateway, body):
-    assert_json_error(gateway.api("POST", "/slots", json=body), 422, "invalid_count")
+def test_provisioning_refuses_bad_counts(app_client, body):
+    assert_json_error(app_client.api("POST", "/slots", json=body), 422, "invalid_count")
 
 
 @pytest.mark.parametrize("raw", ['{"count": 2', "count=2", "[1]", "", "null"])
-def test_provisioning_refuses_broken_json(gateway, raw):
-    response = gateway.api("POST", "/slots", data=raw, headers={"Content-Type": "application/json"})
+def test_provisioning_refuses_broken_json(app_client, raw):
+    response = app_client.api("POST", "/slots", data=raw, headers={"Content-Type": "application/json"})
     assert_json_error(response, 422, "invalid_json")
 
 
-def test_unknown_routes_are_json_404_and_wrong_methods_json_405(gateway):
-    assert_json_error(gateway.api("GET", "/nope"), 404, "not_found")
-    assert_json_error(gateway.api("GET", "/nope", token=None), 404, "not_found")
-    assert_json_error(gateway.api("GET", "/enroll"), 404)
-    wrong_method = gateway.api("DELETE", "/slots")
+def test_unknown_routes_are_json_404_and_wrong_methods_json_405(app_client):
+    assert_json_error(app_client.api("GET", "/nope"), 404, "not_found")
+    assert_json_error(app_client.api("GET", "/nope", token=None), 404, "not_found")
+    assert_json_error(app_client.api("GET", "/enroll"), 404)
+    wrong_method = app_client.api("DELETE", "/slots")
     assert_json_error(wrong_method, 405, "method_not_allowed")
     assert set(wrong_method.headers["Allow"].split(", ")) >= {"GET", "POST"}  # RFC 9110; found by the fuzz
-    assert_json_error(gateway.api("PUT", "/slots2lines"), 405, "method_not_allowed")
+    assert_json_error(app_client.api("PUT", "/slots2lines"), 405, "method_not_allowed")
 
 
 def test_redis_down_is_a_json_503_not_a_500(tmp_path):

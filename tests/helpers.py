@@ -1,0 +1,80 @@
+"""Helpers shared by test modules (a test module imports from here, never from another test module)."""
+
+import itertools
+from pathlib import Path
+
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+from controlplane.messaging.events import QUEUE_NAME
+from tests.gateway import wait_for
+
+SENDER = "34611000001"  # the phone that writes to the lines under test
+
+_databases = itertools.count(1)
+
+
+def redis_url(sock: Path) -> str:
+    """A Redis database of its own on the suite's server (see the redis_server fixture)."""
+    return f"unix://{sock}?db={next(_databases)}"
+
+
+def delivered_message(receiver, line, text, timeout=15):
+    """The message event with ``text`` on ``line``, once the receiver has it."""
+    def find():
+        return [e for e in receiver.delivered(type="message", line=line)
+                if e["payload"]["Message"].get("conversation") == text]
+    return wait_for(find, timeout=timeout, what=f"the message to reach the webhook on line {line}")[0]
+
+
+def failed_deliveries(client) -> int:
+    """How many delivery jobs rq keeps as failed (its FailedJobRegistry of the deliveries queue)."""
+    return client.zcard(FailedJobRegistry(QUEUE_NAME, connection=client).key)
+
+
+def rq_job_keys(client) -> list:
+    """Every rq job hash left in Redis (a delivered or given-up job leaves none: result_ttl=0)."""
+    return client.keys(Job.redis_job_namespace_prefix + "*")
+
+
+class AppClient:
+    """The API in this process (create_app's Flask test client) on a real Redis database, with no
+    supervisord, simnet or slot worker behind it: for routes that answer from validation and Redis alone.
+
+    ``api()`` is Gateway.api's twin, so a test reads the same on either; its answers have requests'
+    ``json()``, ``text`` and ``headers``.
+    """
+
+    admin_token, user_token = "test-admin-token", "test-user-token"
+
+    def __init__(self, redis_url: str, data_dir: Path):
+        from controlplane.api.app import create_app
+        from controlplane.core.config import Settings
+        from tests.gateway import QUEUE_KEY, WEBHOOK_SECRET
+
+        self.settings = Settings.from_env({
+            "WHIN_API_TOKENS": f"{self.admin_token},{self.user_token}", "WHIN_DATA_DIR": str(data_dir),
+            "WHIN_REDIS_URL": redis_url, "WHIN_QUEUE_KEY": QUEUE_KEY, "WHIN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WHIN_ENGINE": "sim"})
+        self.app = create_app(self.settings)
+        self.client = self.app.test_client()
+
+    def api(self, method: str, path: str, token: str | None = "admin", **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token == "admin":
+            token = self.admin_token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        follow = kwargs.pop("allow_redirects", True)  # as requests does
+        return _Answer(self.client.open(path, method=method, headers=headers, follow_redirects=follow, **kwargs))
+
+
+class _Answer:
+    """A Flask test response read as requests reads one: ``json()`` is a method."""
+
+    def __init__(self, response):
+        self._response = response
+        self.status_code, self.headers, self.text = response.status_code, response.headers, response.text
+
+    def json(self):
+        return self._response.get_json(force=True)
