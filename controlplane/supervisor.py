@@ -170,12 +170,6 @@ class Supervisor:
             if fault.faultCode != Faults.NOT_RUNNING:
                 raise _translate(fault) from None
 
-    def signal(self, slot_id: str, signal_name: str) -> None:
-        try:
-            self._call("signalProcess", program_name(slot_id), signal_name)
-        except xmlrpc.client.Fault as fault:
-            raise _translate(fault) from None
-
 
 def escape(value) -> str:
     """supervisord expands %(name)s in its values: a literal % must be written %%."""

@@ -1,8 +1,9 @@
 """POST /send: validate, rate-limit, fetch media, hand the message to the slot's worker, await its answer.
 
-The message travels to the worker sealed (see sealed.py) on the slot's command list. If the worker
-does not answer within WHIN_SEND_TIMEOUT the command is withdrawn when still unread, so a 504 does
-not turn into a late send that the integrator's retry would double.
+The message travels to the worker sealed (see sealed.py) on the slot's command list, as the slot
+protocol's ``send`` command (protocol.py). If the worker does not answer within WHIN_SEND_TIMEOUT
+the command is withdrawn when still unread, so a 504 does not turn into a late send that the
+integrator's retry would double.
 """
 
 import base64
@@ -10,7 +11,7 @@ import binascii
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from controlplane.core import ids
+from controlplane.core import ids, protocol
 from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
 from controlplane.core.ids import InvalidIdentifier
 from controlplane.core.sealed import Sealer
@@ -127,17 +128,17 @@ class Outbound:
         else:
             message["media"] = self._media(request.media)
         answer = self._ask_worker(slot.id, message)
-        if answer.get("ok"):
-            return {"id": answer["id"], "timestamp": answer["timestamp"]}
-        if answer["error"] == "whatsapp_unreachable":
+        if isinstance(answer, protocol.Sent):
+            return {"id": answer.id, "timestamp": answer.timestamp}
+        if answer.error == protocol.WHATSAPP_UNREACHABLE:
             raise ServiceUnavailable("whatsapp_unreachable", f"Slot {slot.id} cannot reach WhatsApp right now.")
-        if answer["error"] == "engine_timeout":
-            raise EngineTimeout(answer["detail"])
-        raise Refused(answer["error"], answer.get("detail") or "WhatsApp refused the message.")
+        if answer.error == protocol.ENGINE_TIMEOUT:
+            raise EngineTimeout(answer.detail)
+        raise Refused(answer.error, answer.detail or "WhatsApp refused the message.")
 
-    def _ask_worker(self, slot_id: str, message: dict) -> dict:
-        answer, taken = self.store.ask(slot_id, {"op": "send", "sealed": self.sealer.seal(message)},
-                                       timeout=self.settings.send_timeout)
+    def _ask_worker(self, slot_id: str, message: dict) -> protocol.Sent | protocol.Failure:
+        command = protocol.Send(sealed=self.sealer.seal(message))
+        answer, taken = protocol.ask(self.store, slot_id, command, timeout=self.settings.send_timeout)
         if answer is None:
             if not taken:
                 raise EngineTimeout(f"Slot {slot_id} did not take the message within {self.settings.send_timeout:g} s;"

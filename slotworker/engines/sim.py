@@ -56,7 +56,6 @@ class SimEngine(Engine):
         self.http = requests.Session()
         self._stopping = threading.Event()
         self._logging_out = threading.Event()  # set before we tell the network: its echo is not news
-        self._thread: threading.Thread | None = None
         self._pairing_session: str | None = None
         self._connected = threading.Event()
 
@@ -101,8 +100,7 @@ class SimEngine(Engine):
                         self.slot_id, type(err).__name__)
 
     def _spawn(self, target, *args) -> None:
-        self._thread = threading.Thread(target=target, args=args, name=f"sim-{self.slot_id}", daemon=True)
-        self._thread.start()
+        threading.Thread(target=target, args=args, name=f"sim-{self.slot_id}", daemon=True).start()
 
     # --- pairing: QR codes until a phone scans one or they run out ---
 

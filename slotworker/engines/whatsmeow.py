@@ -51,7 +51,6 @@ class WhatsmeowEngine(Engine):
         self._stopping = threading.Event()
         self._logging_out = threading.Event()  # set before we tell WhatsApp: a LoggedOut then is our own
         self._connected = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- the slot's files ---
 
@@ -132,8 +131,7 @@ class WhatsmeowEngine(Engine):
         return client
 
     def _spawn(self, target) -> None:
-        self._thread = threading.Thread(target=target, name=f"whatsmeow-{self.slot_id}", daemon=True)
-        self._thread.start()
+        threading.Thread(target=target, name=f"whatsmeow-{self.slot_id}", daemon=True).start()
 
     def _run(self) -> None:
         """One connect(); it blocks for the session's life. Before the first login it never retries."""

@@ -11,12 +11,16 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from controlplane.core import protocol
 from controlplane.core.config import Settings
 from controlplane.core.sealed import Sealer
-from controlplane.core.store import SlotStore
+from controlplane.core.states import SlotStatus
+from controlplane.core.store import Slot, SlotStore
 from controlplane.messaging.events import EventPublisher, bytes_connection, message_event_id
-from slotworker import runner as runner_module
+from slotworker import outage as outage_module
+from slotworker import start
 from slotworker.engines.base import SendResult
+from slotworker.runner import PAIRING_GRACE_SECONDS as PAIRING_GRACE
 from slotworker.runner import SlotRunner
 from tests.gateway import QUEUE_KEY, wait_for
 
@@ -87,7 +91,7 @@ def paired(store, make_runner):
 def test_a_kill_whose_logout_echoes_sends_killed_only(store, publisher, make_runner):
     slot_id, runner = paired(store, make_runner)
     store.release(slot_id, "killed", ALLOWED, outbox=publisher.outbox())  # what the API's kill does
-    runner._handle(store.pop_command(slot_id, timeout=1))  # the worker takes the logout command
+    runner.commands.handle(store.pop_command(slot_id, timeout=1))  # the worker takes the logout command
     assert runner.engine.calls == ["logout", "stop"]
     assert statuses(publisher) == [(slot_id, "enrolled", 1), (slot_id, "killed", 2)]
     assert not store.get(slot_id).teardown
@@ -107,7 +111,7 @@ def test_a_late_logged_out_for_a_killed_enrollment_is_dropped_by_the_store(store
 def test_an_eviction_sends_evicted_once_and_the_old_workers_echo_nothing(store, publisher, make_runner):
     old, old_runner = paired(store, make_runner)
     new, _ = paired(store, make_runner)
-    old_runner._handle(store.pop_command(old, timeout=1))
+    old_runner.commands.handle(store.pop_command(old, timeout=1))
     assert statuses(publisher) == [(old, "enrolled", 1), (old, "evicted", 2), (new, "enrolled", 3)]
 
 
@@ -264,7 +268,7 @@ def test_a_stop_during_an_outage_still_queues_the_message_if_redis_is_back_in_ti
 
 def test_a_stop_during_a_long_outage_gives_the_message_up_after_its_budget_and_says_so(outage, monkeypatch,
                                                                                      caplog):
-    monkeypatch.setattr(runner_module, "STOP_BUDGET_SECONDS", 1.5, raising=False)
+    monkeypatch.setattr(outage_module, "STOP_BUDGET_SECONDS", 1.5)
     server, store, publisher, runner = outage
     worker = in_thread(runner.run)
     wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
@@ -284,8 +288,9 @@ def test_a_stop_during_a_long_outage_gives_the_message_up_after_its_budget_and_s
 def test_a_send_whose_deadline_passed_while_redis_was_away_is_not_sent_late(outage):
     server, store, publisher, runner = outage
     reply = uuid.uuid4().hex
-    store.push_command(runner.slot_id, {"op": "send", "reply": reply, "deadline": time.time() + 1,
-                                        "sealed": Sealer(QUEUE_KEY).seal({"to": "34611122233", "text": "tarde"})})
+    store.push_command(runner.slot_id, protocol.Send(
+        sealed=Sealer(QUEUE_KEY).seal({"to": "34611122233", "text": "tarde"}), reply=reply,
+        deadline=time.time() + 1).to_dict())
     server.stop()
     worker = in_thread(runner.run)  # started during the outage: it waits for its slot's state
     time.sleep(2)
@@ -296,3 +301,101 @@ def test_a_send_whose_deadline_passed_while_redis_was_away_is_not_sent_late(outa
     assert runner.engine.sent == []
     runner.request_stop()
     worker.join(10)
+
+
+# --- the start plan and the command dispatch (issue 11) ---
+
+
+@pytest.mark.parametrize(("fields", "credentials", "expected"), [
+    (None, True, "not_provisioned"),
+    ({"status": SlotStatus.ACTIVE, "teardown": True}, True, "wipe"),
+    ({"status": SlotStatus.AVAILABLE, "teardown": True, "pairing": True}, True, "wipe"),
+    ({"status": SlotStatus.ACTIVE}, True, "reconnect"),
+    ({"status": SlotStatus.ACTIVE}, False, "release_lost_credentials"),
+    ({"status": SlotStatus.AVAILABLE, "pairing": True}, False, "pair"),
+    ({"status": SlotStatus.AVAILABLE}, False, "nothing"),
+    ({"status": SlotStatus.SLEEPING}, True, "nothing"),
+])
+def test_what_a_worker_does_at_start_follows_its_slots_state(fields, credentials, expected):
+    slot = None if fields is None else Slot(id="AB12CD34", **fields)
+    assert start.plan(slot, lambda: credentials) == expected
+
+
+def test_every_op_of_the_protocol_has_a_handler(store, make_runner):
+    (slot_id,) = store.create_slots(1)
+    assert set(make_runner(slot_id).commands.handlers) == set(protocol.Op)
+
+
+class CodingEngine(SendingEngine):
+    def pair_code(self, line):
+        return "ABCD-EFGH"
+
+
+@pytest.fixture
+def linked_runner(store, publisher, tmp_path):
+    settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY})
+    (slot_id,) = store.create_slots(1)
+    return SlotRunner(slot_id, settings, store, CodingEngine, publisher)
+
+
+def test_a_send_command_is_sent_and_answered_through_the_protocol(store, linked_runner):
+    sealed = Sealer(QUEUE_KEY).seal({"to": "34611122233", "text": "hola"})
+    command = protocol.Send(sealed=sealed, reply=uuid.uuid4().hex, deadline=time.time() + 30)
+    linked_runner.commands.handle(command.to_dict())
+    assert linked_runner.engine.sent == ["34611122233"]
+    answer = command.read_reply(store.wait_reply(command.reply, timeout=5))
+    assert answer.id == "3EB0SENT" and isinstance(answer, protocol.Sent)
+
+
+def test_a_paircode_command_answers_the_engines_code(store, linked_runner):
+    command = protocol.PairCode(line=LINE, reply=uuid.uuid4().hex, deadline=time.time() + 30)
+    linked_runner.commands.handle(command.to_dict())
+    assert command.read_reply(store.wait_reply(command.reply, timeout=5)) == protocol.PairingCode("ABCD-EFGH")
+
+
+def test_a_paircode_on_an_engine_without_it_answers_not_supported(store, publisher, tmp_path):
+    from slotworker.engines.base import Engine
+
+    settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_QUEUE_KEY": QUEUE_KEY})
+    (slot_id,) = store.create_slots(1)
+    runner = SlotRunner(slot_id, settings, store, SendingEngine, publisher)
+    runner.engine.pair_code = lambda line: Engine.pair_code(runner.engine, line)
+    runner.engine.name = "echo"
+    command = protocol.PairCode(line=LINE, reply=uuid.uuid4().hex, deadline=time.time() + 30)
+    runner.commands.handle(command.to_dict())
+    answer = command.read_reply(store.wait_reply(command.reply, timeout=5))
+    assert isinstance(answer, protocol.Failure) and answer.error == protocol.NOT_SUPPORTED
+
+
+def test_an_expired_send_is_answered_engine_timeout_and_not_sent(store, linked_runner):
+    sealed = Sealer(QUEUE_KEY).seal({"to": "34611122233", "text": "tarde"})
+    command = protocol.Send(sealed=sealed, reply=uuid.uuid4().hex, deadline=time.time() - 1)
+    linked_runner.commands.handle(command.to_dict())
+    answer = command.read_reply(store.wait_reply(command.reply, timeout=5))
+    assert answer == protocol.Failure(protocol.ENGINE_TIMEOUT, "The request expired before the slot took it.")
+    assert linked_runner.engine.sent == []
+
+
+@pytest.mark.parametrize("raw", [{"op": "reboot"}, {"op": "send"}, {"op": "send", "sealed": 7}, {}])
+def test_an_unknown_or_unreadable_command_is_logged_by_its_op_and_dropped(linked_runner, raw, caplog):
+    linked_runner.commands.handle(raw)
+    assert linked_runner.engine.calls == [] and linked_runner.engine.sent == []
+    assert any("ignored" in r.getMessage() for r in caplog.records)
+
+
+def test_a_logout_command_tears_the_slot_down_and_ends_the_loop(linked_runner):
+    linked_runner.commands.handle(protocol.Logout(reason="killed").to_dict())
+    assert linked_runner.engine.calls == ["logout", "stop"]
+    assert linked_runner.exit_reason == "torn_down"
+
+
+def test_a_pairing_past_its_deadline_ends_the_loop_and_stops_the_engine(store, linked_runner):
+    """No os._exit: the loop ends with its reason, and the engine's stop runs (issue 11)."""
+    store.begin_pairing(linked_runner.slot_id, time.time() - PAIRING_GRACE - 1)
+    linked_runner.engine.start_pairing = lambda: linked_runner.engine.calls.append("pair")
+    worker = in_thread(linked_runner.run)
+    worker.join(20)
+    assert not worker.is_alive()
+    assert linked_runner.exit_reason == "pairing_deadline"
+    assert linked_runner.engine.calls == ["pair", "stop"]
+    assert not store.get(linked_runner.slot_id).pairing

@@ -2,6 +2,7 @@
 boundary (its Go library played by FakeGo). What the layers above rely on is the same for both."""
 
 import stat
+import threading
 
 import pytest
 from google.protobuf import json_format
@@ -125,7 +126,7 @@ def test_our_own_logout_is_never_reported_as_the_phones_unlink(harness, linked):
     sim engine's session thread sees it on its long poll, whatsmeow may dispatch LoggedOut during
     Logout(). Neither may reach on_logged_out, however the threads interleave."""
     engine, recorder = linked
-    thread = engine._thread
+    thread = next((t for t in threading.enumerate() if t.name == f"{harness.name}-{engine.slot_id}"), None)
     engine.logout()  # no stop() yet: the slot runner stops the engine only after its logout returns
     if thread is not None:
         thread.join(timeout=15)  # the session ends by itself once the network forgot the device

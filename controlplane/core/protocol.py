@@ -1,0 +1,203 @@
+"""The slot protocol: the commands a slot's worker takes from Redis and the replies it writes back.
+
+Both sides use these types: the control plane builds a command and reads its reply (outbound.py,
+lifecycle.py), the worker reads the command and builds the reply (slotworker/commands.py). The
+queue in between (commands.py) carries plain dicts, one JSON object each, and this is the wire:
+
+  {"op": "logout", "reason": "killed"}                       no reply
+  {"op": "send", "sealed": "<sealed.py token>", "reply": "<id>", "deadline": 1764170060.5}
+      -> {"ok": true, "id": "3EB0…", "timestamp": 1764170000}  or a failure
+  {"op": "paircode", "line": "34666123456", "reply": "<id>", "deadline": 1764170060.5}
+      -> {"ok": true, "code": "ABCD-EFGH"}  or a failure
+  a failure: {"ok": false, "error": "<machine code>", "detail": "<sentence>"}
+
+``reply`` (where the answer goes) and ``deadline`` (unix seconds; after it nobody reads the answer)
+are added by ``CommandQueue.ask``, which is what ``ask`` below calls. The store's Lua scripts push
+the logout of a released or evicted slot themselves (scripts.py), in this same shape. A send's
+message is sealed (sealed.py) before it becomes a command: its content is never in Redis in the
+clear, and these types never hold it unsealed.
+
+A reader ignores fields it does not know (a newer writer may add some); an unknown op, or a
+missing or mistyped field, is a ``ProtocolError``. Standard library only: the slot worker imports it.
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class Op(StrEnum):
+    LOGOUT = "logout"  # log out from the network, wipe the slot's files, mark the slot clean
+    SEND = "send"  # send one message (sealed)
+    PAIRCODE = "paircode"  # a code the phone types instead of scanning a QR
+
+
+# The failures a worker says itself; a send WhatsApp refuses carries the engine's own code instead.
+ENGINE_TIMEOUT = "engine_timeout"  # the command's deadline passed before the worker took it
+WHATSAPP_UNREACHABLE = "whatsapp_unreachable"
+NOT_SUPPORTED = "not_supported"  # this engine cannot do that (e.g. pairing by code)
+
+
+class ProtocolError(ValueError):
+    """A command or a reply this version cannot read."""
+
+
+class UnknownOp(ProtocolError):
+    def __init__(self, op: Any):
+        super().__init__(f"unknown op {op!r}")
+        self.op = op
+
+
+def _field(data: dict, name: str, kind: type | tuple[type, ...], default: Any = ..., what: str = "command") -> Any:
+    value = data.get(name, default)
+    if value is ...:
+        raise ProtocolError(f"a {what} without {name!r}")
+    if value is not default and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ProtocolError(f"a {what} whose {name!r} is a {type(value).__name__}")
+    return value
+
+
+# --- replies ---
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: str  # a machine code: one of the above, or the engine's refusal (e.g. send_failed)
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"ok": False, "error": self.error, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Failure":
+        detail = _field(data, "detail", (str, type(None)), None, "reply")
+        return cls(_field(data, "error", str, what="reply"), detail or "")
+
+
+@dataclass(frozen=True)
+class Sent:
+    id: str  # WhatsApp's id of the message
+    timestamp: int  # unix seconds, as WhatsApp's SendResponse
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "id": self.id, "timestamp": self.timestamp}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Sent":
+        return cls(_field(data, "id", str, what="reply"), _field(data, "timestamp", int, what="reply"))
+
+
+@dataclass(frozen=True)
+class PairingCode:
+    code: str  # "ABCD-EFGH"
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "code": self.code}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PairingCode":
+        return cls(_field(data, "code", str, what="reply"))
+
+
+# --- commands ---
+
+
+@dataclass(frozen=True)
+class Command:
+    op: ClassVar[Op]
+    success: ClassVar[type | None] = None  # the reply's type when it went well; None: no reply
+    reply: str | None = field(default=None, kw_only=True)
+    deadline: float | None = field(default=None, kw_only=True)
+
+    def to_dict(self) -> dict:
+        data = {"op": self.op.value, **self._payload()}
+        if self.reply is not None:
+            data["reply"] = self.reply
+        if self.deadline is not None:
+            data["deadline"] = self.deadline
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Command":
+        deadline = _field(data, "deadline", (int, float), None)
+        envelope = {"reply": _field(data, "reply", str, None),
+                    "deadline": None if deadline is None else float(deadline)}
+        return cls(**cls._parse(data), **envelope)
+
+    def read_reply(self, data: dict) -> "Sent | PairingCode | Failure":
+        """The worker's answer to this command, typed."""
+        if self.success is None:
+            raise ProtocolError(f"a {self.op.value} command has no reply")
+        if not isinstance(data, dict):
+            raise ProtocolError("a reply is a JSON object")
+        return self.success.from_dict(data) if data.get("ok") is True else Failure.from_dict(data)
+
+    def _payload(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def _parse(cls, data: dict) -> dict:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Logout(Command):
+    op: ClassVar[Op] = Op.LOGOUT
+    reason: str = "logout"  # killed, evicted, cancelled...: said in the worker's log
+
+    def _payload(self) -> dict:
+        return {"reason": self.reason}
+
+    @classmethod
+    def _parse(cls, data: dict) -> dict:
+        return {"reason": _field(data, "reason", str, "logout")}
+
+
+@dataclass(frozen=True)
+class Send(Command):
+    op: ClassVar[Op] = Op.SEND
+    success: ClassVar[type] = Sent
+    sealed: str  # Sealer.seal({"to", "text" | "media"}): the message, unreadable on its way
+
+    def _payload(self) -> dict:
+        return {"sealed": self.sealed}
+
+    @classmethod
+    def _parse(cls, data: dict) -> dict:
+        return {"sealed": _field(data, "sealed", str)}
+
+
+@dataclass(frozen=True)
+class PairCode(Command):
+    op: ClassVar[Op] = Op.PAIRCODE
+    success: ClassVar[type] = PairingCode
+    line: str  # the phone number that will type the code
+
+    def _payload(self) -> dict:
+        return {"line": self.line}
+
+    @classmethod
+    def _parse(cls, data: dict) -> dict:
+        return {"line": _field(data, "line", str)}
+
+
+COMMANDS: dict[Op, type[Command]] = {command.op: command for command in (Logout, Send, PairCode)}
+Reply = Sent | PairingCode | Failure
+
+
+def parse_command(data: Any) -> Command:
+    """A command as popped from the slot's queue; raises UnknownOp or ProtocolError."""
+    if not isinstance(data, dict):
+        raise ProtocolError("a command is a JSON object")
+    try:
+        op = Op(data.get("op"))
+    except ValueError:
+        raise UnknownOp(data.get("op")) from None
+    return COMMANDS[op].from_dict(data)
+
+
+def ask(queue, slot_id: str, command: Command, timeout: float) -> tuple[Reply | None, bool]:
+    """``queue.ask`` (commands.py) with typed ends: (the reply, True), or (None, whether the worker
+    took the command) when no reply came within ``timeout``."""
+    answer, taken = queue.ask(slot_id, command.to_dict(), timeout=timeout)
+    return (None if answer is None else command.read_reply(answer)), taken
