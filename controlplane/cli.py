@@ -20,7 +20,6 @@ from dotenv import dotenv_values
 from controlplane import instance
 from controlplane.core.config import ConfigError, Settings, data_dir_from_env, load_dotenv_file
 from controlplane.core.errors import GatewayError
-from controlplane.core.ids import InvalidIdentifier
 
 
 def _settings() -> Settings:
@@ -44,14 +43,9 @@ def _http(method: str, url: str, what: str, **kwargs) -> requests.Response:
 
 
 def _lifecycle():
-    from controlplane.core.store import SlotStore
     from controlplane.lifecycle import Lifecycle
-    from controlplane.messaging.events import EventPublisher
-    from controlplane.supervisor import Supervisor
 
-    settings = _settings()
-    return Lifecycle(settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings),
-                     EventPublisher(settings))
+    return Lifecycle.from_settings(_settings())
 
 
 def _out(as_json: bool, data, text: str) -> None:
@@ -64,7 +58,7 @@ class _Cli(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (GatewayError, InvalidIdentifier) as err:
+        except GatewayError as err:  # InvalidIdentifier too
             raise click.ClickException(f"{err.detail} [{err.code}]") from None
         except ConfigError as err:
             raise click.ClickException(str(err)) from None

@@ -2,6 +2,9 @@
 
 Each action writes the desired state to Redis first and then asks supervisord to make it so. If
 supervisord is slow or down, Redis still says what should be, and the reconciler converges.
+
+State is checked once, by the store's atomic step: its refusal carries the phase it found the slot
+in, and each action maps it to the contract's own code (``_REFUSALS``).
 """
 
 import contextlib
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from controlplane.core import engine_names, ids, slotfiles
 from controlplane.core.config import Settings
 from controlplane.core.errors import EngineTimeout, Refused, ServiceUnavailable
-from controlplane.core.states import SlotStatus
+from controlplane.core.states import SlotPhase, SlotStatus
 from controlplane.core.store import Slot, SlotStore
 from controlplane.messaging.events import EventPublisher
 from controlplane.supervisor import ProgramMissing, Supervisor
@@ -21,6 +24,21 @@ log = logging.getLogger(__name__)
 
 MAX_SLOTS_PER_REQUEST = 100
 _POLL = 0.02  # seconds between looks at Redis while waiting on a worker
+
+
+def wait_until(predicate, timeout: float, interval: float = _POLL):
+    """Look until ``predicate()`` answers something truthy, and return it; None once ``timeout``
+    seconds have passed. It looks at least once, and once more at the deadline, so a slow machine
+    never misses an answer that came in time. What the predicate raises ends the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(interval, left))
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,12 @@ class Lifecycle:
         self.store = store
         self.supervisor = supervisor
         self.publisher = publisher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Lifecycle":
+        """The gateway's own wiring, for the API and whinctl alike: its Redis, its supervisord, its queue."""
+        return cls(settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings),
+                   EventPublisher(settings))
 
     # --- provisioning ---
 
@@ -66,16 +90,11 @@ class Lifecycle:
 
     def enroll(self, slot: Slot) -> QrCode:
         """Start pairing (or join the pairing under way) and return the QR the worker shows now."""
-        if slot.status is not SlotStatus.AVAILABLE:
-            raise Refused("slot_not_available",
-                          f"Slot {slot.id} is {slot.status.value}; only an available slot can enroll a line.")
         if not engine_names.is_installed(self.settings.engine):
             raise ServiceUnavailable("engine_unavailable",
                                      f"The {self.settings.engine} engine is not installed in this gateway.")
-        try:
+        with _refusals(slot.id, "enroll"):
             started = self.store.begin_pairing(slot.id, time.time() + self.settings.pairing_timeout)
-        except Refused as refusal:
-            raise _state_refusal(slot.id, refusal, "slot_not_available") from None
         if started:
             self.store.count("pairing_started")
             self._start_worker(slot.id)
@@ -84,25 +103,28 @@ class Lifecycle:
     def current_qr(self, slot: Slot) -> QrCode:
         """The QR a pairing slot shows now. Unlike enroll it never starts a pairing, so a page that
         refreshes the code cannot restart one that has just ended."""
-        if slot.status is not SlotStatus.AVAILABLE:
+        if slot.status is not SlotStatus.AVAILABLE:  # a read, not a step: no script to refuse it
             raise Refused("slot_not_available", f"Slot {slot.id} is {slot.status.value}; it is not pairing.")
-        if not slot.pairing:
+        if slot.phase is not SlotPhase.PAIRING:
             raise Refused("not_pairing", f"Slot {slot.id} is not pairing; /enroll/{slot.id} starts it.")
         return self._wait_for_qr(slot.id)
 
     def _wait_for_qr(self, slot_id: str) -> QrCode:
-        deadline = time.monotonic() + self.settings.enroll_timeout
-        while time.monotonic() < deadline:
+        def shown() -> QrCode | None:
             slot = self.store.get(slot_id)
             if slot.status is SlotStatus.ACTIVE:
                 raise Refused("slot_not_available", f"Slot {slot_id} has just linked a line.")
-            if not slot.pairing:
+            if slot.phase is not SlotPhase.PAIRING:
                 raise _pairing_ended(slot)
             now = time.time()
             if slot.qr and slot.qr_expires_at and slot.qr_expires_at > now:
                 return QrCode(slot.qr, round(slot.qr_expires_at - now, 1))
-            time.sleep(_POLL)
-        raise EngineTimeout(f"Slot {slot_id} showed no QR code within {self.settings.enroll_timeout:g} s.")
+            return None
+
+        code = wait_until(shown, self.settings.enroll_timeout)
+        if code is None:
+            raise EngineTimeout(f"Slot {slot_id} showed no QR code within {self.settings.enroll_timeout:g} s.")
+        return code
 
     def pair_code(self, slot: Slot, line_text: str) -> QrCode:
         """Like enroll, but the phone types a code instead of scanning: ask the pairing worker for one."""
@@ -121,59 +143,47 @@ class Lifecycle:
     # --- sleep and resume ---
 
     def sleep(self, slot: Slot) -> None:
-        if slot.status is not SlotStatus.ACTIVE:
-            raise Refused("not_active", f"Slot {slot.id} is {slot.status.value}; only an active line can sleep.")
-        try:
+        with _refusals(slot.id, "sleep"):
             # Told in the same step: Redis says sleeping now, whatever supervisord answers (the reconciler
             # converges), and no kill can slip its event in between.
             self.store.move(slot.id, SlotStatus.ACTIVE, SlotStatus.SLEEPING, outbox=self.publisher.outbox())
-        except Refused as refusal:
-            raise _state_refusal(slot.id, refusal, "not_active") from None
         self._stop_worker(slot.id)
 
     def resume(self, slot: Slot) -> None:
-        if slot.status is not SlotStatus.SLEEPING:
-            raise Refused("not_sleeping",
-                          f"Slot {slot.id} is {slot.status.value}; only a sleeping line can resume.")
-        try:
+        with _refusals(slot.id, "resume"):
             # "active" from now on, even if slow to connect; told in the same step.
             self.store.move(slot.id, SlotStatus.SLEEPING, SlotStatus.ACTIVE, outbox=self.publisher.outbox())
-        except Refused as refusal:
-            raise _state_refusal(slot.id, refusal, "not_sleeping") from None
         self._start_worker(slot.id)
         self._wait_until_connected(slot.id)
 
     def _wait_until_connected(self, slot_id: str) -> None:
-        deadline = time.monotonic() + self.settings.connect_timeout
-        while time.monotonic() < deadline:
+        def connected() -> bool:
             slot = self.store.get(slot_id)
             if slot.status is SlotStatus.AVAILABLE:
                 raise Refused("logged_out",
                               f"The phone unlinked the line of slot {slot_id} while it slept; enroll it again.")
-            if slot.connected:
-                return
-            time.sleep(_POLL)
-        raise EngineTimeout(f"Slot {slot_id} did not reconnect within {self.settings.connect_timeout:g} s; "
-                            "it stays active and keeps trying.")
+            return slot.connected
+
+        if not wait_until(connected, self.settings.connect_timeout):
+            raise EngineTimeout(f"Slot {slot_id} did not reconnect within {self.settings.connect_timeout:g} s; "
+                                "it stays active and keeps trying.")
 
     # --- kill ---
 
     def kill(self, slot: Slot) -> None:
         """Unlink, wipe credentials and keys, and make the slot available again (also ends a pairing)."""
-        self._release(slot, "killed", (SlotStatus.ACTIVE.value, SlotStatus.SLEEPING.value, "pairing"), "not_enrolled")
+        self._release(slot, "killed", (SlotPhase.ACTIVE, SlotPhase.SLEEPING, SlotPhase.PAIRING), "kill")
 
     def cancel_pairing(self, slot: Slot) -> None:
         """End a pairing under way. Unlike kill it never touches a linked line, even one that linked a
         moment ago: the check and the release are one Lua step."""
-        self._release(slot, "cancelled", ("pairing",), "not_pairing")
+        self._release(slot, "cancelled", (SlotPhase.PAIRING,), "cancel")
 
-    def _release(self, slot: Slot, reason: str, allowed: tuple[str, ...], refusal_code: str) -> None:
-        try:
+    def _release(self, slot: Slot, reason: str, allowed: tuple[SlotPhase, ...], action: str) -> None:
+        with _refusals(slot.id, action):
             # The release and its one terminal event (``killed``) are one step; a cancelled pairing had
             # no line, so nothing is told. The worker's later logout, and its echo, tell nothing more.
             self.store.release(slot.id, reason, allowed, outbox=self.publisher.outbox())
-        except Refused as refusal:
-            raise _state_refusal(slot.id, refusal, refusal_code) from None
         # The worker logs out from the network and wipes its own files; start it if it sleeps.
         self._start_worker(slot.id)
         if not self._wait_for_teardown(slot.id):
@@ -183,12 +193,7 @@ class Lifecycle:
             self.store.finish_teardown(slot.id)
 
     def _wait_for_teardown(self, slot_id: str) -> bool:
-        deadline = time.monotonic() + self.settings.kill_timeout
-        while time.monotonic() < deadline:
-            if not self.store.get(slot_id).teardown:
-                return True
-            time.sleep(_POLL)
-        return False
+        return bool(wait_until(lambda: not self.store.get(slot_id).teardown, self.settings.kill_timeout))
 
     # --- supervisord, tolerant of a program it has not loaded yet ---
 
@@ -212,11 +217,29 @@ def _pairing_ended(slot: Slot) -> Exception:
                                     "call /enroll again.")
 
 
-def _state_refusal(slot_id: str, refusal: Refused, code: str) -> Refused:
-    """A Lua script found the slot in another state than the view had read: say which, with our code."""
-    if refusal.code != "wrong_state":
-        return refusal
-    state = refusal.detail
-    if state == "teardown":
-        return Refused(code, f"Slot {slot_id} is being reset; try again in a moment.")
-    return Refused(code, f"Slot {slot_id} is {state}.")
+# Each action's contract code when the store's step finds the slot in another phase, and what the
+# sentence adds after "Slot <ID> is <phase>".
+_REFUSALS = {
+    "enroll": ("slot_not_available", "only an available slot can enroll a line"),
+    "sleep": ("not_active", "only an active line can sleep"),
+    "resume": ("not_sleeping", "only a sleeping line can resume"),
+    "kill": ("not_enrolled", "only an enrolled or pairing slot can be killed"),
+    "cancel": ("not_pairing", "only a pairing can be cancelled"),
+}
+
+
+@contextlib.contextmanager
+def _refusals(slot_id: str, action: str):
+    """Turn the store's refusal of an action's step (states.SlotPhase in ``state``) into the action's code."""
+    try:
+        yield
+    except Refused as refusal:
+        if refusal.code not in ("wrong_state", "not_pairing") or refusal.state is None:
+            raise  # unknown_slot: the contract's own code already
+        code, rule = _REFUSALS[action]
+        if refusal.state is SlotPhase.RESETTING and action == "enroll":
+            raise Refused(code, f"Slot {slot_id} is being reset; try again in a moment.") from None
+        raise Refused(code, f"Slot {slot_id} is {_NAMED.get(refusal.state, refusal.state)}; {rule}.") from None
+
+
+_NAMED = {SlotPhase.PAIRING: "available (pairing)", SlotPhase.RESETTING: "available (being reset)"}

@@ -7,11 +7,8 @@ from apiflask import APIFlask
 from controlplane.api import auth, dashboard, enrollment, errors, health, lines, messages, metrics, openapi, slots, ui
 from controlplane.core import logs
 from controlplane.core.config import ConfigError, Settings
-from controlplane.core.store import SlotStore
 from controlplane.lifecycle import Lifecycle
-from controlplane.messaging.events import EventPublisher
 from controlplane.messaging.outbound import Outbound
-from controlplane.supervisor import Supervisor
 
 
 def create_app(settings: Settings | None = None) -> APIFlask:
@@ -27,8 +24,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings.media_max_bytes)
     app.request_class = errors.JsonRequest
     app.json.sort_keys = False
-    lifecycle = Lifecycle(settings, SlotStore.from_url(settings.redis_url), Supervisor.from_settings(settings),
-                          EventPublisher(settings))
+    lifecycle = Lifecycle.from_settings(settings)
     app.extensions["whin.lifecycle"] = lifecycle
     app.extensions["whin.outbound"] = Outbound(settings, lifecycle)
     errors.register(app)

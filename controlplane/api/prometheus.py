@@ -1,6 +1,6 @@
 """GET /metrics: Prometheus text, read from Redis at scrape time.
 
-The counters live in Redis (store.py: whin:stats, whin:stats:latency, whin:slotstats:<ID>), written by
+The counters live in Redis (keys.py: whin:stats, whin:stats:latency, whin:slotstats:<ID>), written by
 whichever process saw the event (api, slot workers, delivery workers), so every api process reports
 the same totals. Labels are slot ids, statuses and outcomes: never a phone number, never content.
 """
@@ -8,8 +8,10 @@ the same totals. Labels are slot ids, statuses and outcomes: never a phone numbe
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
+from controlplane.core.keys import LATENCY, STATS, slot_stats_key
 from controlplane.core.states import SlotStatus
-from controlplane.core.store import LATENCY, LATENCY_BUCKETS, STATS, SlotStore, slot_stats_key
+from controlplane.core.stats import LATENCY_BUCKETS
+from controlplane.core.store import SlotStore
 from controlplane.messaging.events import delivery_queue
 
 _DELIVERY = ("delivered", "retried", "given_up")

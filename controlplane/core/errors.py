@@ -1,4 +1,8 @@
-"""Errors that carry the contract's machine code; the API turns each into a JSON response."""
+"""The gateway's one error family: each carries the contract's machine code and a human sentence.
+
+The API turns each into a JSON response ({"error": code, "detail": detail}, with ``status``);
+whinctl prints the sentence and the code. Standard library only: the slot worker imports it.
+"""
 
 
 class GatewayError(Exception):
@@ -13,7 +17,14 @@ class GatewayError(Exception):
 
 
 class Refused(GatewayError):
-    """The manual's "could not be done": bad input, unknown slot or line, wrong state (422)."""
+    """The manual's "could not be done": bad input, unknown slot or line, wrong state (422).
+
+    ``state``: when the refusal comes from a step of the slot store, the slot's phase
+    (states.SlotPhase) as that step found it, for the caller to say which of its own codes applies."""
+
+    def __init__(self, code: str, detail: str, state: str | None = None):
+        super().__init__(code, detail)
+        self.state = state
 
 
 class EngineTimeout(GatewayError):

@@ -1,7 +1,10 @@
-"""The two identifiers of the contract: slot ids and lines (phone numbers). Standard library only."""
+"""The two identifiers of the contract: slot ids and lines (phone numbers). Standard library only
+(and core.errors)."""
 
 import re
 import secrets
+
+from controlplane.core.errors import Refused
 
 SLOT_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SLOT_ID_LENGTH = 8
@@ -12,13 +15,11 @@ _SLOT_ID = re.compile(SLOT_ID_PATTERN)
 _LINE = re.compile(LINE_PATTERN)
 
 
-class InvalidIdentifier(ValueError):
-    """A slot id or line that is malformed; ``code`` is the contract's machine code."""
+class InvalidIdentifier(Refused, ValueError):
+    """A slot id or line that is malformed (422); ``code`` is the contract's machine code.
 
-    def __init__(self, code: str, detail: str):
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+    A refusal like any other (the API and whinctl answer it as one); still a ValueError for callers
+    that parse an identifier as they would a number."""
 
 
 def new_slot_id() -> str:

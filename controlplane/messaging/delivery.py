@@ -25,8 +25,9 @@ from standardwebhooks.webhooks import Webhook
 
 from controlplane.core import live_secrets, logs
 from controlplane.core.config import Settings
+from controlplane.core.keys import STATS, WEBHOOK_HOLD
 from controlplane.core.sealed import Sealer
-from controlplane.core.store import STATS, WEBHOOK_HOLD, observe_latency
+from controlplane.core.stats import observe_latency
 from controlplane.messaging.events import bytes_connection, delivery_queue
 
 log = logging.getLogger("controlplane.messaging.delivery")

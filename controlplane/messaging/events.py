@@ -23,8 +23,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from controlplane.core.config import Settings
+from controlplane.core.connection import committed_despite, connect, mark_transaction
+from controlplane.core.keys import seq_key
 from controlplane.core.sealed import Sealer
-from controlplane.core.store import committed_despite, connect, mark_transaction, seq_key
 
 QUEUE_NAME = "deliveries"
 DELIVER = "controlplane.messaging.delivery.deliver"

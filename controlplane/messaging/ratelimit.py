@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from controlplane.core.store import rate_key
+from controlplane.core.keys import rate_key
 
 # KEYS[1]: the line's key. ARGV: now, seconds per message, burst allowance in seconds.
 # Returns "0" when allowed, else the seconds to wait (as a string: Lua numbers come back as integers).

@@ -8,8 +8,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from controlplane.core.config import Settings
+from controlplane.core.keys import seq_key
 from controlplane.core.sealed import Sealer
-from controlplane.core.store import seq_key
 from controlplane.messaging.events import EventPublisher, delivery_queue
 from tests.gateway import QUEUE_KEY
 

@@ -1,0 +1,57 @@
+"""The command queue: what the control plane asks of a slot's worker, its answers, and the reconciler's pokes.
+
+A mixin of SlotStore (store.py), which gives it ``self.redis``: callers keep one store object.
+The commands themselves (op names, fields) are the slot protocol's business, not this queue's.
+"""
+
+import json
+import time
+import uuid
+
+from controlplane.core.keys import NUDGE, command_key, reply_key
+
+REPLY_TTL = 60  # seconds an answer nobody waits for any more stays in Redis
+
+
+class CommandQueue:
+    redis = None  # set by SlotStore
+
+    def push_command(self, slot_id: str, command: dict) -> str:
+        """Queue a command; returns it as queued, for withdraw_command."""
+        raw = json.dumps(command)
+        self.redis.rpush(command_key(slot_id), raw)
+        return raw
+
+    def withdraw_command(self, slot_id: str, raw: str) -> bool:
+        """Take back a command the worker has not popped yet; False when it already took it."""
+        return bool(self.redis.lrem(command_key(slot_id), 1, raw))
+
+    def pop_command(self, slot_id: str, timeout: float) -> dict | None:
+        item = self.redis.blpop([command_key(slot_id)], timeout=timeout)
+        return json.loads(item[1]) if item else None
+
+    def ask(self, slot_id: str, command: dict, timeout: float) -> tuple[dict | None, bool]:
+        """Send a command that expects an answer; wait for it. Returns (answer, taken): with no answer
+        in time the command is withdrawn if still unread, and ``taken`` says whether the worker had it."""
+        request_id = uuid.uuid4().hex
+        raw = self.push_command(slot_id, {**command, "reply": request_id, "deadline": time.time() + timeout})
+        answer = self.wait_reply(request_id, timeout=timeout)
+        if answer is not None:
+            return answer, True
+        return None, not self.withdraw_command(slot_id, raw)
+
+    def push_reply(self, request_id: str, reply: dict) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(reply_key(request_id), json.dumps(reply))
+            pipe.expire(reply_key(request_id), REPLY_TTL)
+            pipe.execute()
+
+    def wait_reply(self, request_id: str, timeout: float) -> dict | None:
+        item = self.redis.blpop([reply_key(request_id)], timeout=timeout)
+        return json.loads(item[1]) if item else None
+
+    def wait_for_nudge(self, timeout: float) -> bool:
+        woke = self.redis.blpop([NUDGE], timeout=timeout)
+        if woke:
+            self.redis.delete(NUDGE)  # several pokes mean one more pass, not several
+        return bool(woke)

@@ -1,0 +1,69 @@
+"""The gateway's Redis client, and the store's transactions: WATCH/MULTI/EXEC with a mark that tells a lost
+EXEC reply from a transaction that never ran."""
+
+import uuid
+
+import redis
+
+from controlplane.core import scripts
+from controlplane.core.keys import txn_key
+
+# redis-py 8 times out every read after 5 s by default, blocking pops included: ours (and rq's) block
+# for up to WHIN_SEND_TIMEOUT or rq's dequeue timeout, so reads get a minute before calling Redis dead.
+SOCKET_TIMEOUT = 60
+CONNECT_TIMEOUT = 5
+
+
+def connect(url: str, decode_responses: bool = True) -> redis.Redis:
+    """A client for the gateway's Redis; rq needs decode_responses=False (it stores bytes)."""
+    return redis.Redis.from_url(url, decode_responses=decode_responses, socket_timeout=SOCKET_TIMEOUT,
+                                socket_connect_timeout=CONNECT_TIMEOUT,
+                                health_check_interval=30)
+
+
+def mark_transaction(pipe, token: str) -> None:
+    """Inside MULTI: leave a mark that this transaction committed (checked by committed_despite)."""
+    pipe.set(txn_key(token), 1, ex=60)
+
+
+def committed_despite(err: redis.WatchError, client: redis.Redis, token: str) -> bool:
+    """Whether a transaction that raised ``err`` committed after all.
+
+    redis-py raises WatchError also when the connection fails while keys are WATCHed, and that
+    includes losing EXEC's reply after Redis ran it. Retrying such a transaction would decide again
+    on the state it produced (refusing a kill that was done, numbering an event twice); its mark
+    says whether it ran. A real WatchError (a watched key changed) never committed."""
+    if "occurred while watching" not in str(err):
+        return False
+    return bool(client.exists(txn_key(token)))
+
+
+def transition(client: redis.Redis, watched: list[str], decide, outbox):
+    """Run a store script, and queue the events it causes (with an outbox, events.Outbox), in one MULTI/EXEC.
+
+    ``decide(pipe)`` reads the WATCHed keys, raises the script's refusal if it would refuse, and
+    returns (result, events, script, keys, args): what the script will do and which
+    (slot, line, status, reason) events report it. WATCH makes the script, run at EXEC, meet the
+    state decide read; if any of those keys changed meanwhile, nothing is written and we read again."""
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            token, result = uuid.uuid4().hex, None
+            try:
+                pipe.watch(*watched)
+                result, events, script, keys, args = decide(pipe)
+                events = [outbox.status(*e) for e in events] if outbox is not None else []
+                if events:
+                    outbox.stage(pipe, events)
+                pipe.multi()
+                script(keys=keys, args=args, client=pipe)
+                if events:
+                    outbox.write(pipe)
+                mark_transaction(pipe, token)
+                pipe.execute()
+                return result
+            except redis.WatchError as err:
+                if committed_despite(err, client, token):
+                    return result
+                continue
+            except redis.ResponseError as err:
+                raise scripts.refusal(err) from None  # what decide did not foresee

@@ -1,0 +1,62 @@
+"""Every Redis key of the gateway, spelled once: a constant or a function per concept, as rq does.
+
+Keys (prefix ``whin:``):
+  whin:slots             SET   every slot id ever provisioned (ids are never reused)
+  whin:slot:<ID>         HASH  status, line, pairing, pair_deadline, qr, qr_expires_at, connected, teardown,
+                               pair_error (why the last pairing ended without a phone), enrollment (an
+                               id for the line's current link to this slot: set by pairing, gone once
+                               it ends, so that an enrollment can end, and be reported ended, once)
+  whin:lines             HASH  line -> slot id, for every enrolled line
+  whin:cmd:<ID>          LIST  commands for the slot's worker (JSON), popped by the worker
+  whin:reconciler:nudge  LIST  a poke that wakes the reconciler before its next tick
+  whin:seq:<line>        INT   the line's event counter (the envelope's "seq")
+  whin:reply:<uuid>      LIST  a slot worker's answer to one command (send), expires in a minute
+  whin:rate:<line>       STR   the line's send-rate state (GCRA: the theoretical arrival time)
+  whin:stats             HASH  counters: delivered, retried, given_up, sent, ... (no content, no numbers)
+  whin:stats:latency     HASH  delivery latency histogram: bucket upper bound -> count, plus "sum"
+  whin:slotstats:<ID>    HASH  per-slot counters: worker starts, reconnects
+  whin:webhook:hold      STR   unix time before which no delivery is attempted (the receiver's Retry-After)
+  whin:txn:<uuid>        STR   written by one MULTI/EXEC, for a minute: tells a lost EXEC reply from a
+                               transaction that never ran (see store.committed_despite)
+
+The delivery queue itself lives under rq's own keys (rq:queue:deliveries, rq:job:<id>, ...).
+The Lua scripts (scripts.py) never spell a key: every key they touch comes to them in KEYS.
+Standard library only: the slot worker imports it.
+"""
+
+PREFIX = "whin:"
+
+SLOTS = PREFIX + "slots"
+LINES = PREFIX + "lines"
+NUDGE = PREFIX + "reconciler:nudge"
+STATS = PREFIX + "stats"
+LATENCY = PREFIX + "stats:latency"
+WEBHOOK_HOLD = PREFIX + "webhook:hold"
+
+
+def slot_key(slot_id: str) -> str:
+    return f"{PREFIX}slot:{slot_id}"
+
+
+def command_key(slot_id: str) -> str:
+    return f"{PREFIX}cmd:{slot_id}"
+
+
+def slot_stats_key(slot_id: str) -> str:
+    return f"{PREFIX}slotstats:{slot_id}"
+
+
+def seq_key(line: str) -> str:
+    return f"{PREFIX}seq:{line}"
+
+
+def rate_key(line: str) -> str:
+    return f"{PREFIX}rate:{line}"
+
+
+def reply_key(request_id: str) -> str:
+    return f"{PREFIX}reply:{request_id}"
+
+
+def txn_key(token: str) -> str:
+    return f"{PREFIX}txn:{token}"
