@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from controlplane.core import engine_names, ids, slotfiles
+from controlplane.core import engine_names, ids, protocol, slotfiles
 from controlplane.core.config import Settings
 from controlplane.core.errors import EngineTimeout, Refused, ServiceUnavailable
 from controlplane.core.states import SlotPhase, SlotStatus
@@ -130,15 +130,16 @@ class Lifecycle:
         """Like enroll, but the phone types a code instead of scanning: ask the pairing worker for one."""
         line = ids.parse_line(line_text)
         self.enroll(slot)  # starts pairing (or joins it) and waits until the engine is talking to WhatsApp
-        answer, _ = self.store.ask(slot.id, {"op": "paircode", "line": line}, timeout=self.settings.enroll_timeout)
+        answer, _ = protocol.ask(self.store, slot.id, protocol.PairCode(line=line),
+                                 timeout=self.settings.enroll_timeout)
         if answer is None:
             raise EngineTimeout(f"Slot {slot.id} gave no pairing code within {self.settings.enroll_timeout:g} s.")
-        if answer["ok"]:
+        if isinstance(answer, protocol.PairingCode):
             deadline = self.store.get(slot.id).pair_deadline or time.time()
-            return QrCode(answer["code"], round(max(0.0, deadline - time.time()), 1))
-        if answer["error"] == "not_supported":
-            raise Refused("not_supported", answer["detail"])
-        raise ServiceUnavailable("whatsapp_unreachable", f"Slot {slot.id}: {answer['detail']}")
+            return QrCode(answer.code, round(max(0.0, deadline - time.time()), 1))
+        if answer.error == protocol.NOT_SUPPORTED:
+            raise Refused("not_supported", answer.detail)
+        raise ServiceUnavailable("whatsapp_unreachable", f"Slot {slot.id}: {answer.detail}")
 
     # --- sleep and resume ---
 
