@@ -53,7 +53,7 @@ def redis_server():
     sock = folder / "redis.sock"
     process = subprocess.Popen(
         [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--save", "", "--appendonly", "no", "--dir", str(folder), "--databases", "64"],
+         "--save", "", "--appendonly", "no", "--dir", str(folder), "--databases", "1024"],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     client = redis.Redis(unix_socket_path=str(sock))
