@@ -6,18 +6,11 @@ import time
 
 import psutil
 
+from controlplane.core import keys
 from controlplane.messaging.events import message_event_id
 from tests.gateway import wait_for
+from tests.helpers import SENDER, delivered_message, failed_deliveries, rq_job_keys
 from tests.receiver import DROPPED
-
-SENDER = "34611000001"
-
-
-def delivered_message(receiver, line, text, timeout=15):
-    def find():
-        return [e for e in receiver.delivered(type="message", line=line)
-                if e["payload"]["Message"].get("conversation") == text]
-    return wait_for(find, timeout=timeout, what=f"the message to reach the webhook on line {line}")[0]
 
 
 def test_a_message_reaches_the_webhook_signed_with_the_contracts_envelope(gateway, receiver, new_line):
@@ -174,7 +167,7 @@ def test_kill_9_of_the_delivery_worker_mid_request_loses_nothing_and_duplicates_
     time.sleep(6)  # room for any spurious re-run to show up
     # The attempt cut short by the kill, then the one retry that delivered it: nothing more.
     assert [a.status for a in receiver.attempts_for(message_event_id(line, message_id))] == [DROPPED, 200]
-    assert gw.redis.zcard("rq:failed:deliveries") == 0
+    assert failed_deliveries(gw.redis) == 0
 
 
 def test_kill_9_of_the_slot_worker_loses_no_message(fresh_gateway, own_receiver, new_line):
@@ -191,29 +184,21 @@ def test_kill_9_of_the_slot_worker_loses_no_message(fresh_gateway, own_receiver,
         delivered_message(receiver, line, text, timeout=40)
 
 
-def test_a_delivery_that_runs_out_of_time_gives_up_counted_and_without_a_trace(redis_server, tmp_path, own_receiver,
-                                                                                 new_line):
-    from tests.conftest import redis_url
-    from tests.gateway import Gateway
-
-    gw = Gateway(tmp_path / "gw", redis_url(redis_server), WHIN_WEBHOOK_URL=own_receiver.url,
-                 WHIN_DELIVERY_MAX_AGE="3").start()
-    try:
-        (slot_id,) = gw.provision(1)
-        line = new_line()
-        own_receiver.fail_with = 503  # for good
-        gw.enroll(slot_id, line)
-        gw.phone_sends(SENDER, line, "never delivered")
-        wait_for(lambda: int(gw.redis.hget("whin:stats", "given_up") or 0) >= 2, timeout=30,
-                 what="both events (enrolled, message) to be given up")
-        time.sleep(2)
-        assert not [k for k in gw.redis.keys("rq:job:*")]
-        assert gw.redis.zcard("rq:failed:deliveries") == 0
-        log = "".join(p.read_text(errors="replace") for p in (gw.data_dir / "logs").glob("delivery-*.log"))
-        assert "delivery given up: event msg_" in log
-        assert "never delivered" not in log
-    finally:
-        gw.stop()
+def test_a_delivery_that_runs_out_of_time_gives_up_counted_and_without_a_trace(own_receiver, make_gateway, new_line):
+    gw = make_gateway(WHIN_WEBHOOK_URL=own_receiver.url, WHIN_DELIVERY_MAX_AGE="3")
+    (slot_id,) = gw.provision(1)
+    line = new_line()
+    own_receiver.fail_with = 503  # for good
+    gw.enroll(slot_id, line)
+    gw.phone_sends(SENDER, line, "never delivered")
+    wait_for(lambda: int(gw.redis.hget(keys.STATS, "given_up") or 0) >= 2, timeout=30,
+             what="both events (enrolled, message) to be given up")
+    time.sleep(2)
+    assert not rq_job_keys(gw.redis)
+    assert failed_deliveries(gw.redis) == 0
+    log = "".join(p.read_text(errors="replace") for p in (gw.data_dir / "logs").glob("delivery-*.log"))
+    assert "delivery given up: event msg_" in log
+    assert "never delivered" not in log
 
 
 def _exited(pid: int) -> bool:

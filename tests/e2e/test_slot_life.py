@@ -7,6 +7,7 @@ import stat
 import threading
 import time
 
+from controlplane.core import keys
 from tests.gateway import wait_for
 
 
@@ -30,7 +31,7 @@ def test_enroll_answers_a_png_qr_that_decodes_to_the_engines_exact_text(gateway)
     body = response.json()
     assert 0 < body["expires_in"] <= 6
     text = gateway.enroll_qr_text(slot_id)  # asked again while pairing: the code showing now
-    assert text == gateway.redis.hget(f"whin:slot:{slot_id}", "qr")
+    assert text == gateway.redis.hget(keys.slot_key(slot_id), "qr")
     assert text.startswith("https://wa.me/settings/linked_devices#")
     assert gateway.status_of(slot_id) == "available"
     assert gateway.detail(slot_id)["pairing"] is True
@@ -57,7 +58,7 @@ def test_whole_life_enroll_sleep_resume_kill(gateway, new_line):
     assert gateway.status_of(slot_id) == "active"
     assert gateway.detail(slot_id)["connected"] is True
     assert gateway.slot_pid(slot_id) != pid  # a new process, reconnected without a QR
-    assert gateway.redis.hget(f"whin:slot:{slot_id}", "qr") is None
+    assert gateway.redis.hget(keys.slot_key(slot_id), "qr") is None
 
     response = gateway.api("GET", f"/sleepid/{slot_id}")
     assert response.status_code == 200
@@ -230,7 +231,7 @@ def test_kill_9_of_a_slot_process_comes_back_still_mapped(gateway, new_line):
     wait_for(lambda: gateway.detail(slot_id)["connected"], what="the restarted slot to reconnect")
     assert gateway.status_of(slot_id) == "active"
     assert {line: slot_id} in gateway.api("GET", "/lines2slots").json()
-    assert gateway.redis.hget(f"whin:slot:{slot_id}", "qr") is None  # no new QR was needed
+    assert gateway.redis.hget(keys.slot_key(slot_id), "qr") is None  # no new QR was needed
 
 
 def test_slots_come_back_after_supervisord_restarts(fresh_gateway, new_line):
@@ -282,7 +283,7 @@ def test_a_sleeping_line_killed_reports_sleeping_then_one_killed_in_seq_order(ga
     assert gateway.api("GET", f"/sleep/{line}").status_code == 200
     assert gateway.api("GET", f"/kill/{line}").status_code == 200
     wait_for(lambda: not gateway.supervisor.is_running(slot_id), what="the killed worker to exit")
-    assert gateway.redis.get(f"whin:seq:{line}") == "3"  # nothing more was numbered for the line
+    assert gateway.redis.get(keys.seq_key(line)) == "3"  # nothing more was numbered for the line
     wait_for(lambda: {e["seq"] for e in receiver.delivered(line=line)} == {1, 2, 3}, what="the three events")
     events = sorted({e["seq"]: e for e in receiver.delivered(line=line)}.values(), key=lambda e: e["seq"])
     assert [(e["slot"], e["status"]) for e in events] == [(slot_id, "enrolled"), (slot_id, "sleeping"),

@@ -7,6 +7,7 @@ the worker's own logout taken for the phone's unlink), and so did the old slot o
 
 import time
 
+from controlplane.core import keys
 from tests.gateway import wait_for
 
 TERMINAL = {"killed", "evicted", "logged_out"}
@@ -20,7 +21,7 @@ def settled_events(gateway, receiver, line, slots):
     for slot_id in slots:
         wait_for(lambda s=slot_id: gateway.detail(s)["status"] != "available" or not gateway.supervisor.is_running(s),
                  timeout=30, what=f"the worker of released slot {slot_id} to exit")
-    used = int(gateway.redis.get(f"whin:seq:{line}") or 0)
+    used = int(gateway.redis.get(keys.seq_key(line)) or 0)
 
     def all_numbers_arrived():
         seqs = {e["seq"] for e in receiver.delivered(line=line)}
@@ -44,7 +45,7 @@ def statuses(events):
 
 
 def active_in_redis(gateway, slot_id):
-    return gateway.redis.hget(f"whin:slot:{slot_id}", "status") == "active"
+    return gateway.redis.hget(keys.slot_key(slot_id), "status") == "active"
 
 
 def kill_soon_after_linking(gateway, new_line, delay):
