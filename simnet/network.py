@@ -3,6 +3,10 @@
 It stands for the outside world, so its state is its own: in memory, saved to a JSON file under its
 own folder after every change (linked devices must survive a restart, as WhatsApp's do). Pairing
 sessions are not saved: like WhatsApp's QR refs they die with the connection that asked for them.
+
+Over ~250 lines (~320) for now: one lock guards the whole network's state, and pairing, devices and
+inboxes change together under it. Issue 12's inbound kinds (media, groups, receipts) will need it
+split by concept (pairing, devices, phones), each behind the same lock.
 """
 
 import json
