@@ -29,7 +29,7 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.gateway import Gateway, free_port, wait_for  # noqa: E402
+from tests.gateway import Gateway, free_port, wait_for
 
 SENDER = "34611000001"
 LINE = "34655000001"

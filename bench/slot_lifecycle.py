@@ -20,7 +20,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.gateway import Gateway, wait_for  # noqa: E402
+from tests.gateway import Gateway, wait_for
 
 
 def pss_kb(pid: int) -> int:

@@ -25,7 +25,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.gateway import REPO, Gateway, wait_for  # noqa: E402
+from tests.gateway import REPO, Gateway, wait_for
 
 FAKE_SITE = REPO / "tests" / "slotworker" / "engines" / "fakego_site"
 
