@@ -80,7 +80,7 @@ class Arrivals:
                 raise RuntimeError(f"lost or late: {len(texts - self.seen.keys())} of {len(texts)} never arrived")
             try:
                 text, when = self.queue.get(timeout=min(remaining, 1))
-            except Exception:  # noqa: BLE001 - queue.Empty: keep waiting until the deadline
+            except Exception:  # queue.Empty: keep waiting until the deadline
                 continue
             self.seen[text] = when
         return {t: self.seen[t] for t in texts}

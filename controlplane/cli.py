@@ -67,7 +67,7 @@ class _Cli(click.Group):
                                        "is the gateway running (make run), with this data folder?") from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as err:  # noqa: BLE001 - a sysadmin gets a sentence; WHIN_DEBUG=1 shows the trace
+        except Exception as err:  # a sysadmin gets a sentence; WHIN_DEBUG=1 shows the trace
             if os.environ.get("WHIN_DEBUG"):
                 raise
             raise click.ClickException(f"unexpected error ({type(err).__name__}: {err}); run again with "

@@ -124,7 +124,7 @@ class Reconciler:
             self._redis_lost(err)
             time.sleep(self.interval)
             return
-        except Exception:  # noqa: BLE001 - the loop must outlive a bad pass
+        except Exception:  # the loop must outlive a bad pass
             log.exception("reconcile pass failed")
             time.sleep(self.interval)
             return

@@ -2,4 +2,4 @@
 `gunicorn -c deploy/gunicorn.conf.py 'controlplane.api.app:create_app()'`. `make run` and
 deploy/whinmovilla.service use the same settings from controlplane/gunicorn_conf.py."""
 
-from controlplane.api.gunicorn_conf import *  # noqa: F401,F403 - one place for the settings
+from controlplane.api.gunicorn_conf import *  # noqa: F403 - one place for the settings

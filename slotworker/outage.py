@@ -89,7 +89,7 @@ class Patience:
                 result = call()
             except Refused:
                 raise
-            except Exception as err:  # noqa: BLE001 - Redis down, full, restarting: wait and try again
+            except Exception as err:  # Redis down, full, restarting: wait and try again
                 delay = backoff.next()
                 log.error("slot %s: cannot queue %s (%s); retrying in %.1f s", self.slot_id, what,
                           type(err).__name__, delay)

@@ -17,7 +17,7 @@ class _SlowReady(QuietHandler):
 
     slow_until = 0.0
 
-    def do_GET(self):  # noqa: N802 - the name http.server calls
+    def do_GET(self):
         if time.monotonic() < self.slow_until:
             time.sleep(6)
         self.answer(200)

@@ -28,7 +28,7 @@ def ready():
     checks = {}
     try:
         checks["redis"] = bool(lc.store.redis.ping())
-    except Exception:  # noqa: BLE001 - any failure means "not ready", and is reported as such
+    except Exception:  # any failure means "not ready", and is reported as such
         checks["redis"] = False
     try:
         lc.supervisor.slot_states()

@@ -108,7 +108,7 @@ def _system_resolve(host: str, port: int, timeout: float) -> list[str]:
     def run():
         try:
             box["addresses"] = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-        except Exception as err:  # noqa: BLE001 - reported below, whatever it is
+        except Exception as err:  # reported below, whatever it is
             box["error"] = err
 
     thread = threading.Thread(target=run, name="media-dns", daemon=True)

@@ -93,7 +93,7 @@ class WhatsmeowEngine(Engine):
             self.client.disconnect()  # no new events from WhatsApp...
             time.sleep(DRAIN_SECONDS)  # ...and those neonize has buffered reach our handlers first
             self.client.stop()  # cancels Go's context: connect() returns
-        except Exception as err:  # noqa: BLE001 - stopping must not fail the caller
+        except Exception as err:  # stopping must not fail the caller
             log.warning("slot %s: stopping the engine: %s", self.slot_id, type(err).__name__)
 
     def logout(self) -> None:

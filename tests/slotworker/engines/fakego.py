@@ -51,7 +51,7 @@ class FakeGo:
 
     # --- what neonize calls ---
 
-    def Neonize(self, name, uuid, jid, jid_len, new_device, level, qr_cb, login_cb, event_cb, log_cb,  # noqa: N802
+    def Neonize(self, name, uuid, jid, jid_len, new_device, level, qr_cb, login_cb, event_cb, log_cb,
                 subscribers, n_subscribers, props, n_props, pair_phone, n_pair_phone, proxy):
         self.calls.append(("Neonize", name, bool(new_device), JID.FromString(jid) if jid_len else None))
         if not name.startswith(b"postgres"):
@@ -75,22 +75,22 @@ class FakeGo:
         self.running.clear()
         return b""
 
-    def Stop(self, uuid):  # noqa: N802
+    def Stop(self, uuid):
         self.calls.append(("Stop",))
         self._stopped.set()
         return b""
 
-    def Disconnect(self, uuid):  # noqa: N802
+    def Disconnect(self, uuid):
         self.calls.append(("Disconnect",))
         self.connected = False
 
-    def IsConnected(self, uuid):  # noqa: N802
+    def IsConnected(self, uuid):
         return self.connected
 
-    def IsLoggedIn(self, uuid):  # noqa: N802
+    def IsLoggedIn(self, uuid):
         return self.connected
 
-    def Logout(self, uuid):  # noqa: N802
+    def Logout(self, uuid):
         self.calls.append(("Logout",))
         if not self.connected:
             return b"client is nil"
@@ -99,18 +99,18 @@ class FakeGo:
             self.emit(LoggedOutEv(OnConnect=False, Reason=ConnectFailureReason.LOGGED_OUT))
         return b""
 
-    def PairPhone(self, uuid, payload, size):  # noqa: N802
+    def PairPhone(self, uuid, payload, size):
         self.calls.append(("PairPhone",))
         return PairPhoneReturnFunction(Code="ABCD-EFGH").SerializePartialToString()
 
-    def SendMessage(self, uuid, to, to_len, message, message_len):  # noqa: N802
+    def SendMessage(self, uuid, to, to_len, message, message_len):
         print("SendMessage: Go writes lines like this to stdout", flush=True)  # never data for us
         target, sent = JID.FromString(to), Message.FromString(message)
         self.sent.append((target.User, sent))
         response = SendResponse(ID=f"3EB0FAKE{len(self.sent):08d}", Timestamp=int(time.time()), ServerID=0)
         return SendMessageReturnFunction(SendResponse=response).SerializePartialToString()
 
-    def Upload(self, uuid, data, size, media_type):  # noqa: N802
+    def Upload(self, uuid, data, size, media_type):
         self.calls.append(("Upload", size, media_type))
         return UploadReturnFunction(UploadResponse=UploadResponse(
             url="https://mmg.whatsapp.net/fake", DirectPath="/v/fake", Handle="", MediaKey=b"k" * 32,
