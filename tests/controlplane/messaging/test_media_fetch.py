@@ -12,7 +12,7 @@ import logging
 import socket
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 from cryptography import x509
@@ -23,22 +23,11 @@ from cryptography.x509.oid import NameOID
 from controlplane.core.config import ConfigError, Settings, parse_media_allow
 from controlplane.core.errors import Refused
 from controlplane.messaging.media_fetch import UNREACHABLE, MediaAllow, MediaFetcher, is_public_address
+from tests.httpserver import QuietHandler
 
 SECRET = b"internal secret: never leaves the host"
 OUTSIDE = b"\xff\xd8\xff\xe0 a photo from the internet"
 OUTSIDE_ADDRESS = "127.0.0.2"  # allowed in these tests: it stands for a public host
-
-
-class QuietHandler(BaseHTTPRequestHandler):
-    def answer(self, status: int, body: bytes = b"", kind: str = "text/plain") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 class Recorder(QuietHandler):
