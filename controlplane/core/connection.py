@@ -38,26 +38,19 @@ def committed_despite(err: redis.WatchError, client: redis.Redis, token: str) ->
     return bool(client.exists(txn_key(token)))
 
 
-def transition(client: redis.Redis, watched: list[str], decide, outbox):
-    """Run a store script, and queue the events it causes (with an outbox, events.Outbox), in one MULTI/EXEC.
+def watched_transaction(client: redis.Redis, stage):
+    """WATCH, read, MULTI, write, EXEC, again from the start whenever a WATCHed key changed meanwhile.
 
-    ``decide(pipe)`` reads the WATCHed keys, raises the script's refusal if it would refuse, and
-    returns (result, events, script, keys, args): what the script will do and which
-    (slot, line, status, reason) events report it. WATCH makes the script, run at EXEC, meet the
-    state decide read; if any of those keys changed meanwhile, nothing is written and we read again."""
+    ``stage(pipe)`` WATCHes and reads (before MULTI) and returns (result, write); ``write(pipe)``
+    queues the commands after MULTI. Returns the result of the attempt that committed, also when only
+    its EXEC reply was lost (committed_despite)."""
     with client.pipeline(transaction=True) as pipe:
         while True:
             token, result = uuid.uuid4().hex, None
             try:
-                pipe.watch(*watched)
-                result, events, script, keys, args = decide(pipe)
-                events = [outbox.status(*e) for e in events] if outbox is not None else []
-                if events:
-                    outbox.stage(pipe, events)
+                result, write = stage(pipe)
                 pipe.multi()
-                script(keys=keys, args=args, client=pipe)
-                if events:
-                    outbox.write(pipe)
+                write(pipe)
                 mark_transaction(pipe, token)
                 pipe.execute()
                 return result
@@ -65,5 +58,31 @@ def transition(client: redis.Redis, watched: list[str], decide, outbox):
                 if committed_despite(err, client, token):
                     return result
                 continue
-            except redis.ResponseError as err:
-                raise scripts.refusal(err) from None  # what decide did not foresee
+
+
+def transition(client: redis.Redis, watched: list[str], decide, outbox):
+    """Run a store script, and queue the events it causes (with an outbox, events.Outbox), in one MULTI/EXEC.
+
+    ``decide(pipe)`` reads the WATCHed keys, raises the script's refusal if it would refuse, and
+    returns (result, events, script, keys, args): what the script will do and which
+    (slot, line, status, reason) events report it. WATCH makes the script, run at EXEC, meet the
+    state decide read; if any of those keys changed meanwhile, nothing is written and we read again."""
+
+    def stage(pipe):
+        pipe.watch(*watched)
+        result, events, script, keys, args = decide(pipe)
+        events = [outbox.status(*e) for e in events] if outbox is not None else []
+        if events:
+            outbox.stage(pipe, events)
+
+        def write(pipe):
+            script(keys=keys, args=args, client=pipe)
+            if events:
+                outbox.write(pipe)
+
+        return result, write
+
+    try:
+        return watched_transaction(client, stage)
+    except redis.ResponseError as err:
+        raise scripts.refusal(err) from None  # what decide did not foresee

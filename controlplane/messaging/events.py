@@ -23,7 +23,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from controlplane.core.config import Settings
-from controlplane.core.connection import committed_despite, connect, mark_transaction
+from controlplane.core.connection import connect, watched_transaction
 from controlplane.core.keys import seq_key
 from controlplane.core.sealed import Sealer
 
@@ -155,18 +155,11 @@ class Outbox:
             self.publisher.queue.enqueue_job(job, pipeline=pipe)
 
     def send(self, events: list[Event]) -> None:
-        """Queue events that report no store change, in a transaction of their own."""
-        with self.publisher.connection.pipeline(transaction=True) as pipe:
-            while True:
-                token = uuid.uuid4().hex
-                try:
-                    self.stage(pipe, events)
-                    pipe.multi()
-                    self.write(pipe)
-                    mark_transaction(pipe, token)
-                    pipe.execute()
-                    return
-                except redis.WatchError as err:
-                    if committed_despite(err, self.publisher.connection, token):
-                        return  # queued, only its reply was lost
-                    continue  # another event of the line was numbered meanwhile: number again
+        """Queue events that report no store change, in a transaction of their own (numbered again
+        when another event of the line was numbered meanwhile)."""
+
+        def stage(pipe):
+            self.stage(pipe, events)
+            return None, self.write
+
+        watched_transaction(self.publisher.connection, stage)
