@@ -125,10 +125,7 @@ OWN_DAEMONS = ("redis-server", "supervisord")
 
 def _program_name(pid: int) -> str:
     """The basename of what ``pid`` runs (the script for a Python program), or ""."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return ""
+    argv = _read(pid, "cmdline").split(b"\0")
     # The first word: redis-server's rewritten title is one string, "…/redis-server unixsocket:…".
     names = [Path(arg.decode(errors="replace").split(" ")[0]).name for arg in argv[:2] if arg]
     return next((name for name in names if name in OWN_DAEMONS), names[0] if names else "")
@@ -137,13 +134,7 @@ def _program_name(pid: int) -> str:
 def processes_naming(folder: Path) -> list[int]:
     """Pids of the live processes (but this one) whose command line names a path inside ``folder``."""
     mark = (str(Path(folder).resolve()) + os.sep).encode()  # the separator: not a sibling (var vs var2)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if mark in (entry / "cmdline").read_bytes() and _alive_not_zombie(int(entry.name)):
-                    found.append(int(entry.name))
-    return found
+    return [pid for pid in _other_pids() if mark in _read(pid, "cmdline") and _alive_not_zombie(pid)]
 
 
 def _socket_answers(path: Path) -> bool:
@@ -191,30 +182,36 @@ def become_subreaper() -> None:
 
 def children_of(parent: int) -> list[int]:
     """Pids of the live processes whose parent is ``parent``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == parent and fields[0] != "Z":
-                    found.append(int(entry.name))
-    return found
+    return [pid for pid in _other_pids() if (stat := _stat(pid)) and stat[1] == parent and stat[0] != "Z"]
 
 
 def processes_with_env(name: str, value: str) -> list[int]:
     """Pids of the processes (but this one) whose environment has ``name=value``."""
     marker = f"{name}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        if marker in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+    return [pid for pid in _other_pids() if marker in _read(pid, "environ").split(b"\0")]
+
+
+def _other_pids() -> list[int]:
+    """Every process's pid but this one's, from /proc."""
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and int(entry.name) != os.getpid()]
+
+
+def _read(pid: int, name: str) -> bytes:
+    """/proc/<pid>/<name>, or b"" once the process is gone (or is not ours to read)."""
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) from /proc/<pid>/stat, or None once it is gone."""
+    fields = _read(pid, "stat").decode(errors="replace").rsplit(")", 1)
+    if len(fields) < 2:
+        return None
+    state, ppid = fields[1].split()[:2]
+    return state, int(ppid)
 
 
 def end_processes(leftovers: list[int], grace: float = 5.0) -> list[int]:
@@ -232,8 +229,5 @@ def end_processes(leftovers: list[int], grace: float = 5.0) -> list[int]:
 
 
 def _alive_not_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
