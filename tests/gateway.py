@@ -160,8 +160,7 @@ class Gateway:
 
     def processes(self) -> list[int]:
         """Pids of every live process this gateway started, orphans included."""
-        return sorted(set(instance.processes_with_env(GATEWAY_MARK, self.env[GATEWAY_MARK]))
-                      | set(instance.processes_naming(self.data_dir)))
+        return processes_of(GATEWAY_MARK, self.env[GATEWAY_MARK], self.data_dir)
 
 
     @property
@@ -244,3 +243,9 @@ class Gateway:
 
     def unlink(self, line: str) -> None:
         self.http.post(f"{self.simnet_url}/phones/{line}/unlink", timeout=10).raise_for_status()
+
+
+def processes_of(mark: str, value: str, data_dir: Path) -> list[int]:
+    """Pids of the live processes of one start: those whose environment carries ``mark=value``, and
+    those naming its data folder (redis-server rewrites its environment for its process title)."""
+    return sorted(set(instance.processes_with_env(mark, value)) | set(instance.processes_naming(data_dir)))

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from controlplane import instance
-from tests.gateway import GATEWAY_MARK, REPO, free_port, wait_for
+from tests.gateway import GATEWAY_MARK, REPO, free_port, processes_of, wait_for
 
 # A mark of the test's own in the launcher's environment, to look for anything it left running.
 RUN_MARK_CHECK = "WHIN_TEST_LAUNCH"
@@ -134,10 +134,6 @@ def _launcher(tmp_path, mark: str, **env) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _left(mark: str, data_dir) -> list[int]:
-    return sorted(set(instance.processes_with_env(RUN_MARK_CHECK, mark)) | set(instance.processes_naming(data_dir)))
-
-
 def test_supervisord_killed_before_ready_ends_the_launcher_and_everything(tmp_path):
     launcher = _launcher(tmp_path, "early")
     try:
@@ -151,7 +147,8 @@ def test_supervisord_killed_before_ready_ends_the_launcher_and_everything(tmp_pa
         if launcher.poll() is None:
             launcher.kill()
     assert launcher.returncode == 1 and "supervisord exited" in err
-    wait_for(lambda: _left("early", tmp_path / "var") == [], timeout=15, what="every program to be gone")
+    wait_for(lambda: processes_of(RUN_MARK_CHECK, "early", tmp_path / "var") == [], timeout=15,
+             what="every program to be gone")
 
 
 def test_a_hang_up_stops_the_gateway_instead_of_restarting_it(make_gateway):
@@ -197,4 +194,5 @@ def test_two_starts_at_once_on_one_folder_make_one_gateway(tmp_path):
         for start in starts:
             if start.poll() is None:
                 start.kill()
-    wait_for(lambda: _left("twice", tmp_path / "var") == [], timeout=15, what="every program to be gone")
+    wait_for(lambda: processes_of(RUN_MARK_CHECK, "twice", tmp_path / "var") == [], timeout=15,
+             what="every program to be gone")
