@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.core import engine_names
+from controlplane.core import engine_names, event_types
 
 
 class ConfigError(RuntimeError):
@@ -64,6 +64,13 @@ def parse_media_allow(raw: str) -> tuple:
                               f" separated by commas; {item!r} is neither")
         entries.append(name)
     return tuple(entries)
+
+
+def _events(environ) -> frozenset:
+    try:
+        return event_types.parse_events(environ.get("WHIN_EVENTS", ""))
+    except ValueError as err:
+        raise ConfigError(f"WHIN_EVENTS is comma-separated event types: {err}") from None
 
 
 def data_dir_from_env(environ=None) -> Path:
@@ -127,6 +134,8 @@ class Settings:
     media_timeout: float = 20.0
     # Networks and host names media.url may reach although not public (config.parse_media_allow).
     media_allow: tuple = ()
+    # The webhook event types delivered (WHIN_EVENTS); the others are not even subscribed to.
+    events: frozenset = event_types.DEFAULT
 
     @property
     def admin_token(self) -> str | None:
@@ -194,6 +203,7 @@ class Settings:
             media_max_bytes=int(_number(environ, "WHIN_MEDIA_MAX_BYTES", 16 * 1024 * 1024)),
             media_timeout=_number(environ, "WHIN_MEDIA_TIMEOUT", 20.0),
             media_allow=parse_media_allow(environ.get("WHIN_MEDIA_ALLOW", "")),
+            events=_events(environ),
         )
 
 

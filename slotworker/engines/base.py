@@ -6,9 +6,12 @@ an engine lacks raise ``NotSupported``, which the API turns into a 422.
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from controlplane.core import event_types
 
 
 class NotSupported(Exception):
@@ -26,6 +29,30 @@ class SendRefused(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+class MediaRefused(Exception):
+    """The media of a message cannot be had; ``code`` is the API's: ``no_media`` (the message has none,
+    or its reference is unusable), ``media_gone`` (WhatsApp no longer holds the file; HTTP 404/410 from
+    its media server), ``media_too_large`` (over WHIN_MEDIA_MAX_BYTES), ``media_corrupt`` (the file
+    fails its MAC or hash checks)."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Download:
+    """A message's media, decrypted. ``chunks`` yields the bytes in order (a generator may raise
+    MediaRefused or EngineUnavailable midway); the last chunk comes only after the file passed its
+    checks, so whoever relays the chunks never completes a file that failed them."""
+
+    mimetype: str
+    filename: str | None
+    size: int | None  # the plain size when known before the bytes (the message's fileLength)
+    chunks: Iterable[bytes]
 
 
 @dataclass(frozen=True)
@@ -49,7 +76,15 @@ class EngineEvents(Protocol):
     def on_connected(self) -> None: ...
     def on_disconnected(self) -> None: ...
     def on_logged_out(self, reason: str) -> None: ...
-    def on_message(self, payload: dict, message_id: str, sender: str | None) -> None: ...
+    # Everything the network delivers to the line, as whatsmeow's event: ``source`` is its name
+    # (event_types.SOURCES: "Message", "Receipt", "CallOffer", …) and ``payload`` the event as lossless
+    # JSON (json_format.MessageToDict, proto field names).
+    def on_event(self, source: str, payload: dict) -> None: ...
+    # The network refuses the connection of a linked device that is still linked: ``reason`` is
+    # ``temporary_ban`` (details: ``expires_in`` seconds, ``ban_code``), ``stream_replaced`` (another
+    # client took the session; the engine does not fight it) or ``client_outdated``. A later
+    # on_connected means the line is back.
+    def on_offline(self, reason: str, details: dict) -> None: ...
 
 
 class Engine(ABC):
@@ -60,6 +95,8 @@ class Engine(ABC):
         self.slot_dir = slot_dir
         self.settings = settings
         self.events = events
+        # The whatsmeow events to subscribe to (WHIN_EVENTS): the others are never asked for.
+        self.sources = event_types.sources_for(getattr(settings, "events", event_types.DEFAULT))
 
     @abstractmethod
     def has_credentials(self) -> bool:
@@ -84,6 +121,16 @@ class Engine(ABC):
     @abstractmethod
     def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:
         """Send a text or a media message; raises EngineUnavailable or SendRefused."""
+
+    @abstractmethod
+    def download(self, message: dict, max_bytes: int) -> Download:
+        """The decrypted media of a ``Message`` JSON object as an event delivered it; raises
+        MediaRefused (before or while yielding chunks) or EngineUnavailable."""
+
+    def phone_for_lid(self, lid_user: str) -> str | None:
+        """The phone number behind a ``@lid`` user id, when the network has told us (None otherwise).
+        Called on the engine's event thread, only while connected."""
+        return None
 
     def pair_code(self, line: str) -> str:
         raise NotSupported(f"The {self.name} engine cannot pair by code.")
