@@ -3,7 +3,7 @@
 They must return quickly: whatsmeow runs its handlers one at a time on neonize's connect thread, fed
 by a 100-slot channel (ENGINE-NOTES). A QR code, the connected flag and a metric are tried once and
 never waited for (the command loop re-sends the flag). The one exception, on purpose, is queueing an
-inbound event (a message, a pairing, the phone's unlink, each a webhook event): it is retried here
+inbound event (a message, a receipt, a call…, a pairing, the phone's unlink, each a webhook event): it is retried here
 until Redis takes it, however long an outage lasts, because the sim engine acknowledges a message
 only after its callback returns and whatsmeow has already acknowledged it to WhatsApp. Returning, or
 exiting, before it is queued would lose it rather than get it again: waiting is what makes delivery
@@ -20,7 +20,10 @@ import uuid
 import redis
 
 from controlplane.core.errors import Refused
+from controlplane.core.event_types import WebhookType
 from controlplane.core.states import SlotStatus
+from controlplane.messaging import envelope
+from controlplane.messaging.events import status_event
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,9 @@ class ConnectedFlag:
 
 class EngineCallbacks:
     """SlotRunner's half that the engine calls. Uses the runner's slot_id, store, publisher, patience,
-    unqueued, connected, line, enrollment, _pair_deadline, _torn_down, _teardown() and _end()."""
+    unqueued, connected, engine, line, enrollment, _pair_deadline, _torn_down, _teardown() and _end()."""
+
+    _offline: str | None = None  # the reason the network last refused the line's connection
 
     def on_qr(self, code: str, expires_in: float) -> None:
         try:
@@ -107,6 +112,9 @@ class EngineCallbacks:
             self._end("pairing_over")
 
     def on_connected(self) -> None:
+        if self._offline is not None:
+            reason, self._offline = self._offline, None
+            self._status(SlotStatus.ACTIVE.value, "back_online", {"was": reason})
         if self._was_connected:
             self.patience.best_effort("a reconnect", lambda: self.store.count_for_slot(self.slot_id, "reconnects"))
         self._was_connected = True
@@ -136,12 +144,33 @@ class EngineCallbacks:
                 log.info("slot %s: logged out after its enrollment ended (%s); not reported", self.slot_id, reason)
         self._teardown("logged_out")
 
-    def on_message(self, payload: dict, message_id: str, sender: str | None) -> None:
+    def on_event(self, source: str, payload: dict) -> None:
+        """Whatever the network delivered to the line (a message, a receipt, a call…), as its webhook event."""
         if self._torn_down or self.line is None:
-            log.info("slot %s: message after its line was released; not delivered", self.slot_id)
+            log.info("slot %s: a %s after its line was released; not delivered", self.slot_id, source)
             return
-        # Queued before returning, however long Redis takes to come back (see the module's docstring).
         line = self.line
+        event = envelope.inbound(source, payload, line, self.engine.phone_for_lid)
+        if event is None or not self.publisher.wants(event.type):
+            return  # protocol chatter (a retry receipt…) or a type WHIN_EVENTS leaves out
+        # Queued before returning, however long Redis takes to come back (see the module's docstring).
         with self.unqueued.holding():
-            self.patience.until_queued(
-                "an inbound message", lambda: self.publisher.message(self.slot_id, line, payload, message_id, sender))
+            self.patience.until_queued(f"an inbound {event.type.value}",
+                                       lambda: self.publisher.inbound(self.slot_id, line, event, payload))
+
+    def on_offline(self, reason: str, details: dict) -> None:
+        """The network refuses the line's connection (a ban, another client, an outdated library): a
+        ``slot.status`` ``offline`` with the reason, and ``active`` again once the engine reconnects."""
+        self._offline = reason
+        self.connected.now = False
+        self.patience.best_effort("the connected flag", self.connected.report)
+        log.warning("slot %s: WhatsApp refuses the connection (%s)", self.slot_id, reason)
+        self._status("offline", reason, details)
+
+    def _status(self, status: str, reason: str, details: dict) -> None:
+        if self._torn_down or self.line is None or not self.publisher.wants(WebhookType.SLOT_STATUS):
+            return
+        # Made once, outside the retries: a retry after a lost reply is then the same webhook-id.
+        event = status_event(self.slot_id, self.line, status, reason, details)
+        with self.unqueued.holding():
+            self.patience.until_queued(f"a {status} status", lambda: self.publisher.outbox().send([event]))

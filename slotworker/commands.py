@@ -2,9 +2,10 @@
 
 The command loop (runner.py) pops each command from the slot's Redis list and hands it here, on the
 main thread. One handler per op: ``logout`` tears the slot down (no reply), ``send`` and ``paircode``
-ask the engine and reply. A reply is written for as long as its caller waits (the command's
-deadline), Redis outages included; after that nobody reads it. An unknown or unreadable command is
-logged by its op alone and dropped: its content (a sealed message) never reaches the log.
+ask the engine and reply, ``download`` streams a media file back from a thread (downloads.py).
+A reply is written for as long as its caller waits (the command's deadline), Redis outages
+included; after that nobody reads it. An unknown or unreadable command is logged by its op alone
+and dropped: its content (a sealed message) never reaches the log.
 """
 
 import base64
@@ -13,6 +14,7 @@ import time
 
 from controlplane.core import protocol
 from controlplane.core.sealed import Sealer
+from slotworker.downloads import Downloads
 from slotworker.engines.base import EngineUnavailable, NotSupported, OutboundMedia, SendRefused
 from slotworker.outage import GAVE_UP, Patience
 
@@ -22,17 +24,20 @@ REPLY_WAIT_SECONDS = 60  # how long a reply is retried when its command carries 
 
 
 class CommandHandler:
-    def __init__(self, slot_id: str, store, engine, sealer: Sealer, patience: Patience, teardown):
+    def __init__(self, slot_id: str, store, engine, sealer: Sealer, patience: Patience, teardown,
+                 media_max_bytes: int):
         self.slot_id = slot_id
         self.store = store
         self.engine = engine
         self.sealer = sealer
         self.patience = patience
         self.teardown = teardown  # the runner's: log out, wipe, end the loop
+        self.downloads = Downloads(slot_id, store, engine, sealer, patience, media_max_bytes)
         self.handlers = {
             protocol.Op.LOGOUT: self.logout,
             protocol.Op.SEND: self.send,
             protocol.Op.PAIRCODE: self.pair_code,
+            protocol.Op.DOWNLOAD: self.download,
         }
 
     def handle(self, raw: dict) -> None:
@@ -90,3 +95,9 @@ class CommandHandler:
             return protocol.Failure(protocol.NOT_SUPPORTED, str(err))
         except EngineUnavailable as err:
             return protocol.Failure(protocol.WHATSAPP_UNREACHABLE, str(err))
+
+    def download(self, command: protocol.Download) -> None:
+        if command.reply is None:
+            log.warning("slot %s: a download command without a reply address; dropped", self.slot_id)
+            return
+        self.downloads.start(command)  # it replies itself, part by part

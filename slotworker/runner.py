@@ -48,7 +48,7 @@ class SlotRunner(EngineCallbacks):
         self.connected = ConnectedFlag(store, slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
         self.commands = CommandHandler(slot_id, store, self.engine, Sealer(settings.queue_key), self.patience,
-                                       self._teardown)
+                                       self._teardown, settings.media_max_bytes)
         self.exit_reason: str | None = None  # why the command loop ended: the first reason given
         self._done = threading.Event()
         self._teardown_lock = threading.Lock()

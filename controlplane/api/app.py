@@ -4,10 +4,24 @@ import math
 
 from apiflask import APIFlask
 
-from controlplane.api import auth, dashboard, enrollment, errors, health, lines, messages, metrics, openapi, slots, ui
+from controlplane.api import (
+    auth,
+    dashboard,
+    enrollment,
+    errors,
+    health,
+    lines,
+    media,
+    messages,
+    metrics,
+    openapi,
+    slots,
+    ui,
+)
 from controlplane.core import logs
 from controlplane.core.config import ConfigError, Settings
 from controlplane.lifecycle import Lifecycle
+from controlplane.messaging.inbound_media import InboundMedia
 from controlplane.messaging.outbound import Outbound
 
 
@@ -27,10 +41,11 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     lifecycle = Lifecycle.from_settings(settings)
     app.extensions["whin.lifecycle"] = lifecycle
     app.extensions["whin.outbound"] = Outbound(settings, lifecycle)
+    app.extensions["whin.inbound_media"] = InboundMedia(settings, lifecycle)
     errors.register(app)
     openapi.register(app)
     auth.register(app)
-    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp, messages.bp, metrics.bp):
+    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp, messages.bp, media.bp, metrics.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(ui.bp)
     dashboard.register(app, settings)

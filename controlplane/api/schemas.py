@@ -141,6 +141,23 @@ COMPONENTS = {
         },
         "example": {"url": "https://example.com/piso.jpg", "caption": "El salón"},
     },
+    "MediaRequest": {
+        "type": "object",
+        "description": "Exactly one of line or slot says which line received the message; `message` is the "
+                       "webhook payload's `Message` object, exactly as delivered.",
+        "required": ["message"],
+        "allOf": [{"oneOf": [{"required": ["line"]}, {"required": ["slot"]}]}],
+        "properties": {
+            "line": LINE,
+            "slot": SLOT_ID,
+            "message": {"type": "object", "description": "The payload's `Message`: an `imageMessage`, "
+                        "`videoMessage`, `audioMessage`, `documentMessage` or `stickerMessage` (also inside "
+                        "`ephemeralMessage`, `viewOnceMessage…` or `documentWithCaptionMessage`)."},
+        },
+        "example": {"line": "34666123456", "message": {"imageMessage": {
+            "URL": "https://mmg.whatsapp.net/…", "directPath": "/v/t62.7118-24/…", "mimetype": "image/jpeg",
+            "mediaKey": "…", "fileSHA256": "…", "fileEncSHA256": "…", "fileLength": "52311"}}},
+    },
     "SendResult": {
         "type": "object", "required": ["id", "timestamp"],
         "properties": {

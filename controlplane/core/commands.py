@@ -33,12 +33,22 @@ class CommandQueue:
     def ask(self, slot_id: str, command: dict, timeout: float) -> tuple[dict | None, bool]:
         """Send a command that expects an answer; wait for it. Returns (answer, taken): with no answer
         in time the command is withdrawn if still unread, and ``taken`` says whether the worker had it."""
+        answer, taken, _ = self.ask_stream(slot_id, command, timeout)
+        return answer, taken
+
+    def ask_stream(self, slot_id: str, command: dict, timeout: float) -> tuple[dict | None, bool, str]:
+        """``ask``, returning also the reply list's id: a command with several answers (a download's
+        chunks) has the rest read from there, and the list dropped once done."""
         request_id = uuid.uuid4().hex
         raw = self.push_command(slot_id, {**command, "reply": request_id, "deadline": time.time() + timeout})
         answer = self.wait_reply(request_id, timeout=timeout)
         if answer is not None:
-            return answer, True
-        return None, not self.withdraw_command(slot_id, raw)
+            return answer, True, request_id
+        return None, not self.withdraw_command(slot_id, raw), request_id
+
+    def drop_replies(self, request_id: str) -> None:
+        """Answers nobody will read (a download whose client went away): gone now, not at their TTL."""
+        self.redis.delete(reply_key(request_id))
 
     def push_reply(self, request_id: str, reply: dict) -> None:
         with self.redis.pipeline(transaction=True) as pipe:

@@ -9,6 +9,10 @@ queue in between (commands.py) carries plain dicts, one JSON object each, and th
       -> {"ok": true, "id": "3EB0…", "timestamp": 1764170000}  or a failure
   {"op": "paircode", "line": "34666123456", "reply": "<id>", "deadline": 1764170060.5}
       -> {"ok": true, "code": "ABCD-EFGH"}  or a failure
+  {"op": "download", "sealed": "<sealed {"message": …}>", "reply": "<id>", "deadline": 1764170060.5}
+      -> {"ok": true, "mimetype": "image/jpeg", "filename": null, "size": 52311}  or a failure, then on
+         the same reply list: {"ok": true, "chunk": "<sealed bytes>"} …, {"ok": true, "end": true,
+         "size": 52311}, or a failure midway (the reader then drops what it has: the file is not whole)
   a failure: {"ok": false, "error": "<machine code>", "detail": "<sentence>"}
 
 ``reply`` (where the answer goes) and ``deadline`` (unix seconds; after it nobody reads the answer)
@@ -30,6 +34,7 @@ class Op(StrEnum):
     LOGOUT = "logout"  # log out from the network, wipe the slot's files, mark the slot clean
     SEND = "send"  # send one message (sealed)
     PAIRCODE = "paircode"  # a code the phone types instead of scanning a QR
+    DOWNLOAD = "download"  # a received message's media, decrypted, streamed back in sealed chunks
 
 
 # The failures a worker says itself; a send WhatsApp refuses carries the engine's own code instead.
@@ -97,6 +102,51 @@ class PairingCode:
     @classmethod
     def from_dict(cls, data: dict) -> "PairingCode":
         return cls(_field(data, "code", str, what="reply"))
+
+
+@dataclass(frozen=True)
+class MediaHeader:
+    """The first answer to a download: what the chunks that follow make up."""
+
+    mimetype: str
+    filename: str | None
+    size: int | None  # the exact size when the engine knows it before the bytes
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "mimetype": self.mimetype, "filename": self.filename, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MediaHeader":
+        return cls(_field(data, "mimetype", str, what="reply"), _field(data, "filename", (str, type(None)), None,
+                                                                        "reply"),
+                   _field(data, "size", (int, type(None)), None, "reply"))
+
+
+@dataclass(frozen=True)
+class MediaChunk:
+    sealed: str  # Sealer.seal_bytes of the next piece of the file
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "chunk": self.sealed}
+
+
+@dataclass(frozen=True)
+class MediaEnd:
+    size: int  # every byte was sent, and the file passed its checks
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "end": True, "size": self.size}
+
+
+def read_media_part(data: Any) -> "MediaChunk | MediaEnd | Failure":
+    """One answer after a download's header."""
+    if not isinstance(data, dict):
+        raise ProtocolError("a reply is a JSON object")
+    if data.get("ok") is not True:
+        return Failure.from_dict(data)
+    if data.get("end") is True:
+        return MediaEnd(_field(data, "size", int, what="reply"))
+    return MediaChunk(_field(data, "chunk", str, what="reply"))
 
 
 # --- commands ---
@@ -181,8 +231,22 @@ class PairCode(Command):
         return {"line": _field(data, "line", str)}
 
 
-COMMANDS: dict[Op, type[Command]] = {command.op: command for command in (Logout, Send, PairCode)}
-Reply = Sent | PairingCode | Failure
+@dataclass(frozen=True)
+class Download(Command):
+    op: ClassVar[Op] = Op.DOWNLOAD
+    success: ClassVar[type] = MediaHeader
+    sealed: str  # Sealer.seal({"message": <the payload's Message object>})
+
+    def _payload(self) -> dict:
+        return {"sealed": self.sealed}
+
+    @classmethod
+    def _parse(cls, data: dict) -> dict:
+        return {"sealed": _field(data, "sealed", str)}
+
+
+COMMANDS: dict[Op, type[Command]] = {command.op: command for command in (Logout, Send, PairCode, Download)}
+Reply = Sent | PairingCode | MediaHeader | Failure
 
 
 def parse_command(data: Any) -> Command:
@@ -201,3 +265,10 @@ def ask(queue, slot_id: str, command: Command, timeout: float) -> tuple[Reply | 
     took the command) when no reply came within ``timeout``."""
     answer, taken = queue.ask(slot_id, command.to_dict(), timeout=timeout)
     return (None if answer is None else command.read_reply(answer)), taken
+
+
+def ask_stream(queue, slot_id: str, command: Command, timeout: float) -> tuple[Reply | None, bool, str]:
+    """``ask`` for a command answered by several replies: also the reply list's id, to read the rest
+    from (``queue.wait_reply``) and to drop (``queue.drop_replies``) when done."""
+    answer, taken, request_id = queue.ask_stream(slot_id, command.to_dict(), timeout=timeout)
+    return (None if answer is None else command.read_reply(answer)), taken, request_id

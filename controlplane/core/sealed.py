@@ -28,6 +28,15 @@ class Sealer:
     def unseal(self, token: str) -> dict:
         return json.loads(self.unseal_text(token))
 
+    def seal_bytes(self, data: bytes) -> str:
+        return self._fernet.encrypt(data).decode("ascii")
+
+    def unseal_bytes(self, token: str) -> bytes:
+        try:
+            return self._fernet.decrypt(token.encode("ascii"))
+        except InvalidToken:
+            raise ValueError("sealed data does not open with this WHIN_QUEUE_KEY") from None
+
     def seal_text(self, text: str) -> str:
         return self._fernet.encrypt(text.encode("utf-8")).decode("ascii")
 

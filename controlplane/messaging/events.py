@@ -1,9 +1,10 @@
 """Turning what happens on a line into delivery jobs: the envelope, its sequence number, the RQ job.
 
-Used by slot workers (messages, enrolled, logged_out, evicted) and by the API (sleeping, active,
-killed). Every event becomes one RQ job on the ``deliveries`` queue, sealed, with rq's copies kept to
-the minimum (RELIABILITY-NOTES): a result for 1 s (``result_ttl=0`` re-delivers after a recovery),
-no failed-job record worth keeping, a description that names the event and nothing else.
+Used by slot workers (every inbound event, enrolled, logged_out, evicted, offline) and by the API
+(sleeping, active, killed). Types WHIN_EVENTS leaves out are dropped here, before a job exists.
+Every event becomes one RQ job on the ``deliveries`` queue, sealed, with rq's copies kept to the
+minimum (RELIABILITY-NOTES): a result for 1 s (``result_ttl=0`` re-delivers after a recovery), no
+failed-job record worth keeping, a description that names the event and nothing else.
 
 An event's ``seq`` is taken in the same MULTI/EXEC that queues its job (``Outbox``): a process that
 dies between the two steps leaves neither, never a number without its event. Status changes that
@@ -11,7 +12,6 @@ end or change an enrollment are queued in the very transaction that makes them (
 takes an Outbox), so each enrollment ends in exactly one terminal event, decided in Redis.
 """
 
-import hashlib
 import math
 import time
 import uuid
@@ -24,8 +24,12 @@ from rq.serializers import JSONSerializer
 
 from controlplane.core.config import Settings
 from controlplane.core.connection import connect, watched_transaction
+from controlplane.core.event_types import WebhookType
 from controlplane.core.keys import seq_key
 from controlplane.core.sealed import Sealer
+from controlplane.messaging.envelope import Inbound, message_event_id
+
+__all__ = ["EventPublisher", "Outbox", "message_event_id", "retry_intervals"]
 
 QUEUE_NAME = "deliveries"
 DELIVER = "controlplane.messaging.delivery.deliver"
@@ -47,12 +51,6 @@ def retry_intervals(backoff: tuple[float, ...], max_age: float) -> list[int]:
     return intervals
 
 
-def message_event_id(line: str, message_id: str) -> str:
-    """The webhook-id of an inbound message: the same whenever and by whichever slot it is received
-    again, and made of characters rq accepts in a job id, whatever WhatsApp's id contains."""
-    return "msg_" + hashlib.sha256(f"{line}:{message_id}".encode()).hexdigest()[:32]
-
-
 def delivery_queue(connection: redis.Redis) -> Queue:
     return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer)
 
@@ -70,16 +68,25 @@ class EventPublisher:
         intervals = retry_intervals(settings.delivery_backoff, settings.delivery_max_age)
         self.retry = Retry(max=len(intervals), interval=intervals)
         self.job_timeout = int(settings.webhook_timeout) + 10
+        self.types = settings.events
+
+    def wants(self, kind: str) -> bool:
+        return kind in self.types
 
     def outbox(self) -> "Outbox":
         """Events to queue in the caller's own MULTI/EXEC, with the store change they report."""
         return Outbox(self)
 
+    def inbound(self, slot_id: str, line: str, event: Inbound, payload: dict) -> str:
+        """Queue what the engine delivered (envelope.inbound made ``event`` of it)."""
+        self.outbox().send([Event(event.id, event.type.value, slot_id, line, {**event.fields, "payload": payload})])
+        return event.id
+
     def message(self, slot_id: str, line: str, payload: dict, message_id: str, sender: str | None) -> str:
-        event_id = message_event_id(line, message_id)
-        self.outbox().send([Event(event_id, "message", slot_id, line,
-                                  {"from": sender, "payload": payload})])
-        return event_id
+        """A message whose envelope is given (tests and benches that have no engine event to hand)."""
+        event = Inbound(message_event_id(line, message_id), WebhookType.MESSAGE,
+                        {"message_id": message_id, "from": sender})
+        return self.inbound(slot_id, line, event, payload)
 
     def slot_status(self, slot_id: str, line: str | None, status: str, reason: str | None = None) -> str:
         event = status_event(slot_id, line, status, reason)
@@ -109,9 +116,10 @@ class Event:
     fields: dict  # the envelope's other fields; "payload" goes last
 
 
-def status_event(slot_id: str, line: str | None, status: str, reason: str | None = None) -> Event:
-    return Event(f"evt_{uuid.uuid4().hex}", "slot.status", slot_id, line,
-                 {"status": status, "payload": {"status": status, "reason": reason}})
+def status_event(slot_id: str, line: str | None, status: str, reason: str | None = None,
+                 details: dict | None = None) -> Event:
+    return Event(f"evt_{uuid.uuid4().hex}", WebhookType.SLOT_STATUS.value, slot_id, line,
+                 {"status": status, "payload": {"status": status, "reason": reason, **(details or {})}})
 
 
 class Outbox:
@@ -136,6 +144,10 @@ class Outbox:
 
     def stage(self, pipe, events: list[Event]) -> None:
         self.publisher.queue.get_redis_server_version()  # rq asks while queueing: ask now, outside MULTI
+        events = [e for e in events if self.publisher.wants(e.type)]  # WHIN_EVENTS: the rest cost nothing
+        self._seqs, self._jobs = {}, []
+        if not events:
+            return
         lines = sorted({e.line for e in events if e.line})
         pipe.watch(*[Job.key_for(e.id) for e in events], *[seq_key(line) for line in lines])
         self._seqs = {line: int(pipe.get(seq_key(line)) or 0) for line in lines}
@@ -157,6 +169,8 @@ class Outbox:
     def send(self, events: list[Event]) -> None:
         """Queue events that report no store change, in a transaction of their own (numbered again
         when another event of the line was numbered meanwhile)."""
+        if not any(self.publisher.wants(e.type) for e in events):
+            return
 
         def stage(pipe):
             self.stage(pipe, events)

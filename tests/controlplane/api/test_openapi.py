@@ -51,7 +51,7 @@ OPERATION_IDS = {
     ("GET", "/resumeid/{slot}"): "resumeSlot", ("POST", "/resumeid/{slot}"): "resumeSlotPost",
     ("GET", "/kill/{line}"): "killLine", ("POST", "/kill/{line}"): "killLinePost",
     ("GET", "/killid/{slot}"): "killSlot", ("POST", "/killid/{slot}"): "killSlotPost",
-    ("POST", "/send"): "sendMessage",
+    ("POST", "/send"): "sendMessage", ("POST", "/media"): "downloadMedia",
     ("GET", "/health"): "getHealth", ("GET", "/ready"): "getReadiness", ("GET", "/metrics"): "getMetrics",
 }
 # The contract's "Inbound delivery to inmovilla" table, with the schema each envelope has.

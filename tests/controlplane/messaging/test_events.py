@@ -43,7 +43,7 @@ def test_events_are_rq_jobs_numbered_per_line(publisher, connection):
     envelopes = queued_envelopes(connection)
     assert [(e["line"], e["seq"], e["type"]) for e in envelopes] == [
         (LINE, 1, "slot.status"), (LINE, 2, "message"), ("34666000000", 1, "slot.status")]
-    assert list(envelopes[1]) == ["type", "line", "slot", "seq", "from", "received_at", "payload"]
+    assert list(envelopes[1]) == ["type", "line", "slot", "seq", "message_id", "from", "received_at", "payload"]
     # rq's own bookkeeping, as rq-dashboard reads it: the queue is registered, each job is queued.
     assert b"rq:queue:deliveries" in connection.smembers("rq:queues")
     job = Job.fetch(delivery_queue(connection).get_job_ids()[0], connection=connection, serializer=JSONSerializer)
@@ -118,3 +118,12 @@ def test_a_job_queued_by_an_earlier_version_still_finds_its_function():
     from controlplane.messaging.delivery import deliver
 
     assert import_attribute("controlplane.delivery.deliver") is deliver
+
+
+def test_types_whin_events_leaves_out_never_become_jobs_nor_use_a_number(connection):
+    only_messages = EventPublisher(Settings.from_env({"WHIN_QUEUE_KEY": QUEUE_KEY, "WHIN_EVENTS": "message"}),
+                                   connection=connection)
+    only_messages.slot_status("SLOT0001", LINE, "enrolled")
+    only_messages.message("SLOT0001", LINE, {"Info": {"ID": "M1"}}, "M1", None)
+    assert [(e["type"], e["seq"]) for e in queued_envelopes(connection)] == [("message", 1)]
+    assert connection.get(seq_key(LINE)) == b"1"

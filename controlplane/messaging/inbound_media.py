@@ -1,0 +1,124 @@
+"""POST /media: the decrypted bytes of a photo, voice note or document a line received.
+
+The webhook delivered the message as WhatsApp did: an encrypted reference. The API hands that
+``Message`` object, sealed, to the line's slot (the slot protocol's ``download``); the slot's engine
+downloads and decrypts it (whatsmeow itself, or the sim engine as whatsmeow does) and streams the
+bytes back in sealed chunks on a reply list, which this module pops one at a time as the response
+is written. Nothing is stored on the way: no file, no clear text in Redis, no log line; the reply
+list is dropped when the response ends, however it ends.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from controlplane.core import ids, protocol
+from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
+from controlplane.core.sealed import Sealer
+from controlplane.core.states import SlotStatus
+from controlplane.core.whatsapp_media import media_of
+
+
+class MediaTooLarge(GatewayError):
+    status = 413
+
+
+class MediaGone(GatewayError):
+    status = 410
+
+
+class Interrupted(Exception):
+    """The stream broke after the response began (the slot or Redis went away, a failed check): the
+    connection is cut so the client cannot take a partial file for a whole one. Says only why."""
+
+
+@dataclass(frozen=True)
+class MediaRequest:
+    line: str | None
+    slot: str | None
+    message: dict
+
+
+def parse_media_request(body, max_bytes: int) -> MediaRequest:
+    if not isinstance(body, dict):
+        raise Refused("invalid_json", 'Send a JSON object such as {"line": "34666123456", "message": {…}}.')
+    if ("line" in body) == ("slot" in body):
+        raise Refused("invalid_target", "Give either 'line' or 'slot' (not both) to say which line received it.")
+    for name in ("line", "slot"):
+        if name in body and not isinstance(body[name], str):
+            raise Refused(f"invalid_{name}", f"'{name}' must be a string.")
+    line = ids.parse_line(body["line"]) if "line" in body else None
+    slot = ids.parse_slot_id(body["slot"]) if "slot" in body else None
+    message = body.get("message")
+    if not isinstance(message, dict):
+        raise Refused("invalid_message", "'message' is the payload's \"Message\" object, as the webhook delivered it.")
+    media = media_of(message)
+    if media is None:
+        raise Refused("no_media", "This message carries no photo, video, audio, sticker or document.")
+    if media.length is not None and media.length > max_bytes:
+        raise MediaTooLarge("media_too_large", f"The media is {media.length} bytes, over the limit of {max_bytes}.")
+    return MediaRequest(line, slot, message)
+
+
+@dataclass(frozen=True)
+class MediaStream:
+    mimetype: str
+    filename: str | None
+    size: int | None
+    body: Iterator[bytes]
+
+
+class InboundMedia:
+    def __init__(self, settings, lifecycle):
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
+        self.sealer = Sealer(settings.queue_key)
+
+    def open(self, body) -> MediaStream:
+        """Check the request, ask the slot, and wait for what the file is; its bytes follow in ``body``."""
+        request = parse_media_request(body, self.settings.media_max_bytes)
+        slot = self.lifecycle.slot_of_line(request.line) if request.line else self.lifecycle.slot(request.slot)
+        if slot.status is SlotStatus.SLEEPING:
+            raise Refused("line_sleeping", f"The line of slot {slot.id} is sleeping; resume it to download media.")
+        if slot.status is not SlotStatus.ACTIVE:
+            raise Refused("not_active", f"Slot {slot.id} has no line enrolled.")
+        command = protocol.Download(sealed=self.sealer.seal({"message": request.message}))
+        timeout = self.settings.media_timeout
+        header, taken, request_id = protocol.ask_stream(self.store, slot.id, command, timeout=timeout)
+        if not isinstance(header, protocol.MediaHeader):
+            self.store.drop_replies(request_id)
+            raise self._refusal(slot.id, header, taken)
+        return MediaStream(header.mimetype, header.filename, header.size, self._chunks(request_id, header.size))
+
+    def _refusal(self, slot_id: str, answer, taken: bool) -> GatewayError:
+        if answer is None:
+            return EngineTimeout(f"Slot {slot_id} did not {'answer' if taken else 'take the request'} within "
+                                 f"{self.settings.media_timeout:g} s.")
+        if answer.error == "media_gone":
+            return MediaGone("media_gone", answer.detail or "WhatsApp no longer holds this file.")
+        if answer.error == "media_too_large":
+            return MediaTooLarge("media_too_large", answer.detail)
+        if answer.error == protocol.WHATSAPP_UNREACHABLE:
+            return ServiceUnavailable("whatsapp_unreachable", f"Slot {slot_id} cannot reach WhatsApp right now.")
+        return Refused(answer.error, answer.detail or "The media could not be downloaded.")
+
+    def _chunks(self, request_id: str, size: int | None) -> Iterator[bytes]:
+        """The file's bytes as the slot sends them; Interrupted unless it ends whole (and of ``size``)."""
+        sent = 0
+        try:
+            while True:
+                raw = self.store.wait_reply(request_id, timeout=self.settings.media_timeout)
+                if raw is None:
+                    raise Interrupted("the slot stopped sending the media")
+                part = protocol.read_media_part(raw)
+                if isinstance(part, protocol.Failure):
+                    raise Interrupted(f"the download failed midway ({part.error})")
+                if isinstance(part, protocol.MediaEnd):
+                    if part.size != sent or (size is not None and size != sent):
+                        raise Interrupted("the media ended short of its size")
+                    return
+                chunk = self.sealer.unseal_bytes(part.sealed)
+                sent += len(chunk)
+                yield chunk
+        finally:
+            self.store.drop_replies(request_id)  # a client gone midway leaves nothing behind
