@@ -51,6 +51,9 @@ class EchoingEngine:
     def stop(self) -> None:
         self.calls.append("stop")
 
+    def phone_for_lid(self, lid_user: str) -> None:
+        return None
+
 
 @pytest.fixture
 def store(redis_client):
@@ -206,6 +209,13 @@ def outage(tmp_path):
         server.stop()
 
 
+def message_payload(message_id: str, text: str) -> dict:
+    """A message from 34611122233 as the engines deliver it: whatsmeow's MessageEv as JSON."""
+    return {"Info": {"ID": message_id, "MessageSource": {
+        "Chat": {"User": "34611122233", "Server": "s.whatsapp.net"},
+        "Sender": {"User": "34611122233", "Server": "s.whatsapp.net"}}}, "Message": {"conversation": text}}
+
+
 def in_thread(target, *args) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
@@ -224,7 +234,7 @@ def test_the_command_loop_rides_out_a_redis_outage_and_the_message_waits_in_the_
     worker = in_thread(runner.run)
     wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
     server.stop()
-    engine_thread = in_thread(runner.on_message, {"Message": {"conversation": "hola"}}, "3EB0OUTAGE1", "34611122233")
+    engine_thread = in_thread(runner.on_event, "Message", message_payload("3EB0OUTAGE1", "hola"))
     time.sleep(2)  # the command loop polls every 0.5 s: it meets the outage several times
     assert worker.is_alive(), "the command loop ended with Redis"
     assert engine_thread.is_alive()  # still trying: the message is not queued, and not dropped
@@ -255,7 +265,7 @@ def test_a_stop_during_an_outage_still_queues_the_message_if_redis_is_back_in_ti
     worker = in_thread(runner.run)
     wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
     server.stop()
-    in_thread(runner.on_message, {"Message": {"conversation": "hola"}}, "3EB0OUTAGE2", "34611122233")
+    in_thread(runner.on_event, "Message", message_payload("3EB0OUTAGE2", "hola"))
     time.sleep(0.5)
     runner.request_stop()  # supervisord's SIGTERM
     time.sleep(1)
@@ -273,7 +283,7 @@ def test_a_stop_during_a_long_outage_gives_the_message_up_after_its_budget_and_s
     worker = in_thread(runner.run)
     wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
     server.stop()
-    in_thread(runner.on_message, {"Message": {"conversation": "secreto"}}, "3EB0OUTAGE3", "34611122233")
+    in_thread(runner.on_event, "Message", message_payload("3EB0OUTAGE3", "secreto"))
     time.sleep(0.5)
     stopped = time.monotonic()
     runner.request_stop()
