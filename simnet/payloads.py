@@ -1,44 +1,150 @@
-"""Message events as the network hands them to a linked device: neonize's own MessageEv protobuf,
-turned into JSON exactly as the real engine does (json_format.MessageToDict with the proto field
-names), so a payload from the simulator has the form of one from WhatsApp.
+"""Message events as the network hands them to a linked device: neonize's own protobufs (MessageEv,
+UndecryptableMessageEv), turned into JSON exactly as the real engine does (json_format.MessageToDict
+with the proto field names), filled in as whatsmeow fills them (read from its message.go/send.go and
+neonize's goneonize/utils/encoder.go): Info.Timestamp in Unix milliseconds, Raw = Message, an edit
+as the protocolMessage MESSAGE_EDIT with IsEdit and Info.Edit "1", a revocation as REVOKE with "7".
 """
 
 import time
+from dataclasses import dataclass
 
 from google.protobuf import json_format
-from neonize.events import MessageEv
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+from neonize.events import MessageEv, UndecryptableMessageEv
+from neonize.proto.Neonize_pb2 import JID, AddressingMode, MessageSource, UndecryptableMessage
+from neonize.proto.waCommon.WACommon_pb2 import MessageKey
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message, ProtocolMessage
 from neonize.utils.jid import build_jid
 
+from simnet.common import GROUP_SERVER, LID_SERVER, lid_of
 
-def _event(message_id: str, sender: str, line: str, kind: str, message: Message) -> dict:
-    ev = MessageEv()
-    source = ev.Info.MessageSource
-    source.Chat.CopyFrom(build_jid(sender))
-    source.Sender.CopyFrom(build_jid(sender))
-    source.IsFromMe = False
-    source.IsGroup = False
+# MessageInfo.Edit, whatsmeow's types.EditAttribute
+EDIT_MESSAGE, EDIT_SENDER_REVOKE = "1", "7"
+
+
+def pn(number: str) -> JID:
+    return build_jid(number)
+
+
+def lid(number: str) -> JID:
+    return build_jid(lid_of(number), LID_SERVER)
+
+
+def group(group_id: str) -> JID:
+    return build_jid(group_id, GROUP_SERVER)
+
+
+def jid_text(jid: JID) -> str:
+    return f"{jid.User}@{jid.Server}"
+
+
+def as_json(event) -> dict:
+    return json_format.MessageToDict(event, preserving_proto_field_name=True)
+
+
+@dataclass(frozen=True)
+class Where:
+    """A message's MessageSource as the receiving device sees it."""
+
+    chat: JID
+    sender: JID
+    from_me: bool = False
+    is_group: bool = False
+
+    def source(self) -> MessageSource:
+        source = MessageSource(IsFromMe=self.from_me, IsGroup=self.is_group)
+        source.Chat.CopyFrom(self.chat)
+        source.Sender.CopyFrom(self.sender)
+        if self.is_group:  # simnet's groups are LID-addressed: the sender is a @lid, and no SenderAlt
+            source.AddressingMode = AddressingMode.LID
+        return source
+
+
+def message_event(message_id: str, where: Where, content: Message, kind: str = "text", media_type: str = "",
+                  edit: str = "", is_edit: bool = False) -> dict:
+    ev = MessageEv(IsEphemeral=False, IsViewOnce=False, IsViewOnceV2=False, IsEdit=is_edit)
+    ev.Info.MessageSource.CopyFrom(where.source())
     ev.Info.ID = message_id
     ev.Info.Type = kind
-    ev.Info.Timestamp = int(time.time() * 1000)  # whatsmeow's MessageInfo.Timestamp: Unix milliseconds
-    ev.Message.CopyFrom(message)
-    return json_format.MessageToDict(ev, preserving_proto_field_name=True)
+    ev.Info.MediaType = media_type
+    ev.Info.Edit = edit
+    ev.Info.Timestamp = int(time.time() * 1000)  # whatsmeow's MessageInfo.Timestamp via neonize: Unix ms
+    ev.Message.CopyFrom(content)
+    ev.Raw.CopyFrom(content)  # neonize's Raw is whatsmeow's evt.Message after unwrapping: the same
+    return as_json(ev)
 
 
-def text_message(message_id: str, sender: str, line: str, text: str) -> dict:
-    return _event(message_id, sender, line, "text", Message(conversation=text))
+def text(message_id: str, where: Where, body: str) -> dict:
+    return message_event(message_id, where, Message(conversation=body))
 
 
-def media_message(message_id: str, sender: str, line: str, media: dict) -> dict:
-    message = Message()
-    size = len(media.get("data") or "") * 3 // 4
-    if str(media.get("mimetype", "")).startswith("image/"):
-        message.imageMessage.mimetype = media.get("mimetype") or ""
-        message.imageMessage.caption = media.get("caption") or ""
-        message.imageMessage.fileLength = size
-    else:
-        message.documentMessage.mimetype = media.get("mimetype") or ""
-        message.documentMessage.caption = media.get("caption") or ""
-        message.documentMessage.fileName = media.get("filename") or ""
-        message.documentMessage.fileLength = size
-    return _event(message_id, sender, line, "media", message)
+MEDIA_FIELD = {"image": "imageMessage", "video": "videoMessage", "audio": "audioMessage",
+               "document": "documentMessage"}
+
+
+def media(message_id: str, where: Where, kind: str, upload, url: str, direct_path: str, mimetype: str,
+          filename: str | None = None, caption: str | None = None, ptt: bool = False) -> dict:
+    """A photo, video, audio or document: the encrypted file's reference (``upload`` an Encrypted)."""
+    content = Message()
+    fields = getattr(content, MEDIA_FIELD[kind])
+    fields.URL = url
+    fields.directPath = direct_path
+    fields.mimetype = mimetype
+    fields.mediaKey = upload.media_key
+    fields.fileSHA256 = upload.file_sha256
+    fields.fileEncSHA256 = upload.file_enc_sha256
+    fields.fileLength = upload.file_length
+    fields.mediaKeyTimestamp = int(time.time())
+    if caption and kind != "audio":
+        fields.caption = caption
+    if kind == "audio":
+        fields.PTT = bool(ptt)
+        fields.seconds = 0
+    if kind == "document":
+        fields.fileName = filename or "file"
+        fields.title = filename or "file"
+    media_type = "ptt" if kind == "audio" and ptt else kind
+    return message_event(message_id, where, content, kind="media", media_type=media_type)
+
+
+def key(chat: JID, target_id: str, from_me: bool, participant: JID | None = None) -> MessageKey:
+    """A MessageKey as whatsmeow's BuildMessageKey writes it, from the sending phone's point of view."""
+    message_key = MessageKey(remoteJID=jid_text(chat), fromMe=from_me, ID=target_id)
+    if participant is not None and not from_me:
+        message_key.participant = jid_text(participant)
+    return message_key
+
+
+def reaction(message_id: str, where: Where, target: MessageKey, emoji: str) -> dict:
+    content = Message()
+    content.reactionMessage.key.CopyFrom(target)
+    content.reactionMessage.text = emoji
+    content.reactionMessage.senderTimestampMS = int(time.time() * 1000)
+    edit = EDIT_SENDER_REVOKE if emoji == "" else ""  # removing a reaction (whatsmeow's getEditAttribute)
+    return message_event(message_id, where, content, kind="reaction", edit=edit)
+
+
+def edit(message_id: str, where: Where, target: MessageKey, body: str) -> dict:
+    content = Message()
+    protocol = content.protocolMessage
+    protocol.key.CopyFrom(target)
+    protocol.type = ProtocolMessage.MESSAGE_EDIT
+    protocol.editedMessage.conversation = body
+    protocol.timestampMS = int(time.time() * 1000)
+    return message_event(message_id, where, content, edit=EDIT_MESSAGE, is_edit=True)
+
+
+def revoke(message_id: str, where: Where, target: MessageKey) -> dict:
+    content = Message()
+    content.protocolMessage.key.CopyFrom(target)
+    content.protocolMessage.type = ProtocolMessage.REVOKE
+    return message_event(message_id, where, content, edit=EDIT_SENDER_REVOKE)
+
+
+def undecryptable(message_id: str, where: Where) -> dict:
+    ev = UndecryptableMessageEv(IsUnavailable=False,
+                                DecryptFailMode=UndecryptableMessage.DECRYPT_FAIL_SHOW)
+    ev.Info.MessageSource.CopyFrom(where.source())
+    ev.Info.ID = message_id
+    ev.Info.Type = "text"
+    ev.Info.Timestamp = int(time.time() * 1000)
+    return as_json(ev)

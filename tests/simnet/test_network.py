@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from simnet import network as network_module
+from simnet import pairing as pairing_module
 from simnet.network import QR_PREFIX, Network, QrSchedule, SimError
 
 FIRST, FOLLOWING, COUNT = 0.4, 0.2, 3
@@ -106,7 +106,7 @@ def test_scanning_the_current_code_pairs_and_the_next_poll_hands_over_the_device
     assert paired["device"]["device_id"] == device_id
     assert paired["device"]["line"] == LINE
     assert paired["device"]["secret"]
-    assert net.connect(device_id, paired["device"]["secret"]) == 0
+    assert net.connect(device_id, paired["device"]["secret"])["acked"] == 0
 
 
 def test_scan_reads_only_the_ref_before_the_first_comma(net):
@@ -141,7 +141,7 @@ def test_scanning_with_a_bad_line_is_422_invalid_line(net, line):
 
 
 def test_a_session_that_stopped_polling_refuses_scans(tmp_path, monkeypatch):
-    monkeypatch.setattr(network_module, "PAIRING_LIVENESS_SECONDS", 0.1)
+    monkeypatch.setattr(pairing_module, "PAIRING_LIVENESS_SECONDS", 0.1)
     net = Network(tmp_path, QrSchedule(first=30, following=30, count=2))  # code 0 shows all test long
     _, event = first_qr(net)
     time.sleep(0.3)
@@ -193,7 +193,7 @@ def test_phone_sends_queues_a_message_for_every_device_linked_to_the_line(net):
     assert sent["devices"] == 2
     for device in (first, second):
         (event,) = events(net, device)
-        assert (event["type"], event["seq"]) == ("message", 1)
+        assert (event["type"], event["source"], event["seq"]) == ("event", "Message", 1)
         info = event["payload"]["Info"]
         assert info["ID"] == sent["id"]
         assert info["MessageSource"]["Sender"]["User"] == SENDER
@@ -214,7 +214,7 @@ def test_device_events_after_n_acknowledges_and_drops_events_up_to_n(net):
     assert [e["seq"] for e in events(net, device, after=2)] == [3]
 
     assert [e["seq"] for e in events(net, device, after=0)] == [3]  # 1 and 2 are gone for good
-    assert net.connect(device["device_id"], device["secret"]) == 2
+    assert net.connect(device["device_id"], device["secret"])["acked"] == 2
 
 
 def test_device_events_long_poll_waits_until_its_timeout_when_nothing_comes(net):
@@ -233,7 +233,7 @@ def test_unlink_logs_out_every_device_of_the_line(net):
         with pytest.raises(SimError) as caught:
             call()
         assert (caught.value.status, caught.value.code, caught.value.detail) == (401, "logged_out", "logged_out")
-    assert net.connect(other["device_id"], other["secret"]) == 0
+    assert net.connect(other["device_id"], other["secret"])["acked"] == 0
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_a_new_network_on_the_same_folder_keeps_linked_devices_and_unacknowledge
 
     after = Network(tmp_path, schedule)
 
-    assert after.connect(device["device_id"], device["secret"]) == 1
+    assert after.connect(device["device_id"], device["secret"])["acked"] == 1
     (event,) = events(after, device, after=1)
     assert (event["seq"], event["payload"]["Message"]["conversation"]) == (2, "two")
     after.phone_sends(SENDER, LINE, "three")
