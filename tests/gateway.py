@@ -232,6 +232,17 @@ class Gateway:
         response.raise_for_status()
         return response.json()["id"]
 
+    def simnet(self, method: str, path: str, body: dict | None = None):
+        """A call to the simulated network (a phone's doing, or WhatsApp's); its JSON answer."""
+        response = self.http.request(method, f"{self.simnet_url}{path}", json=body, timeout=10)
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def phone_sends_media(self, sender: str, line: str, data: bytes, mimetype: str, **media) -> str:
+        """A phone sends a photo, voice note or document (filename, caption, ptt); WhatsApp's message id."""
+        body = {"data": base64.b64encode(data).decode("ascii"), "mimetype": mimetype, **media}
+        return self.simnet("POST", "/messages", {"from": sender, "to": line, "media": body})["id"]
+
     def inbox(self, number: str) -> list[dict]:
         return self.http.get(f"{self.simnet_url}/phones/{number}/inbox", timeout=10).json()
 

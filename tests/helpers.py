@@ -27,6 +27,43 @@ def delivered_message(receiver, line, text, timeout=15):
     return wait_for(find, timeout=timeout, what=f"the message to reach the webhook on line {line}")[0]
 
 
+def openapi_document() -> dict:
+    """The OpenAPI document the app generates (the gateway serves exactly this one: test_openapi)."""
+    from controlplane.api.app import create_app
+    from controlplane.core.config import Settings
+    from tests.gateway import QUEUE_KEY
+
+    app = create_app(Settings.from_env({"WHIN_API_TOKENS": "x", "WHIN_DATA_DIR": "/nonexistent",
+                                        "WHIN_QUEUE_KEY": QUEUE_KEY}))
+    with app.test_request_context():
+        return app.spec
+
+
+def webhook_problems(document: dict, event: dict) -> list[str]:
+    """What is wrong with a delivered event by the document's ``webhooks`` section: schema errors,
+    and fields the document does not name."""
+    import jsonschema_rs
+
+    schema = document["webhooks"][event["type"]]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    validator = jsonschema_rs.Draft202012Validator({"$ref": schema["$ref"], "components": document["components"]})
+    documented = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]["properties"]
+    undocumented = [f"undocumented {name}" for name in set(event) - set(documented)]
+    return [e.message for e in validator.iter_errors(event)] + undocumented
+
+
+def active_slot(store, line: str) -> str:
+    """A slot of ``store`` with ``line`` enrolled, made through the store's own steps (no worker)."""
+    import time
+
+    from controlplane.core.states import SlotStatus
+
+    (slot_id,) = store.create_slots(1)
+    assert store.begin_pairing(slot_id, time.time() + 60)
+    store.pair_success(slot_id, line)
+    assert store.require(slot_id).status is SlotStatus.ACTIVE
+    return slot_id
+
+
 def failed_deliveries(client) -> int:
     """How many delivery jobs rq keeps as failed (its FailedJobRegistry of the deliveries queue)."""
     return client.zcard(FailedJobRegistry(QUEUE_NAME, connection=client).key)

@@ -179,13 +179,21 @@ COMPONENTS = {
 
 # --- the webhook: what the gateway POSTs to WHIN_WEBHOOK_URL (controlplane/events.py builds it) ---
 
-SLOT_STATUS_EVENTS = ["enrolled", "logged_out", "killed", "evicted", "sleeping", "active"]
+SLOT_STATUS_EVENTS = ["enrolled", "logged_out", "killed", "evicted", "sleeping", "active", "offline"]
 _CHAT = {"type": "string", "example": "34611122233@s.whatsapp.net",
          "description": "The chat's WhatsApp id: a contact's (`<number>@s.whatsapp.net`) or a group's (`…@g.us`)."}
 _MESSAGE_ID = {"type": "string", "description": "WhatsApp's message id.", "example": "3EB0A1B2C3D4E5F6A7B8C9D0"}
 _FROM = {"type": ["string", "null"], "example": "34611122233",
-         "description": "The sender's phone number, or null when WhatsApp names the sender only by a `@lid` id "
-                        "inside the payload."}
+         "description": "The sender's phone number: from the event, its `…Alt` twin or the line's LID store. Null "
+                        "only when WhatsApp names the sender by a `@lid` id alone and the number cannot be known."}
+_FROM_LID = {"type": "string", "example": "201234567890123@lid",
+             "description": "The sender's `@lid` id, when WhatsApp gave one (alongside `from`, never instead of a "
+                            "number that is known)."}
+
+
+def _source(names: str) -> dict:
+    return {"event": {"type": "string", "enum": names.split(),
+                      "description": "The whatsmeow event behind it (the payload's type)."}}
 
 
 def _whatsmeow_payload(events: str) -> dict:
@@ -219,45 +227,57 @@ EVENTS = {  # type: (component name, envelope schema), in the contract's order
                    "reactions and polls.",
         {**_whatsmeow_payload("`Message`"),
          "properties": {"Info": {"type": "object"}, "Message": {"type": "object"}}},
-        {"message_id": _MESSAGE_ID, "chat": _CHAT, "from": _FROM,
-         "from_me": {"type": "boolean", "description": "Sent by the line's own phone."}},
-        ["from"])),
+        {**_source("Message"), "message_id": _MESSAGE_ID, "chat": _CHAT, "from": _FROM,
+         "from_me": {"type": "boolean", "description": "Sent by the line's own phone (then `from` is the line)."},
+         "from_lid": _FROM_LID},
+        ["event", "message_id", "chat", "from", "from_me"])),
     "receipt": ("ReceiptEvent", _event(
         "receipt", "A message the line sent was delivered, read or played.", _whatsmeow_payload("`Receipt`"),
-        {"status": {"type": "string", "enum": ["delivered", "read", "played"]},
-         "message_ids": {"type": "array", "items": _MESSAGE_ID}, "chat": _CHAT},
-        ["status", "message_ids", "chat"])),
+        {**_source("Receipt"), "status": {"type": "string", "enum": ["delivered", "read", "played"]},
+         "message_ids": {"type": "array", "items": _MESSAGE_ID}, "chat": _CHAT,
+         "from": {**_FROM, "description": "Who delivered, read or played it (in a group, one member)."}},
+        ["event", "status", "message_ids", "chat", "from"])),
     "call": ("CallEvent", _event(
         "call", "A call to the line rang, or ended.", _whatsmeow_payload("`CallOffer` or `CallTerminate`"),
-        {"from": _FROM, "call_id": {"type": "string", "description": "WhatsApp's id of the call."}},
-        ["from", "call_id"])),
+        {**_source("CallOffer CallTerminate"), "from": _FROM,
+         "call_id": {"type": "string", "description": "WhatsApp's id of the call."}, "from_lid": _FROM_LID},
+        ["event", "from", "call_id"])),
     "presence": ("PresenceEvent", _event(
         "presence", "A contact is typing or recording, or came online. Off unless `WHIN_EVENTS` names it.",
-        _whatsmeow_payload("`ChatPresence` or `Presence`"), {"from": _FROM, "chat": _CHAT}, ["from", "chat"])),
+        _whatsmeow_payload("`ChatPresence` or `Presence`"),
+        {**_source("ChatPresence Presence"), "from": _FROM, "chat": _CHAT, "from_lid": _FROM_LID},
+        ["event", "from", "chat"])),
     "group": ("GroupEvent", _event(
         "group", "The line joined a group, or a group's name, members or settings changed.",
-        _whatsmeow_payload("`JoinedGroup` or `GroupInfo`"), {"chat": _CHAT}, ["chat"])),
+        _whatsmeow_payload("`JoinedGroup` or `GroupInfo`"), {**_source("JoinedGroup GroupInfo"), "chat": _CHAT},
+        ["event", "chat"])),
     "message.undecryptable": ("UndecryptableMessageEvent", _event(
         "message.undecryptable", "A message arrived that could not be decrypted.",
-        _whatsmeow_payload("`UndecryptableMessage`"), {"message_id": _MESSAGE_ID, "chat": _CHAT, "from": _FROM},
-        ["message_id", "chat", "from"])),
+        _whatsmeow_payload("`UndecryptableMessage`"),
+        {**_source("UndecryptableMessage"), "message_id": _MESSAGE_ID, "chat": _CHAT, "from": _FROM,
+         "from_lid": _FROM_LID},
+        ["event", "message_id", "chat", "from"])),
     "slot.status": ("SlotStatusEvent", _event(
         "slot.status", "The line's slot changed: `enrolled` (a phone linked), `logged_out` (the phone unlinked it), "
-                       "`killed` (/kill), `evicted` (the line linked on another slot), `sleeping`, `active` (resumed).",
+                       "`killed` (/kill), `evicted` (the line linked on another slot), `sleeping`, `active` (resumed, "
+                       "or back online: reason `back_online`), `offline` (WhatsApp refuses the line's connection; "
+                       "the reason says why and what to do).",
         {"type": "object", "required": ["status", "reason"], "properties": {
             "status": {"type": "string", "enum": SLOT_STATUS_EVENTS},
             "reason": {"type": ["string", "null"], "example": "paired on slot K9P2M4Q7",
-                       "description": "Why, when there is more to say: whatsmeow's logout reason, or the slot "
-                                      "that took an evicted line."}}},
+                       "description": "Why, when there is more to say: whatsmeow's logout reason, the slot that "
+                                      "took an evicted line, or for `offline`: `temporary_ban` (WhatsApp banned "
+                                      "the number for `expires_in` seconds, `ban_code` says why; the slot "
+                                      "reconnects by itself once it expires), `stream_replaced` (another client "
+                                      "took this session; the slot does not fight it: find the other client, then "
+                                      "sleep and resume the line), `client_outdated` (WhatsApp refuses this "
+                                      "version of whatsmeow: upgrade the gateway)."},
+            "expires_in": {"type": "integer", "description": "`temporary_ban`: seconds until the ban ends."},
+            "ban_code": {"type": "string", "example": "sent_too_many_same_message",
+                         "description": "`temporary_ban`: WhatsApp's reason (whatsmeow's TempBanReason)."},
+            "was": {"type": "string", "description": "`back_online`: the reason it had been offline."}}},
         {"status": {"type": "string", "enum": SLOT_STATUS_EVENTS}}, ["status"])),
 }
-# The contract's types this version does not deliver yet (the envelope is the contract's, so that a
-# receiver can be written against it now); the test of delivered webhooks keeps this list true.
-NOT_DELIVERED_YET = ("receipt", "call", "presence", "group", "message.undecryptable")
-for _kind in NOT_DELIVERED_YET:
-    EVENTS[_kind][1]["description"] += " Not delivered by this version yet."
-EVENTS["message"][1]["description"] += (" `message_id`, `chat` and `from_me` are the contract's and not sent by "
-                                        "this version yet.")
 COMPONENTS.update({name: schema for name, schema in EVENTS.values()})
 
 

@@ -18,8 +18,10 @@ def test_a_message_reaches_the_webhook_signed_with_the_contracts_envelope(gatewa
     slot_id = gateway.enrolled_slot(line)
     message_id = gateway.phone_sends(SENDER, line, "Hola, ¿está disponible el piso? 🏠")
     event = delivered_message(receiver, line, "Hola, ¿está disponible el piso? 🏠")
-    assert list(event) == ["type", "line", "slot", "seq", "from", "received_at", "payload"]
+    assert list(event) == ["type", "line", "slot", "seq", "event", "message_id", "chat", "from", "from_me",
+                           "received_at", "payload"]
     assert (event["type"], event["line"], event["slot"], event["from"]) == ("message", line, slot_id, SENDER)
+    assert (event["message_id"], event["chat"], event["from_me"]) == (message_id, f"{SENDER}@s.whatsapp.net", False)
     assert abs(event["received_at"] - time.time()) < 30
     # The payload is the network's event, untouched.
     assert event["payload"]["Info"]["ID"] == message_id

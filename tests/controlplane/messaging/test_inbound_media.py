@@ -19,8 +19,8 @@ from controlplane.messaging.inbound_media import InboundMedia, Interrupted, Medi
 from slotworker.downloads import Downloads
 from slotworker.engines.base import Download, MediaRefused
 from slotworker.outage import Patience
-from tests.controlplane.messaging.test_outbound import _active_slot
 from tests.gateway import QUEUE_KEY
+from tests.helpers import active_slot
 
 LINE = "34666000222"
 PHOTO = {"imageMessage": {"mimetype": "image/jpeg", "directPath": "/mms/image/x", "mediaKey": "a2V5",
@@ -82,7 +82,7 @@ def reply_lists(redis_client) -> list[str]:
 
 
 def test_the_file_arrives_whole_in_order_and_leaves_nothing_in_redis(store, media, redis_client):
-    slot_id = _active_slot(store, LINE)
+    slot_id = active_slot(store, LINE)
     parts = [os.urandom(1000) for _ in range(3)]
     engine = Engine(chunks=iter(parts), size=3000, filename="piso.jpg")
     with Slot(store, slot_id, engine):
@@ -94,7 +94,7 @@ def test_the_file_arrives_whole_in_order_and_leaves_nothing_in_redis(store, medi
 
 
 def test_the_chunks_wait_in_redis_sealed_never_in_the_clear(store, media, redis_client):
-    slot_id = _active_slot(store, LINE)
+    slot_id = active_slot(store, LINE)
     secret = b"PLAINTEXT-PHOTO-" * 50
     with Slot(store, slot_id, Engine(chunks=iter([secret]), size=len(secret))):
         stream = media.open({"slot": slot_id, "message": PHOTO})
@@ -114,7 +114,7 @@ def test_the_chunks_wait_in_redis_sealed_never_in_the_clear(store, media, redis_
     ({"line": 34666000222, "message": PHOTO}, Refused, "invalid_line"),
 ])
 def test_bad_requests_are_refused_before_the_slot_is_asked(store, media, body, error, code):
-    _active_slot(store, LINE)
+    active_slot(store, LINE)
     with pytest.raises(error) as refused:
         media.open(body)
     assert refused.value.code == code and refused.value.detail
@@ -122,7 +122,7 @@ def test_bad_requests_are_refused_before_the_slot_is_asked(store, media, body, e
 
 
 def test_a_sleeping_line_is_line_sleeping(store, media):
-    slot_id = _active_slot(store, LINE)
+    slot_id = active_slot(store, LINE)
     store.move(slot_id, SlotStatus.ACTIVE, SlotStatus.SLEEPING)
     with pytest.raises(Refused) as refused:
         media.open({"line": LINE, "message": PHOTO})
@@ -130,7 +130,7 @@ def test_a_sleeping_line_is_line_sleeping(store, media):
 
 
 def test_a_file_whatsapp_forgot_is_media_gone(store, media, redis_client):
-    slot_id = _active_slot(store, LINE)
+    slot_id = active_slot(store, LINE)
     engine = Engine(refuse=MediaRefused("media_gone", "404 from the media server"))
     with Slot(store, slot_id, engine), pytest.raises(MediaGone) as gone:
         media.open({"line": LINE, "message": PHOTO})
@@ -149,7 +149,7 @@ def _failing_midway():
     (lambda: iter([b"x" * 1000]), 3000),  # shorter than the engine said
 ])
 def test_a_stream_that_does_not_end_whole_is_cut_not_completed(store, media, redis_client, chunks, size):
-    slot_id = _active_slot(store, LINE)
+    slot_id = active_slot(store, LINE)
     with Slot(store, slot_id, Engine(chunks=chunks(), size=size)):
         stream = media.open({"line": LINE, "message": PHOTO})
         with pytest.raises(Interrupted):
@@ -158,7 +158,7 @@ def test_a_stream_that_does_not_end_whole_is_cut_not_completed(store, media, red
 
 
 def test_a_client_that_goes_away_midway_leaves_no_chunk_behind(store, media, redis_client):
-    slot_id = _active_slot(store, LINE)
+    slot_id = active_slot(store, LINE)
     with Slot(store, slot_id, Engine(chunks=iter([b"a" * 1000] * 5), size=5000)):
         stream = media.open({"line": LINE, "message": PHOTO})
         next(stream.body)
@@ -168,7 +168,7 @@ def test_a_client_that_goes_away_midway_leaves_no_chunk_behind(store, media, red
 
 
 def test_a_slot_that_never_answers_is_engine_timeout(store, media):
-    _active_slot(store, LINE)
+    active_slot(store, LINE)
     started = time.monotonic()
     with pytest.raises(Exception) as timed_out:
         media.open({"line": LINE, "message": PHOTO})
