@@ -5,7 +5,11 @@ PostgreSQL database named by WHIN_SESSION_DB (each slot then finds its own devic
 neonize's quirks handled here:
   - handlers must be registered before connect() (Go receives the list of subscribed events then);
   - an exception in a handler is swallowed by ctypes, so every handler logs its own failure;
-  - get_me()/get_pn_from_lid() before a connection abort the process (Go panic): never called;
+  - get_me()/get_pn_from_lid() before a connection abort the process (Go panic): only once connected;
+  - only the selected events (WHIN_EVENTS) are subscribed, so Go never forwards the others; history
+    sync is never subscribed (the gateway forwards no past chats);
+  - after TemporaryBan, StreamReplaced and ClientOutdated whatsmeow does not reconnect (it marks the
+    disconnect as expected, connectionevents.go): we reconnect once a ban expires, never otherwise;
   - a plain str is sent as extendedTextMessage: texts are sent as Message(conversation=...);
   - the default QR handler draws on stdout and Go prints there too: stdout is a log, never data.
 """
@@ -17,7 +21,8 @@ import time
 from google.protobuf import json_format
 
 from controlplane.core import slotfiles
-from slotworker.engines.base import Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
+from slotworker.engines import whatsmeow_media
+from slotworker.engines.base import Download, Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +35,8 @@ CONNECTED_WAIT_FOR_LOGOUT = 10.0
 # WhatsApp: after disconnecting, give them this long to reach the queue before the client stops.
 DRAIN_SECONDS = 0.5
 CODES_GONE_GRACE = 5.0
-
-
-def phone_of(source) -> str | None:
-    """The sender's phone number from a MessageSource: Sender, or SenderAlt when Sender is a @lid."""
-    for jid in (source.Sender, source.SenderAlt):
-        if jid.Server == "s.whatsapp.net" and jid.User:
-            return jid.User
-    return None
+BAN_RETRY_SECONDS = 3600  # a ban without a stated expiry: try again after this long
+RESTART_JOIN_SECONDS = 10.0
 
 
 class WhatsmeowEngine(Engine):
@@ -51,6 +50,8 @@ class WhatsmeowEngine(Engine):
         self._stopping = threading.Event()
         self._logging_out = threading.Event()  # set before we tell WhatsApp: a LoggedOut then is our own
         self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ban_timer: threading.Timer | None = None
 
     # --- the slot's files ---
 
@@ -89,6 +90,8 @@ class WhatsmeowEngine(Engine):
             return
         self._stopping.set()
         self._connected.clear()
+        if self._ban_timer is not None:
+            self._ban_timer.cancel()
         try:
             self.client.disconnect()  # no new events from WhatsApp...
             time.sleep(DRAIN_SECONDS)  # ...and those neonize has buffered reach our handlers first
@@ -117,21 +120,26 @@ class WhatsmeowEngine(Engine):
     # --- the client ---
 
     def _new_client(self, jid):
+        from neonize import events
         from neonize.client import NewClient
-        from neonize.events import ConnectedEv, DisconnectedEv, LoggedOutEv, MessageEv, PairStatusEv
 
         client = NewClient(self.session_name, jid=jid, uuid=self.slot_id, new_device=jid is None)
         # All handlers before connect(): neonize tells Go which events to forward only then.
-        client.event(PairStatusEv)(self._guarded(self._on_pair_status))
-        client.event(ConnectedEv)(self._guarded(self._on_connected))
-        client.event(DisconnectedEv)(self._guarded(self._on_disconnected))
-        client.event(LoggedOutEv)(self._guarded(self._on_logged_out))
-        client.event(MessageEv)(self._guarded(self._on_message))
+        client.event(events.PairStatusEv)(self._guarded(self._on_pair_status))
+        client.event(events.ConnectedEv)(self._guarded(self._on_connected))
+        client.event(events.DisconnectedEv)(self._guarded(self._on_disconnected))
+        client.event(events.LoggedOutEv)(self._guarded(self._on_logged_out))
+        client.event(events.TemporaryBanEv)(self._guarded(self._on_temporary_ban))
+        client.event(events.StreamReplacedEv)(self._guarded(self._offline("stream_replaced")))
+        client.event(events.ClientOutdatedEv)(self._guarded(self._offline("client_outdated")))
+        for source in sorted(self.sources):  # "Message" -> MessageEv, "GroupInfo" -> GroupInfoEv, ...
+            client.event(getattr(events, f"{source}Ev"))(self._guarded(self._forward(source)))
         client.qr(self._guarded(self._on_qr))  # ours: neonize's default draws on stdout
         return client
 
     def _spawn(self, target) -> None:
-        threading.Thread(target=target, name=f"whatsmeow-{self.slot_id}", daemon=True).start()
+        self._thread = threading.Thread(target=target, name=f"whatsmeow-{self.slot_id}", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         """One connect(); it blocks for the session's life. Before the first login it never retries."""
@@ -222,10 +230,68 @@ class WhatsmeowEngine(Engine):
             return
         self.events.on_logged_out(reason)
 
-    def _on_message(self, _client, ev) -> None:
-        # Lossless: the protobuf as JSON that json_format.ParseDict turns back into the same message.
-        payload = json_format.MessageToDict(ev, preserving_proto_field_name=True)
-        self.events.on_message(payload, ev.Info.ID, phone_of(ev.Info.MessageSource))
+    def _forward(self, source: str):
+        def forward(_client, ev) -> None:
+            # Lossless: the protobuf as JSON that json_format.ParseDict turns back into the same event.
+            self.events.on_event(source, json_format.MessageToDict(ev, preserving_proto_field_name=True))
+
+        forward.__name__ = f"_on_{source}"
+        return forward
+
+    def _offline(self, reason: str):
+        def offline(_client, _ev) -> None:
+            self._connected.clear()  # whatsmeow sends no Disconnected after these
+            self.events.on_offline(reason, {})
+
+        offline.__name__ = f"_on_{reason}"
+        return offline
+
+    def _on_temporary_ban(self, _client, ev) -> None:
+        from neonize.events import TemporaryBanEv
+
+        self._connected.clear()
+        expires_in = max(int(ev.Expire), 0)  # seconds: neonize's encoder sends Expire.Seconds()
+        code = TemporaryBanEv.TempBanReason.Name(ev.Code).lower() if ev.HasField("Code") else "unknown"
+        self.events.on_offline("temporary_ban", {"expires_in": expires_in, "ban_code": code})
+        if self._ban_timer is not None:
+            self._ban_timer.cancel()
+        self._ban_timer = threading.Timer(expires_in or BAN_RETRY_SECONDS, self._reconnect_after_ban)
+        self._ban_timer.daemon = True
+        self._ban_timer.start()
+
+    def _reconnect_after_ban(self) -> None:
+        """whatsmeow gave up on this connection for good: end that client and start a new one."""
+        if self._stopping.is_set() or self._connected.is_set():
+            return
+        old, thread = self.client, self._thread
+        try:
+            old.stop()  # Go's Stop forgets the client by the slot's id: before a new one takes that id
+        except Exception as err:
+            log.warning("slot %s: ending the banned client: %s", self.slot_id, type(err).__name__)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(RESTART_JOIN_SECONDS)
+        if not self._stopping.is_set():
+            log.info("slot %s: the temporary ban is over; reconnecting", self.slot_id)
+            self.connect()
+
+    # --- media and LIDs ---
+
+    def download(self, message: dict, max_bytes: int) -> Download:
+        if self.client is None or not self._connected.is_set():
+            raise EngineUnavailable("not connected to WhatsApp")
+        return whatsmeow_media.download(self.client, message, max_bytes)
+
+    def phone_for_lid(self, lid_user: str) -> str | None:
+        from neonize.utils.jid import build_jid
+
+        if self.client is None or not self._connected.is_set():
+            return None  # Go panics on a store lookup before a connection
+        try:
+            jid = self.client.get_pn_from_lid(build_jid(lid_user, server="lid"))
+        except Exception as err:
+            log.warning("slot %s: no phone number for a LID: %s", self.slot_id, type(err).__name__)
+            return None
+        return jid.User or None
 
     # --- sending ---
 

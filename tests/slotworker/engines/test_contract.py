@@ -1,14 +1,17 @@
 """One contract for every engine: the sim engine on a real simnet, the whatsmeow engine at neonize's
 boundary (its Go library played by FakeGo). What the layers above rely on is the same for both."""
 
+import hashlib
 import stat
 import threading
+import time
 
+import neonize.events
 import pytest
 from google.protobuf import json_format
-from neonize.events import MessageEv
+from neonize.events import EVENT_TO_INT, ReceiptEv
 
-from slotworker.engines.base import EngineUnavailable, OutboundMedia, SendResult
+from slotworker.engines.base import EngineUnavailable, MediaRefused, OutboundMedia, SendResult
 from tests.slotworker.engines.harness import Recorder, SimHarness, WhatsmeowHarness
 
 LINE = "34666123456"
@@ -22,16 +25,43 @@ def harness(request, tmp_path, monkeypatch):
     h.close()
 
 
-@pytest.fixture
-def linked(harness, tmp_path):
+def link(harness, tmp_path, **env):
     """An engine that paired with LINE and is connected; returns (engine, recorder)."""
     recorder = Recorder()
-    engine = harness.engine(tmp_path / "slots" / "SLOT0001", recorder)
+    engine = harness.engine(tmp_path / "slots" / "SLOT0001", recorder, **env)
     engine.start_pairing()
     harness.scan(LINE, recorder)
     recorder.wait("on_connected")
+    return engine, recorder
+
+
+@pytest.fixture
+def linked(harness, tmp_path):
+    engine, recorder = link(harness, tmp_path)
     yield engine, recorder
     engine.stop()
+
+
+@pytest.fixture
+def linked_with_presence(harness, tmp_path):
+    engine, recorder = link(harness, tmp_path, WHIN_EVENTS="message,presence")
+    yield engine, recorder
+    engine.stop()
+
+
+def event(recorder: Recorder, source: str, where=lambda payload: True) -> dict:
+    """The first event of that source matching ``where``; its payload must be the protobuf, losslessly."""
+    payload = recorder.wait_event(source, where)
+    parsed = json_format.ParseDict(payload, getattr(neonize.events, f"{source}Ev")())
+    assert json_format.MessageToDict(parsed, preserving_proto_field_name=True) == payload
+    return payload
+
+
+def fetch(engine, message: dict, max_bytes: int = 16 * 1024 * 1024):
+    """engine.download, its chunks joined: (mimetype, filename, bytes)."""
+    download = engine.download(message, max_bytes)
+    data = b"".join(download.chunks)
+    return download.mimetype, download.filename, data
 
 
 def test_pairing_shows_a_qr_code_with_its_lifetime(harness, tmp_path):
@@ -58,12 +88,10 @@ def test_a_scan_pairs_the_line_and_connects_keeping_owner_only_credentials(harne
 def test_an_inbound_message_is_the_networks_event_as_lossless_json(harness, linked):
     engine, recorder = linked
     message_id = harness.deliver(SENDER, LINE, "¿Sigue disponible el ático?")
-    ((payload, got_id, sender),) = recorder.wait("on_message")
-    assert (got_id, sender) == (message_id, SENDER)
-    event = json_format.ParseDict(payload, MessageEv())  # the same protobuf, back from its JSON
-    assert event.Message.conversation == "¿Sigue disponible el ático?"
-    assert message_id == event.Info.ID
-    assert json_format.MessageToDict(event, preserving_proto_field_name=True) == payload
+    payload = event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)
+    assert payload["Message"]["conversation"] == "¿Sigue disponible el ático?"
+    assert payload["Info"]["MessageSource"]["Sender"]["User"] == SENDER
+    assert [src for src, _ in recorder.of("on_event")].count("Message") == 1
 
 
 def test_sending_text_and_media_returns_whatsapps_id_and_time(harness, linked):
@@ -148,3 +176,201 @@ def test_every_engine_of_the_registry_is_known_to_core_and_only_those():
     from slotworker import engines
 
     assert set(engines._REGISTRY) == set(engine_names.REQUIRES)
+
+
+# --- inbound media: a reference in the event, the bytes through engine.download ---
+
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+VOICE = b"OggS\x00\x02" + bytes(reversed(range(256))) * 30
+
+
+@pytest.mark.parametrize("kind", ["photo", "voice note", "pdf"])
+def test_a_phones_media_arrives_as_a_reference_and_downloads_to_the_exact_bytes(harness, linked, kind):
+    engine, recorder = linked
+    data, mimetype, filename, field = {
+        "photo": (_png(), "image/png", None, "imageMessage"),
+        "voice note": (VOICE, "audio/ogg; codecs=opus", None, "audioMessage"),
+        "pdf": (PDF, "application/pdf", "contrato.pdf", "documentMessage"),
+    }[kind]
+    message_id = harness.send_media(SENDER, LINE, data, mimetype, filename=filename, ptt=kind == "voice note",
+                                    caption="El contrato" if kind == "pdf" else None)
+    payload = event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)
+    media = payload["Message"][field]
+    assert media["mimetype"] == mimetype and int(media["fileLength"]) == len(data)
+    assert media["directPath"] and media["mediaKey"] and media["fileEncSHA256"]  # a reference, not the file
+    if kind == "voice note":
+        assert media["PTT"] is True
+    if kind == "pdf":
+        assert (media["fileName"], media["caption"]) == ("contrato.pdf", "El contrato")
+    got_mimetype, got_filename, got = fetch(engine, payload["Message"])
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (got_mimetype, got_filename) == (mimetype, filename)
+
+
+def test_media_the_server_forgot_is_gone(harness, linked):
+    engine, recorder = linked
+    message_id = harness.send_media(SENDER, LINE, PDF, "application/pdf", filename="contrato.pdf")
+    payload = event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)
+    harness.forget_media()
+    with pytest.raises(MediaRefused) as refused:
+        fetch(engine, payload["Message"])
+    assert refused.value.code == "media_gone"
+
+
+def test_media_over_the_limit_is_refused(harness, linked):
+    engine, recorder = linked
+    message_id = harness.send_media(SENDER, LINE, PDF, "application/pdf", filename="contrato.pdf")
+    payload = event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)
+    with pytest.raises(MediaRefused) as refused:
+        fetch(engine, payload["Message"], max_bytes=len(PDF) - 1)
+    assert refused.value.code == "media_too_large"
+    assert fetch(engine, payload["Message"], max_bytes=len(PDF))[2] == PDF  # exactly the limit is fine
+
+
+def test_a_text_has_no_media(harness, linked):
+    engine, recorder = linked
+    message_id = harness.deliver(SENDER, LINE, "hola")
+    payload = event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)
+    with pytest.raises(MediaRefused) as refused:
+        fetch(engine, payload["Message"])
+    assert refused.value.code == "no_media"
+
+
+# --- the network's other events, each as whatsmeow's own ---
+
+def test_a_sent_message_is_delivered_then_read(harness, linked):
+    engine, recorder = linked
+    sent = engine.send(SENDER, text="Le envío el dossier")
+    delivered = event(recorder, "Receipt", lambda p: sent.id in p["MessageIDs"] and p["Type"] == "DELIVERED")
+    assert delivered["MessageSource"]["Chat"]["User"] == SENDER
+    harness.read(SENDER, LINE, [sent.id])
+    read = event(recorder, "Receipt", lambda p: p["Type"] == "READ")
+    assert read["MessageIDs"] == [sent.id] and read["MessageSource"]["Sender"]["User"] == SENDER
+
+
+def test_a_call_rings_and_ends(harness, linked):
+    engine, recorder = linked
+    call_id = harness.call(SENDER, LINE)
+    offer = event(recorder, "CallOffer")
+    assert offer["basicCallMeta"]["callID"] == call_id and offer["basicCallMeta"]["from"]["User"] == SENDER
+    harness.hang_up(SENDER, LINE, call_id)
+    ended = event(recorder, "CallTerminate")
+    assert ended["basicCallMeta"]["callID"] == call_id
+
+
+def test_typing_and_recording_in_the_chat(harness, linked_with_presence):
+    engine, recorder = linked_with_presence
+    harness.typing(SENDER, LINE, "composing")
+    typing = event(recorder, "ChatPresence")
+    assert typing["State"] == "COMPOSING" and typing["MessageSource"]["Sender"]["User"] == SENDER
+    harness.typing(SENDER, LINE, "recording")
+    assert event(recorder, "ChatPresence", lambda p: p.get("Media") == "AUDIO")["State"] == "COMPOSING"
+    harness.typing(SENDER, LINE, "paused")
+    event(recorder, "ChatPresence", lambda p: p["State"] == "PAUSED")
+
+
+def test_a_contact_comes_online_and_goes_away(harness, linked_with_presence):
+    engine, recorder = linked_with_presence
+    harness.presence(SENDER, LINE, True)
+    online = event(recorder, "Presence")
+    assert online["From"]["User"] == SENDER and not online.get("Unavailable", False)
+    harness.presence(SENDER, LINE, False)
+    event(recorder, "Presence", lambda p: p.get("Unavailable") is True)
+
+
+def test_a_group_joined_renamed_and_a_members_message_by_lid(harness, linked):
+    engine, recorder = linked
+    group_id = harness.create_group("Pisos Centro", [SENDER, LINE])
+    bare = group_id.split("@")[0]
+    joined = event(recorder, "JoinedGroup")
+    assert (joined["GroupInfo"]["JID"]["User"], joined["GroupInfo"]["JID"]["Server"]) == (bare, "g.us")
+    assert joined["GroupInfo"]["GroupName"]["Name"] == "Pisos Centro"
+    harness.rename_group(group_id, "Pisos Centro y Ensanche")
+    renamed = event(recorder, "GroupInfo")
+    assert renamed["JID"]["User"] == bare and renamed["Name"]["Name"] == "Pisos Centro y Ensanche"
+    message_id = harness.group_message(SENDER, group_id, "Hay uno nuevo en Gran Vía")
+    source = event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)["Info"]["MessageSource"]
+    assert source["IsGroup"] is True and source["Chat"]["User"] == bare and source["Chat"]["Server"] == "g.us"
+    assert source["Sender"]["Server"] == "lid" and source["Sender"]["User"] != SENDER
+    assert not source.get("SenderAlt", {}).get("User")  # the phone number is not in the event...
+    assert engine.phone_for_lid(source["Sender"]["User"]) == SENDER  # ...the engine finds it
+
+
+def test_the_lines_own_phone_writing_is_from_me(harness, linked):
+    engine, recorder = linked
+    message_id = harness.own_message(LINE, SENDER, "Le llamo en cinco minutos")
+    payload = event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)
+    source = payload["Info"]["MessageSource"]
+    assert source["IsFromMe"] is True and source["Chat"]["User"] == SENDER
+    assert payload["Message"]["conversation"] == "Le llamo en cinco minutos"
+
+
+def test_a_reaction_an_edit_and_a_revoke_from_a_phone(harness, linked):
+    engine, recorder = linked
+    original = harness.deliver(SENDER, LINE, "Mañana a las 10")
+    event(recorder, "Message", lambda p: p["Info"]["ID"] == original)
+    reaction_id = harness.react(SENDER, LINE, original, "👍")
+    reaction = event(recorder, "Message", lambda p: p["Info"]["ID"] == reaction_id)["Message"]["reactionMessage"]
+    assert (reaction["key"]["ID"], reaction["text"]) == (original, "👍")
+    edit_id = harness.edit(SENDER, LINE, original, "Mañana a las 11")
+    edit = event(recorder, "Message", lambda p: p["Info"]["ID"] == edit_id)
+    assert edit["IsEdit"] is True and edit["Info"]["Edit"] == "1"
+    protocol = edit["Message"]["protocolMessage"]
+    assert (protocol["type"], protocol["key"]["ID"]) == ("MESSAGE_EDIT", original)
+    assert protocol["editedMessage"]["conversation"] == "Mañana a las 11"
+    revoke_id = harness.revoke(SENDER, LINE, original)
+    revoke = event(recorder, "Message", lambda p: p["Info"]["ID"] == revoke_id)
+    assert revoke["Info"]["Edit"] == "7"
+    assert (revoke["Message"]["protocolMessage"]["type"], revoke["Message"]["protocolMessage"]["key"]["ID"]) == (
+        "REVOKE", original)
+
+
+def test_an_undecryptable_message(harness, linked):
+    engine, recorder = linked
+    message_id = harness.undecryptable(SENDER, LINE)
+    payload = event(recorder, "UndecryptableMessage")
+    assert payload["Info"]["ID"] == message_id and payload["Info"]["MessageSource"]["Sender"]["User"] == SENDER
+
+
+# --- the network refusing a still-linked device ---
+
+def test_a_temporary_ban_is_reported_with_its_expiry_and_the_line_comes_back_after_it(harness, linked):
+    engine, recorder = linked
+    harness.ban(LINE, 2)
+    ((reason, details),) = recorder.wait("on_offline")
+    assert reason == "temporary_ban" and 1 <= details["expires_in"] <= 2
+    assert isinstance(details["ban_code"], str) and details["ban_code"]
+    with pytest.raises(EngineUnavailable):
+        engine.send(SENDER, text="x")
+    recorder.wait("on_connected", count=2, timeout=15)  # once the ban expired
+    assert engine.send(SENDER, text="ya").id
+
+
+@pytest.mark.parametrize("reason", ["stream_replaced", "client_outdated"])
+def test_a_replaced_or_outdated_client_is_reported_and_does_not_fight_back(harness, linked, reason):
+    engine, recorder = linked
+    (harness.replace if reason == "stream_replaced" else harness.outdate)(LINE)
+    assert recorder.wait("on_offline") == [(reason, {})]
+    with pytest.raises(EngineUnavailable):
+        engine.send(SENDER, text="x")
+    time.sleep(2.5)  # longer than a reconnect's first back-off
+    assert len(recorder.of("on_connected")) == 1
+
+
+# --- WHIN_EVENTS ---
+
+def test_an_engine_selecting_only_messages_never_gets_a_receipt(harness, tmp_path):
+    engine, recorder = link(harness, tmp_path, WHIN_EVENTS="message")
+    try:
+        assert engine.sources == {"Message"}
+        engine.send(SENDER, text="Hola")  # the network acknowledges it with a DELIVERED receipt...
+        time.sleep(0.3)
+        message_id = harness.deliver(SENDER, LINE, "hola")  # ...before this message
+        event(recorder, "Message", lambda p: p["Info"]["ID"] == message_id)
+        assert recorder.payloads("Receipt") == []
+        assert {src for src, _ in recorder.of("on_event")} == {"Message"}
+        if harness.name == "whatsmeow":  # Go was never asked to forward receipts
+            assert EVENT_TO_INT[ReceiptEv] not in harness.fake.subscribed
+            assert ("unsubscribed", "Receipt") in harness.fake.calls  # ...though the network sent one
+    finally:
+        engine.stop()

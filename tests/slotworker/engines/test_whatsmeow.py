@@ -5,7 +5,26 @@ import time
 
 import neonize.client
 import pytest
-from neonize.events import EVENT_TO_INT, ConnectedEv, DisconnectedEv, LoggedOutEv, MessageEv, PairStatusEv
+from neonize.events import (
+    EVENT_TO_INT,
+    CallOfferEv,
+    CallTerminateEv,
+    ChatPresenceEv,
+    ClientOutdatedEv,
+    ConnectedEv,
+    DisconnectedEv,
+    GroupInfoEv,
+    HistorySyncEv,
+    JoinedGroupEv,
+    LoggedOutEv,
+    MessageEv,
+    PairStatusEv,
+    PresenceEv,
+    ReceiptEv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+    UndecryptableMessageEv,
+)
 
 from controlplane.core.config import Settings
 from slotworker.engines.base import OutboundMedia
@@ -37,13 +56,29 @@ def linked_engine(tmp_path, fake, recorder, **env):
     return engine
 
 
-def test_every_handler_is_subscribed_before_connect(tmp_path, fake):
+LIFECYCLE = (PairStatusEv, ConnectedEv, DisconnectedEv, LoggedOutEv, TemporaryBanEv, StreamReplacedEv,
+             ClientOutdatedEv)
+DEFAULT_SOURCES = (MessageEv, ReceiptEv, CallOfferEv, CallTerminateEv, JoinedGroupEv, GroupInfoEv,
+                   UndecryptableMessageEv)
+
+
+def test_every_handler_is_subscribed_before_connect_and_only_the_selected_events(tmp_path, fake):
     engine = make_engine(tmp_path, Recorder())
     engine.start_pairing()
     fake.running.wait(5)
     engine.stop()
-    wanted = {EVENT_TO_INT[e] for e in (PairStatusEv, ConnectedEv, DisconnectedEv, LoggedOutEv, MessageEv)}
-    assert wanted <= fake.subscribed
+    # by default every type but presence; history sync never (the gateway forwards no past chats)
+    assert fake.subscribed == {EVENT_TO_INT[e] for e in LIFECYCLE + DEFAULT_SOURCES}
+
+
+def test_whin_events_narrows_what_go_is_asked_to_forward(tmp_path, fake):
+    engine = make_engine(tmp_path, Recorder(), WHIN_EVENTS="call,presence")
+    engine.start_pairing()
+    fake.running.wait(5)
+    engine.stop()
+    selected = (CallOfferEv, CallTerminateEv, ChatPresenceEv, PresenceEv)
+    assert fake.subscribed == {EVENT_TO_INT[e] for e in LIFECYCLE + selected}
+    assert EVENT_TO_INT[HistorySyncEv] not in fake.subscribed
 
 
 def test_whatsapp_unreachable_while_pairing_ends_the_pairing_within_seconds(tmp_path, fake):
@@ -70,13 +105,14 @@ def test_a_linked_slot_keeps_retrying_while_whatsapp_is_unreachable(tmp_path, fa
     again.stop()
 
 
-def test_a_sender_known_only_by_lid_gets_its_phone_number_from_sender_alt(tmp_path, fake):
+def test_a_sender_known_only_by_lid_reaches_the_runner_untouched_with_its_sender_alt(tmp_path, fake):
     recorder = Recorder()
     engine = linked_engine(tmp_path, fake, recorder)
     fake.deliver("34611000002", "hola", "3EB0LID1", lid=True)
-    ((payload, message_id, sender),) = recorder.wait("on_message")
-    assert (message_id, sender) == ("3EB0LID1", "34611000002")
+    ((source, payload),) = recorder.wait("on_event")
+    assert (source, payload["Info"]["ID"]) == ("Message", "3EB0LID1")
     assert payload["Info"]["MessageSource"]["Sender"]["Server"] == "lid"  # the payload itself untouched
+    assert payload["Info"]["MessageSource"]["SenderAlt"]["User"] == "34611000002"
     engine.stop()
 
 
@@ -103,14 +139,14 @@ def test_go_printing_on_stdout_is_never_taken_for_data(tmp_path, fake, capfd):
 
 def test_a_failing_handler_is_logged_not_swallowed_by_ctypes(tmp_path, fake, caplog):
     class Failing(Recorder):
-        def on_message(self, *args):
+        def on_event(self, *args):
             raise RuntimeError("queue down")
 
     recorder = Failing()
     engine = linked_engine(tmp_path, fake, recorder)
     with caplog.at_level(logging.ERROR):
         fake.deliver("34611000005", "hola", "3EB0FAIL")
-    assert "handler _on_message failed" in caplog.text
+    assert "handler _on_Message failed" in caplog.text
     engine.stop()
 
 
