@@ -1,5 +1,8 @@
-"""No copy kept: after delivery, no Redis key and no file the gateway wrote holds a message's text."""
+"""No copy kept: after delivery, no Redis key and no file the gateway wrote holds a message's text,
+nor the bytes of a photo or voice note fetched through POST /media."""
 
+import base64
+import os
 import time
 import uuid
 
@@ -47,6 +50,15 @@ def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gat
     for text in inbound:
         delivered_message(own_receiver, line, text, timeout=30)
     assert {m.get("text") for m in gw.inbox(SENDER)} >= set(outbound)  # they did leave
+    # A photo and a voice note, each with a marker of its own, fetched through POST /media.
+    media = {"image/png": b"\x89PNG\r\n\x1a\n" + f"photo-secret-{uuid.uuid4().hex}".encode() + os.urandom(40_000),
+             "audio/ogg": b"OggS" + f"voice-secret-{uuid.uuid4().hex}".encode() + os.urandom(20_000)}
+    for mimetype, data in media.items():
+        message_id = gw.phone_sends_media(SENDER, line, data, mimetype, ptt=mimetype.startswith("audio"))
+        (event,) = wait_for(lambda m=message_id: own_receiver.delivered(line=line, message_id=m), timeout=30,
+                            what="the media message")
+        fetched = gw.api("POST", "/media", json={"line": line, "message": event["payload"]["Message"]})
+        assert fetched.status_code == 200 and fetched.content == data
     time.sleep(2.5)  # rq keeps a finished job's key for its 1 s result TTL
 
     raw = redis.Redis.from_url(f"unix://{gw.data_dir.resolve()}/run/redis.sock")
@@ -56,8 +68,9 @@ def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gat
     files = {p: p.read_bytes() for p in gw.data_dir.rglob("*")
              if p.is_file() and "simnet" not in p.relative_to(gw.data_dir).parts}  # simnet is WhatsApp's side
     assert any(p.suffix in (".aof", ".rdb") or "appendonly" in p.name for p in files), "Redis wrote its files"
-    for text in inbound + outbound:
-        assert text.encode() not in stored, "a Redis key holds message text"
+    secrets = [t.encode() for t in inbound + outbound] + [data[4:60] for data in media.values()]
+    for secret in secrets + [base64.b64encode(data[:3000]) for data in media.values()]:
+        assert secret not in stored, "a Redis key holds message content"
         for path, content in files.items():
-            assert text.encode() not in content, f"{path} holds message text"
+            assert secret not in content, f"{path} holds message content"
     assert not rq_job_keys(raw)
