@@ -81,6 +81,8 @@ class Groups:
         before = list(info["members"])
         info["members"] = [m for m in before if m not in remove] + add
         info["version"] = info.get("version", 1) + 1
+        if info["owner"] in remove and info["members"]:  # WhatsApp hands the group to another member
+            info["owner"] = info["members"][0]
         for member in add:
             self.phones.know(member)
         change = notices.group_change(gid, by, join=add, leave=remove)
