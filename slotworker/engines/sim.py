@@ -14,13 +14,27 @@ import threading
 import requests
 
 from controlplane.core import slotfiles
-from slotworker.engines.base import Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
+from controlplane.core.whatsapp_media import Decryptor, MediaCorrupt, media_of
+from slotworker.engines.base import (
+    Download,
+    Engine,
+    EngineUnavailable,
+    MediaRefused,
+    OutboundMedia,
+    SendRefused,
+    SendResult,
+)
 
 log = logging.getLogger(__name__)
 
 CREDENTIALS_FILE = "sim-device.json"
 POLL_SECONDS = 5  # long-poll length; a stop never waits for it (the thread is a daemon)
 QR_PREFIX = "https://wa.me/settings/linked_devices#"
+OFFLINE_REASONS = ("temporary_ban", "stream_replaced", "client_outdated")
+# A client WhatsApp calls outdated stays offline; it asks again this often (an update of simnet's
+# flag, or of the real client, brings it back without a restart).
+OUTDATED_RETRY_SECONDS = 60
+DOWNLOAD_CHUNK = 256 * 1024
 
 
 def _key() -> str:
@@ -32,19 +46,33 @@ def qr_text(ref: str, keys: dict) -> str:
     return QR_PREFIX + ",".join([ref, keys["noise"], keys["identity"], keys["adv"], "1"])
 
 
-def sender_number(payload: dict) -> str | None:
-    """The sender's phone number, when the event carries it (a @lid sender may only have SenderAlt)."""
-    source = payload.get("Info", {}).get("MessageSource", {})
-    for jid in (source.get("Sender"), source.get("SenderAlt")):
-        if jid and jid.get("Server") == "s.whatsapp.net" and jid.get("User"):
-            return jid["User"]
-    return None
-
-
 class LoggedOut(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class Offline(Exception):
+    """The network ended the connection, or refused it, though the device is still linked."""
+
+    def __init__(self, reason: str, details: dict):
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details
+
+
+class Reconnect(Exception):
+    """The network no longer knows this connection (it restarted): connect again."""
+
+
+def _offline(notice: dict) -> Offline:
+    """An offline notice or a refused connect (both carry ``reason``/``error``, and a ban's details)."""
+    reason = notice.get("reason") if notice.get("type") == "offline" else notice.get("error")
+    details = {}
+    if reason == "temporary_ban":
+        details = {"expires_in": int(notice.get("expires_in") or 0),
+                   "ban_code": str(notice.get("ban_code") or "unknown").lower()}
+    return Offline(reason, details)
 
 
 class SimEngine(Engine):
@@ -58,6 +86,7 @@ class SimEngine(Engine):
         self._logging_out = threading.Event()  # set before we tell the network: its echo is not news
         self._pairing_session: str | None = None
         self._connected = threading.Event()
+        self._offline_reason: str | None = None  # the last one reported, so an outdated client says it once
 
     @property
     def credentials_path(self):
@@ -133,7 +162,11 @@ class SimEngine(Engine):
     # --- a linked session: connect, take events, reconnect after drops ---
 
     def _session(self, creds: dict) -> None:
+        """Connect, listen, reconnect: after a drop (2 s x failures), after a temporary ban once it
+        expired, every OUTDATED_RETRY_SECONDS while the client is outdated; never after another client
+        took the session (stream_replaced: the thread ends, the credentials stay)."""
         failures = 0
+        self._offline_reason = None
         while not self._stopping.is_set():
             try:
                 self._connect_and_listen(creds)
@@ -142,7 +175,21 @@ class SimEngine(Engine):
                 if not (self._stopping.is_set() or self._logging_out.is_set()):  # our own logout's echo: not news
                     self.events.on_logged_out(logged_out.reason)
                 return
-            except requests.RequestException as err:
+            except Offline as offline:
+                self._connected.clear()
+                if self._stopping.is_set():
+                    return
+                # A ban is news every time (it carries its expiry); an outdated client only once.
+                if offline.reason == "temporary_ban" or offline.reason != self._offline_reason:
+                    self.events.on_offline(offline.reason, offline.details)
+                self._offline_reason = offline.reason
+                if offline.reason == "temporary_ban":
+                    self._stopping.wait(offline.details["expires_in"] + 1)
+                elif offline.reason == "client_outdated":
+                    self._stopping.wait(OUTDATED_RETRY_SECONDS)
+                else:
+                    return
+            except (requests.RequestException, Reconnect) as err:
                 if self._stopping.is_set():
                     return
                 self._connected.clear()
@@ -153,25 +200,37 @@ class SimEngine(Engine):
                 self._stopping.wait(min(2 * failures, 30))
 
     def _connect_and_listen(self, creds: dict) -> None:
-        response = self.http.post(self._device_url(creds, "connect"), headers=self._auth(creds), timeout=5)
+        # The network queues only the events this slot forwards (WHIN_EVENTS), as whatsmeow subscribes.
+        response = self.http.post(self._device_url(creds, "connect"), headers=self._auth(creds),
+                                  json={"sources": sorted(self.sources)}, timeout=5)
         self._raise_for_logout(response)
+        if response.status_code == 403 and self._json(response).get("error") in OFFLINE_REASONS:
+            raise _offline(self._json(response))
         response.raise_for_status()
+        connected = response.json()
         self._connected.set()
+        self._offline_reason = None
         self.events.on_connected()
-        acked = int(response.json().get("acked", 0))
+        acked, connection = int(connected.get("acked", 0)), connected.get("connection")
         while not self._stopping.is_set():
             response = self.http.get(self._device_url(creds, "events"), headers=self._auth(creds),
-                                     params={"after": acked, "timeout": POLL_SECONDS}, timeout=POLL_SECONDS + 5)
+                                     params={"after": acked, "timeout": POLL_SECONDS, "connection": connection},
+                                     timeout=POLL_SECONDS + 5)
             self._raise_for_logout(response)
+            if response.status_code == 409:
+                raise Reconnect()
             response.raise_for_status()
             for event in response.json():
                 if self._stopping.is_set():
                     return  # unacknowledged events stay with the network for the next connection
-                if event["type"] == "message":
-                    payload = event["payload"]
-                    self.events.on_message(payload, payload["Info"]["ID"], sender_number(payload))
-                elif event["type"] == "logged_out":
-                    raise LoggedOut(event.get("reason", "logged_out"))
+                if event["type"] == "logged_out":
+                    raise LoggedOut(event.get("reason") or "logged_out")
+                if event["type"] == "offline":
+                    raise _offline(event)
+                # Saved before events had a source, every entry was a message.
+                source = "Message" if event["type"] == "message" else event.get("source")
+                if source in self.sources:
+                    self.events.on_event(source, event["payload"])
                 # Acknowledged with the next poll only after the handler returned: at-least-once.
                 acked = event["seq"]
 
@@ -211,6 +270,83 @@ class SimEngine(Engine):
             raise EngineUnavailable(f"WhatsApp answered {response.status_code}")
         sent = response.json()
         return SendResult(id=sent["id"], timestamp=int(sent["timestamp"]))
+
+    # --- media and the LID store ---
+
+    def download(self, message: dict, max_bytes: int) -> Download:
+        ref = media_of(message)
+        if ref is None:
+            raise MediaRefused("no_media", "The message carries no media.")
+        try:
+            media_key = base64.b64decode(ref.fields["mediaKey"], validate=True)
+            sha256, enc_sha256 = (base64.b64decode(ref.fields.get(f) or "", validate=True)
+                                  for f in ("fileSHA256", "fileEncSHA256"))
+            direct_path = ref.fields["directPath"]
+            decryptor = Decryptor(media_key, ref.kind, sha256 or None, enc_sha256 or None)
+        except (KeyError, TypeError, ValueError):  # binascii.Error and MediaCorrupt are ValueErrors
+            raise MediaRefused("no_media", "The message's media reference is incomplete.") from None
+        # Only simnet's own media server, whatever the message's URL says: a crafted message must not
+        # make the slot fetch an address of its choosing.
+        if not isinstance(direct_path, str) or not direct_path.startswith("/") or direct_path.startswith("//"):
+            raise MediaRefused("no_media", "The message's media reference has no usable path.")
+        if ref.length is not None and ref.length > max_bytes:
+            raise MediaRefused("media_too_large", f"The file is over the limit of {max_bytes} bytes.")
+        if self.credentials() is None:
+            raise EngineUnavailable("the slot is not linked")
+        try:
+            response = requests.get(self.base_url + direct_path, stream=True, timeout=(5, 30), allow_redirects=False)
+        except requests.RequestException as err:
+            raise EngineUnavailable(f"WhatsApp's media server unreachable ({type(err).__name__})") from None
+        if response.status_code != 200:
+            response.close()
+            if response.status_code in (404, 410):
+                raise MediaRefused("media_gone", "WhatsApp no longer holds this file.")
+            raise EngineUnavailable(f"WhatsApp's media server answered {response.status_code}")
+        return Download(mimetype=ref.mimetype, filename=ref.filename, size=ref.length,
+                        chunks=self._decrypted(response, decryptor, max_bytes))
+
+    @staticmethod
+    def _decrypted(response, decryptor: Decryptor, max_bytes: int):
+        """The file's plain bytes as they arrive; the last ones only once the MAC and hashes passed."""
+        held = b""
+        try:
+            for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                plain = decryptor.update(chunk)
+                if decryptor.size > max_bytes:
+                    raise MediaRefused("media_too_large", f"The file is over the limit of {max_bytes} bytes.")
+                if plain:
+                    if held:
+                        yield held
+                    held = plain
+            held += decryptor.finish()
+        except MediaCorrupt:
+            raise MediaRefused("media_corrupt", "The file fails its integrity checks.") from None
+        except requests.RequestException as err:
+            raise EngineUnavailable(f"the download broke off ({type(err).__name__})") from None
+        finally:
+            response.close()
+        if decryptor.size > max_bytes:
+            raise MediaRefused("media_too_large", f"The file is over the limit of {max_bytes} bytes.")
+        if held:
+            yield held
+
+    def phone_for_lid(self, lid_user: str) -> str | None:
+        creds = self.credentials()
+        if creds is None or not lid_user.isdigit():
+            return None
+        try:
+            response = requests.get(self._device_url(creds, f"lid/{lid_user}"), headers=self._auth(creds), timeout=2)
+            return response.json().get("phone") if response.status_code == 200 else None
+        except (requests.RequestException, ValueError, AttributeError):
+            return None
+
+    @staticmethod
+    def _json(response) -> dict:
+        try:
+            data = response.json()
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def _get(self, path: str, params: dict) -> list:
         response = self.http.get(f"{self.base_url}{path}", params={**params, "timeout": POLL_SECONDS},
