@@ -5,6 +5,7 @@ import time
 
 import neonize.client
 import pytest
+from google.protobuf import json_format
 from neonize.events import (
     EVENT_TO_INT,
     CallOfferEv,
@@ -25,10 +26,13 @@ from neonize.events import (
     TemporaryBanEv,
     UndecryptableMessageEv,
 )
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
 from controlplane.core.config import Settings
-from slotworker.engines.base import OutboundMedia
+from slotworker.engines import whatsmeow_media
+from slotworker.engines.base import EngineUnavailable, MediaRefused, OutboundMedia
 from slotworker.engines.whatsmeow import WhatsmeowEngine
+from tests.slotworker.engines import fakego as fake_errors
 from tests.slotworker.engines.fakego import FakeGo
 from tests.slotworker.engines.harness import Recorder
 
@@ -209,3 +213,200 @@ def test_kill_of_a_linked_slot_logs_out_while_connected_then_stops(tmp_path, fak
     calls = [c[0] for c in fake.calls]
     assert calls.index("Logout") < calls.index("Stop")  # logged out with a live client
     assert [c for c in calls if c == "Neonize"] == ["Neonize"]  # no reconnect needed
+
+
+# --- media: whatsmeow downloads, checks and decrypts; the engine maps what it says ---
+
+PLAIN = b"%PDF-1.4 " + bytes(range(256)) * 1200  # ~300 KiB: more than one chunk
+
+
+def downloaded(engine, message, max_bytes=16 * 1024 * 1024):
+    download = engine.download(json_format.MessageToDict(message, preserving_proto_field_name=True), max_bytes)
+    return download, b"".join(download.chunks)
+
+
+def test_a_download_comes_in_256_kib_chunks_with_the_messages_name_and_type(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    message = fake.upload(PLAIN, "application/pdf", filename="nota.pdf")
+    download = engine.download(json_format.MessageToDict(message, preserving_proto_field_name=True), 10**7)
+    chunks = list(download.chunks)
+    assert [len(c) for c in chunks] == [256 * 1024, len(PLAIN) - 256 * 1024]
+    assert (b"".join(chunks), download.size, download.mimetype, download.filename) == (
+        PLAIN, len(PLAIN), "application/pdf", "nota.pdf")
+    engine.stop()
+
+
+def test_wrapped_media_is_handed_to_whatsmeow_unwrapped(tmp_path, fake):
+    """whatsmeow's DownloadAny reads only the top level: a view-once photo or a round video note
+    (ptvMessage, a VideoMessage) would be 'nothing downloadable' if passed as they are."""
+    engine = linked_engine(tmp_path, fake, Recorder())
+    photo = fake.upload(b"\x89PNG fake photo", "image/png")
+    wrapped = Message()
+    wrapped.viewOnceMessageV2.message.CopyFrom(photo)
+    assert downloaded(engine, wrapped)[1] == b"\x89PNG fake photo"
+    video = fake.upload(b"fake mp4 bytes", "video/mp4")
+    round_note = Message()
+    round_note.ptvMessage.CopyFrom(video.videoMessage)
+    assert downloaded(engine, round_note)[1] == b"fake mp4 bytes"
+    engine.stop()
+
+
+@pytest.mark.parametrize("tamper, code", [
+    (lambda data: data[:-1] + bytes([data[-1] ^ 1]), "media_corrupt"),  # the encrypted file's hash fails
+    (lambda data: None, "media_gone"),  # 404 from the media server
+])
+def test_whatsmeows_download_errors_become_the_apis_codes(tmp_path, fake, tamper, code):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    message = fake.upload(PLAIN, "application/pdf")
+    path = message.documentMessage.directPath
+    fake.media[path] = tamper(fake.media[path])
+    if fake.media[path] is None:
+        del fake.media[path]
+    with pytest.raises(MediaRefused) as refused:
+        downloaded(engine, message)
+    assert refused.value.code == code
+    assert "%PDF" not in refused.value.detail and path not in refused.value.detail
+    engine.stop()
+
+
+def test_a_file_failing_its_mac_or_plain_hash_is_corrupt(tmp_path, fake):
+    from controlplane.core import whatsapp_media
+
+    engine = linked_engine(tmp_path, fake, Recorder())
+    message = fake.upload(PLAIN, "application/pdf")
+    other = whatsapp_media.encrypt(PLAIN, "document")  # the same file under another key: the MAC fails
+    fake.media[message.documentMessage.directPath] = other.data
+    message.documentMessage.fileEncSHA256 = other.file_enc_sha256
+    with pytest.raises(MediaRefused) as refused:
+        downloaded(engine, message)
+    assert refused.value.code == "media_corrupt"
+    assert whatsmeow_media.refusal_of(fake_errors.ERR_SHA256).code == "media_corrupt"
+    assert whatsmeow_media.refusal_of(fake_errors.ERR_HMAC).code == "media_corrupt"
+    assert whatsmeow_media.refusal_of("download failed with status code 410").code == "media_gone"
+    engine.stop()
+
+
+def test_a_media_server_out_of_reach_is_the_engine_unavailable_not_the_files_fault(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    message = fake.upload(PLAIN, "application/pdf")
+    fake.media_reachable = False
+    with pytest.raises(EngineUnavailable):
+        downloaded(engine, message)
+    engine.stop()
+
+
+def test_size_checks_before_and_after_downloading(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    message = fake.upload(PLAIN, "application/pdf")
+    with pytest.raises(MediaRefused) as refused:
+        downloaded(engine, message, max_bytes=1000)
+    assert refused.value.code == "media_too_large"
+    assert ("DownloadAny",) not in fake.calls  # refused on the message's word, nothing fetched
+    message.documentMessage.fileLength = 10  # a message that understates its file
+    with pytest.raises(MediaRefused) as refused:
+        downloaded(engine, message, max_bytes=1000)
+    assert refused.value.code == "media_too_large" and ("DownloadAny",) in fake.calls
+    engine.stop()
+
+
+def test_a_message_that_is_not_a_whatsapp_message_is_invalid_and_never_reaches_go(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    bad = {"imageMessage": {"directPath": "/v/x", "mediaKey": "a2V5", "fileLength": "12"}, "notAField": 1}
+    with pytest.raises(MediaRefused) as refused:
+        engine.download(bad, 10**6)
+    assert refused.value.code == "invalid_message"
+    with pytest.raises(MediaRefused) as refused:
+        engine.download({"conversation": "hola"}, 10**6)
+    assert refused.value.code == "no_media"
+    assert ("DownloadAny",) not in fake.calls
+    engine.stop()
+
+
+def test_downloading_without_a_connection_is_unavailable(tmp_path, fake):
+    engine = make_engine(tmp_path, Recorder())
+    message = fake.upload(PLAIN, "application/pdf")
+    with pytest.raises(EngineUnavailable):
+        downloaded(engine, message)
+
+
+# --- LIDs ---
+
+def test_phone_for_lid_asks_whatsmeows_store_only_while_connected(tmp_path, fake):
+    engine = make_engine(tmp_path, Recorder())
+    fake.lids["123456789012345"] = "34611000009"
+    assert engine.phone_for_lid("123456789012345") is None  # before any connection: Go would panic
+    assert ("GetPNFromLID",) not in fake.calls
+    engine = linked_engine(tmp_path, fake, Recorder())
+    assert engine.phone_for_lid("123456789012345") == "34611000009"
+    assert engine.phone_for_lid("999999999999999") is None  # unknown: an empty JID from the store
+    engine.stop()
+
+
+# --- the network refusing the device ---
+
+def test_a_temporary_ban_names_its_reason_and_a_new_client_connects_after_it(tmp_path, fake):
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    fake.ban(1, TemporaryBanEv.TempBanReason.BLOCKED_BY_USERS)
+    assert recorder.wait("on_offline") == [("temporary_ban", {"expires_in": 1, "ban_code": "blocked_by_users"})]
+    recorder.wait("on_connected", count=2, timeout=10)
+    neonize_calls = [c for c in fake.calls if c[0] == "Neonize"]
+    assert len(neonize_calls) == 2 and neonize_calls[-1][2] is False  # the stored device, not a new pairing
+    calls = [c[0] for c in fake.calls]
+    assert calls.index("Stop") < len(calls) - 1 - calls[::-1].index("Neonize")  # the banned client ended first
+    engine.stop()
+
+
+def test_a_ban_still_running_at_reconnect_is_reported_again(tmp_path, fake):
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    fake.banned_until = time.time() + 3
+    fake.emit(TemporaryBanEv(Code=TemporaryBanEv.TempBanReason.BROADCAST_LIST, Expire=1))  # WhatsApp understated
+    recorder.wait("on_offline", count=2, timeout=10)
+    assert [r for r, _ in recorder.of("on_offline")] == ["temporary_ban", "temporary_ban"]
+    recorder.wait("on_connected", count=2, timeout=10)
+    engine.stop()
+
+
+def test_stop_during_a_ban_cancels_the_reconnect(tmp_path, fake):
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    fake.ban(1)
+    recorder.wait("on_offline")
+    engine.stop()
+    time.sleep(1.5)
+    assert [c for c in fake.calls if c[0] == "Neonize"] == [fake.calls[0]]
+
+
+def test_stream_replaced_is_never_fought(tmp_path, fake):
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    fake.replace()
+    assert recorder.wait("on_offline") == [("stream_replaced", {})]
+    time.sleep(0.5)
+    assert len([c for c in fake.calls if c[0] == "Neonize"]) == 1 and recorder.of("on_disconnected") == []
+    engine.stop()
+
+
+def test_control_file_ops_drive_media_and_any_event(tmp_path, fake, monkeypatch):
+    import base64
+    import json
+
+    from tests.slotworker.engines.fakego import CONTROL_ENV
+
+    monkeypatch.setenv(CONTROL_ENV, str(tmp_path / "control"))
+    folder = tmp_path / "control" / "SLOT0001"
+    folder.mkdir(parents=True)
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    (folder / "1.json").write_text(json.dumps({"op": "media", "sender": "34611000010", "id": "3EB0CTL1",
+                                               "data": base64.b64encode(b"voice").decode(),
+                                               "mimetype": "audio/ogg", "ptt": True}))
+    (folder / "2.json").write_text(json.dumps({"op": "event", "source": "Receipt", "payload": {
+        "MessageSource": {"Chat": {"User": "34611000010", "Server": "s.whatsapp.net"}},
+        "MessageIDs": ["3EB0X"], "Type": "READ", "Timestamp": "1764170000"}}))
+    receipt = recorder.wait_event("Receipt")
+    ((_, message),) = [e for e in recorder.of("on_event") if e[0] == "Message"]
+    assert message["Message"]["audioMessage"]["PTT"] is True and receipt["Type"] == "READ"
+    assert b"".join(engine.download(message["Message"], 10**6).chunks) == b"voice"
+    engine.stop()
