@@ -62,7 +62,7 @@ def test_send_text_by_line_reaches_the_recipients_inbox(gateway, sender):
     assert set(body) == {"id", "timestamp"} and abs(body["timestamp"] - time.time()) < 30
     got = [m for m in gateway.inbox(TO) if m["id"] == body["id"]]
     assert got == [{"id": body["id"], "from": line, "to": TO, "text": "Hola desde la agencia",
-                    "timestamp": body["timestamp"]}]
+                    "timestamp": body["timestamp"], "kind": "text", "status": "delivered"}]
 
 
 def test_send_by_slot_works_the_same(gateway, sender):
