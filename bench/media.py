@@ -12,8 +12,7 @@ medians. Every download's SHA-256 is checked against the photo. Memory: while ea
 thread samples the RSS of every process of the gateway every 10 ms, and the kernel's own peak
 (VmHWM, reset before the round through /proc/<pid>/clear_refs) catches what falls between samples.
 Growth is the peak during a round minus the RSS just before it. CPU seconds per process role per
-download show where ours spends its time; the relay's pieces (sealing, JSON, Redis) are timed here
-in-process on the same chunks for comparison.
+download show where ours spends its time.
 
 Target (the issue's): ours <= 1.5x the baseline's time, and no process growing by more than 2x the
 file size. Prints "target met" or "target missed"; exits non-zero only on a broken run.
@@ -24,7 +23,6 @@ Run: make bench  (or .venv/bin/python bench/media.py [--rounds 7] [--megabytes 5
 import argparse
 import base64
 import hashlib
-import json
 import os
 import statistics
 import sys
@@ -34,15 +32,12 @@ import time
 from pathlib import Path
 
 import psutil
-import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane.core import protocol, whatsapp_media
-from controlplane.core.commands import CommandQueue
-from controlplane.core.sealed import Sealer
-from tests.gateway import QUEUE_KEY, WEBHOOK_SECRET, Gateway, wait_for
+from controlplane.core import whatsapp_media
+from tests.gateway import WEBHOOK_SECRET, Gateway, wait_for
 from tests.receiver import Receiver
 
 SENDER = "34611000001"
@@ -230,116 +225,6 @@ def streamed(http: requests.Session, simnet_url: str, message: dict, expected: s
     return first, total
 
 
-def relay_pieces(plain: bytes, redis_socket: str) -> dict[str, float]:
-    """Seconds for the relay's own work on the whole file, in this process, in the slot's chunk size:
-    sealing (Fernet), the reply's JSON, RPUSH+EXPIRE then BLPOP through the gateway's Redis, JSON
-    back, unsealing. None of it overlaps here; in the gateway the slot and the API run side by side."""
-    sealer = Sealer(QUEUE_KEY)
-    chunks = [plain[i:i + RELAY_CHUNK] for i in range(0, len(plain), RELAY_CHUNK)]
-    client = redis.Redis(unix_socket_path=redis_socket, db=15)
-    took: dict[str, float] = {}
-
-    def timed(name, work):
-        start = time.perf_counter()
-        result = work()
-        took[name] = time.perf_counter() - start
-        return result
-
-    sealed = timed("seal (slot)", lambda: [sealer.seal_bytes(c) for c in chunks])
-    encoded = timed("JSON dumps (slot)", lambda: [json.dumps({"ok": True, "chunk": s}) for s in sealed])
-
-    def push_pop():
-        out = []
-        for item in encoded:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.rpush("bench:media", item)
-                pipe.expire("bench:media", 60)
-                pipe.execute()
-            out.append(client.blpop(["bench:media"], timeout=5)[1])
-        return out
-
-    popped = timed("Redis RPUSH+BLPOP", push_pop)
-    decoded = timed("JSON loads (API)", lambda: [json.loads(p)["chunk"] for p in popped])
-    opened = timed("unseal (API)", lambda: [sealer.unseal_bytes(s) for s in decoded])
-    client.close()
-    if b"".join(opened) != plain:
-        raise RuntimeError("the relay pieces did not give the photo back")
-    return took
-
-
-def queue_depth(gw: Gateway, http: requests.Session, message: dict, expected: str) -> list[str]:
-    """One more download of ours while a thread polls the reply list's length (LLEN, ~every ms): parts
-    piling up mean the API is slower than the slot; a list that stays empty, the API waits on the slot."""
-    client = redis.Redis(unix_socket_path=str(gw.data_dir.resolve() / "run" / "redis.sock"))
-    samples: list[int] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        key = None
-        while not stop.is_set():
-            if key is None:
-                found = client.keys("whin:reply:*")
-                key = found[0] if found else None
-            if key is not None:
-                samples.append(client.llen(key))
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    first, total = ours(http, gw, message, expected)
-    stop.set()
-    thread.join()
-    client.close()
-    if not samples:
-        return ["  reply list depth during one more download: never seen holding a part "
-                "(the API took each one as it came)"]
-    return [f"  reply list depth during one more download (total {total * 1000:.0f} ms, {len(samples)} samples): "
-            f"max {max(samples)} parts, mean {statistics.mean(samples):.2f}, "
-            f"{sum(1 for d in samples if d >= 2) / len(samples):.0%} of samples with 2 or more parts waiting"]
-
-
-def relay_replay(simnet_url: str, message: dict, expected: str, redis_socket: str) -> dict[str, float]:
-    """Each side of ours alone, in this process, with the gateway's own pieces (Decryptor in the sim
-    engine's chunks, Sealer, the protocol's parts, CommandQueue's push_reply / wait_reply on the
-    gateway's Redis, in a database of its own): first the slot's whole loop into a reply list, then the
-    API's whole loop out of it. In the gateway the two run side by side in two processes."""
-    queue = CommandQueue()
-    queue.redis = redis.Redis(unix_socket_path=redis_socket, db=15, decode_responses=True)
-    sealer = Sealer(QUEUE_KEY)
-    path, media_key, sha256, enc_sha256 = _reference(message)
-    request_id = f"bench-{os.getpid()}-{time.monotonic_ns()}"
-    start = time.perf_counter()
-    response = requests.get(simnet_url + path, stream=True, timeout=60)
-    response.raise_for_status()
-    decryptor = whatsapp_media.Decryptor(media_key, "image", sha256, enc_sha256)
-    held = b""
-    for chunk in response.iter_content(RELAY_CHUNK):  # as SimEngine._decrypted: one chunk held back
-        plain = decryptor.update(chunk)
-        if plain:
-            if held:
-                queue.push_reply(request_id, protocol.MediaChunk(sealer.seal_bytes(held)).to_dict())
-            held = plain
-    held += decryptor.finish()
-    queue.push_reply(request_id, protocol.MediaChunk(sealer.seal_bytes(held)).to_dict())
-    queue.push_reply(request_id, protocol.MediaEnd(decryptor.size).to_dict())
-    slot = time.perf_counter() - start
-    start = time.perf_counter()
-    digest = hashlib.sha256()
-    while True:
-        part = protocol.read_media_part(queue.wait_reply(request_id, timeout=5))
-        if isinstance(part, protocol.MediaEnd):
-            break
-        digest.update(sealer.unseal_bytes(part.sealed))
-    api = time.perf_counter() - start
-    queue.drop_replies(request_id)
-    queue.redis.close()
-    if digest.hexdigest() != expected:
-        raise RuntimeError("the replayed relay gave bytes other than the photo's")
-    return {"slot side (GET, decrypt, seal, push)": slot, "API side (pop, unseal)": api}
-
-
-# --- the run ---
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
@@ -399,10 +284,6 @@ def main() -> int:
                 else:
                     streamed(http_base, gw.simnet_url, message, expected)
 
-            profile = queue_depth(gw, http_ours, message, expected)
-            replay = [relay_replay(gw.simnet_url, message, expected, str(gw.data_dir.resolve() / "run" / "redis.sock"))
-                      for _ in range(3)]
-            pieces = relay_pieces(data, str(gw.data_dir.resolve() / "run" / "redis.sock"))
         finally:
             gw.stop()
             receiver.stop()
@@ -448,11 +329,6 @@ def main() -> int:
     print(f"\nCPU seconds per download of ours, by process (mean of {args.rounds}):")
     print("  " + ", ".join(f"{role} {seconds / args.rounds * 1000:.0f} ms"
                            for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]) if seconds > 0.0005))
-    print("\n".join(profile))
-    print("  each side of the relay alone, in this process (median of 3): " + ", ".join(
-        f"{name} {statistics.median(r[name] for r in replay) * 1000:.0f} ms" for name in replay[0]))
-    print(f"the relay's pieces in this process, the whole file in {RELAY_CHUNK // 1024} KiB chunks: "
-          + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in pieces.items()))
 
     # The time target is on the total: the baseline's first byte is the encrypted file's (it decrypts only
     # once it has it all), ours is a decrypted one, so their ratio is shown but not held to the target.

@@ -40,34 +40,56 @@ class Downloads:
         with self._slots:
             if command.deadline is not None and time.time() > command.deadline:
                 return  # its caller stopped waiting while it queued behind others
+            relay = _Relay(self, command)
             try:
                 message = self.sealer.unseal(command.sealed).get("message")
-                self._stream(command, self.engine.download(message, self.max_bytes))
+                relay.stream(self.engine.download(message, self.max_bytes))
             except MediaRefused as err:
-                self._push(command, protocol.Failure(err.code, err.detail))
+                relay.fail(protocol.Failure(err.code, err.detail))
             except EngineUnavailable as err:
-                self._push(command, protocol.Failure(protocol.WHATSAPP_UNREACHABLE, str(err)))
+                relay.fail(protocol.Failure(protocol.WHATSAPP_UNREACHABLE, str(err)))
             except Exception as err:  # a bug must not kill the slot; its kind only, never the content
                 log.error("slot %s: a media download failed (%s)", self.slot_id, type(err).__name__)
-                self._push(command, protocol.Failure("download_failed", "The slot could not download the media."))
+                relay.fail(protocol.Failure("download_failed", "The slot could not download the media."))
 
-    def _stream(self, command: protocol.Download, download) -> None:
-        header = protocol.MediaHeader(download.mimetype, download.filename, download.size)
-        if not self._push(command, header):
-            return
-        size = 0
-        for chunk in download.chunks:
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise MediaRefused("media_too_large", f"The media is larger than {self.max_bytes} bytes.")
-            if not self._push(command, protocol.MediaChunk(self.sealer.seal_bytes(chunk))):
-                return
-        self._push(command, protocol.MediaEnd(size))
-
-    def _push(self, command: protocol.Download, part) -> bool:
-        outcome = self.patience.retry("a media part", lambda: self.store.push_reply(command.reply, part.to_dict()),
-                                      until=time.time() + PART_WAIT_SECONDS)
+    def push(self, command: protocol.Download, part, as_frame: bool) -> bool:
+        """One answer: JSON (the header, or a failure before it) or a binary frame; False if Redis
+        stayed away too long."""
+        if as_frame:
+            def push():
+                self.store.push_frame(command.reply, protocol.media_frame(part))
+        else:
+            def push():
+                self.store.push_reply(command.reply, part.to_dict())
+        outcome = self.patience.retry("a media part", push, until=time.time() + PART_WAIT_SECONDS)
         if outcome is GAVE_UP:
             log.warning("slot %s: a media download was abandoned: Redis was unreachable", self.slot_id)
             return False
         return True
+
+
+class _Relay:
+    """One download's answers: the JSON header (or a JSON failure instead of it), then binary frames."""
+
+    def __init__(self, downloads: Downloads, command: protocol.Download):
+        self.downloads = downloads
+        self.command = command
+        self.header_sent = False
+
+    def stream(self, download) -> None:
+        header = protocol.MediaHeader(download.mimetype, download.filename, download.size)
+        if not self.downloads.push(self.command, header, as_frame=False):
+            return
+        self.header_sent = True
+        size, max_bytes, sealer = 0, self.downloads.max_bytes, self.downloads.sealer
+        for index, chunk in enumerate(download.chunks):
+            size += len(chunk)
+            if size > max_bytes:
+                raise MediaRefused("media_too_large", f"The media is larger than {max_bytes} bytes.")
+            sealed = sealer.seal_chunk(chunk, protocol.chunk_context(self.command.reply, index))
+            if not self.downloads.push(self.command, protocol.MediaChunk(sealed), as_frame=True):
+                return
+        self.downloads.push(self.command, protocol.MediaEnd(size), as_frame=True)
+
+    def fail(self, failure: protocol.Failure) -> None:
+        self.downloads.push(self.command, failure, as_frame=self.header_sent)

@@ -8,6 +8,8 @@ import json
 import time
 import uuid
 
+import redis as redis_py  # not `redis`: the class's attribute of that name is the store's client
+
 from controlplane.core.keys import NUDGE, command_key, reply_key
 
 REPLY_TTL = 60  # seconds an answer nobody waits for any more stays in Redis
@@ -15,6 +17,7 @@ REPLY_TTL = 60  # seconds an answer nobody waits for any more stays in Redis
 
 class CommandQueue:
     redis = None  # set by SlotStore
+    _binary = None  # _binary_redis(): the same server and database, answering bytes
 
     def push_command(self, slot_id: str, command: dict) -> str:
         """Queue a command; returns it as queued, for withdraw_command."""
@@ -55,6 +58,25 @@ class CommandQueue:
             pipe.rpush(reply_key(request_id), json.dumps(reply))
             pipe.expire(reply_key(request_id), REPLY_TTL)
             pipe.execute()
+
+    def push_frame(self, request_id: str, frame: bytes) -> None:
+        """A binary answer (a download's part, protocol.media_frame) after a JSON one."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(reply_key(request_id), frame)
+            pipe.expire(reply_key(request_id), REPLY_TTL)
+            pipe.execute()
+
+    def wait_frame(self, request_id: str, timeout: float) -> bytes | None:
+        item = self._binary_redis().blpop([reply_key(request_id)], timeout=timeout)
+        return item[1] if item else None
+
+    def _binary_redis(self) -> redis_py.Redis:
+        """The store's Redis without decoding to str: frames are bytes (the same server and database)."""
+        if self._binary is None:
+            pool = self.redis.connection_pool
+            kwargs = {**pool.connection_kwargs, "decode_responses": False}
+            self._binary = redis_py.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
+        return self._binary
 
     def wait_reply(self, request_id: str, timeout: float) -> dict | None:
         item = self.redis.blpop([reply_key(request_id)], timeout=timeout)

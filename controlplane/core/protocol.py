@@ -11,8 +11,8 @@ queue in between (commands.py) carries plain dicts, one JSON object each, and th
       -> {"ok": true, "code": "ABCD-EFGH"}  or a failure
   {"op": "download", "sealed": "<sealed {"message": …}>", "reply": "<id>", "deadline": 1764170060.5}
       -> {"ok": true, "mimetype": "image/jpeg", "filename": null, "size": 52311}  or a failure, then on
-         the same reply list: {"ok": true, "chunk": "<sealed bytes>"} …, {"ok": true, "end": true,
-         "size": 52311}, or a failure midway (the reader then drops what it has: the file is not whole)
+         the same reply list binary frames (media_frame): b"c" + a sealed chunk, …, b"e" + the size in
+         ASCII, or b"f" + a failure's JSON midway (the reader then drops what it has: not whole)
   a failure: {"ok": false, "error": "<machine code>", "detail": "<sentence>"}
 
 ``reply`` (where the answer goes) and ``deadline`` (unix seconds; after it nobody reads the answer)
@@ -25,6 +25,7 @@ A reader ignores fields it does not know (a newer writer may add some); an unkno
 missing or mistyped field, is a ``ProtocolError``. Standard library only: the slot worker imports it.
 """
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -124,29 +125,47 @@ class MediaHeader:
 
 @dataclass(frozen=True)
 class MediaChunk:
-    sealed: str  # Sealer.seal_bytes of the next piece of the file
-
-    def to_dict(self) -> dict:
-        return {"ok": True, "chunk": self.sealed}
+    sealed: bytes  # Sealer.seal_chunk of the next piece of the file
 
 
 @dataclass(frozen=True)
 class MediaEnd:
     size: int  # every byte was sent, and the file passed its checks
 
-    def to_dict(self) -> dict:
-        return {"ok": True, "end": True, "size": self.size}
+
+# A download's parts after its header are binary frames: one byte says which, the rest is the part.
+# JSON and base64 would cost more than the file's own decryption on files of megabytes.
+_CHUNK, _END, _FAILURE = b"c", b"e", b"f"
 
 
-def read_media_part(data: Any) -> "MediaChunk | MediaEnd | Failure":
-    """One answer after a download's header."""
-    if not isinstance(data, dict):
-        raise ProtocolError("a reply is a JSON object")
-    if data.get("ok") is not True:
-        return Failure.from_dict(data)
-    if data.get("end") is True:
-        return MediaEnd(_field(data, "size", int, what="reply"))
-    return MediaChunk(_field(data, "chunk", str, what="reply"))
+def chunk_context(reply: str, index: int) -> bytes:
+    """What a sealed chunk is bound to: its download's reply list and its place in it."""
+    return f"{reply}:{index}".encode("ascii")
+
+
+def media_frame(part: "MediaChunk | MediaEnd | Failure") -> bytes:
+    if isinstance(part, MediaChunk):
+        return _CHUNK + part.sealed
+    if isinstance(part, MediaEnd):
+        return _END + str(part.size).encode("ascii")
+    return _FAILURE + json.dumps(part.to_dict()).encode("utf-8")
+
+
+def read_media_frame(frame: Any) -> "MediaChunk | MediaEnd | Failure":
+    """One part after a download's header."""
+    if not isinstance(frame, bytes) or not frame:
+        raise ProtocolError("a media part is a non-empty binary frame")
+    kind, rest = frame[:1], frame[1:]
+    if kind == _CHUNK:
+        return MediaChunk(rest)
+    if kind == _END and rest.isdigit():
+        return MediaEnd(int(rest))
+    if kind == _FAILURE:
+        try:
+            return Failure.from_dict(json.loads(rest))
+        except ValueError:
+            raise ProtocolError("a failure frame that is not JSON") from None
+    raise ProtocolError(f"an unknown media frame {kind!r}")
 
 
 # --- commands ---

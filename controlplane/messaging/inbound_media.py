@@ -8,6 +8,7 @@ is written. Nothing is stored on the way: no file, no clear text in Redis, no lo
 list is dropped when the response ends, however it ends.
 """
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -106,18 +107,18 @@ class InboundMedia:
         """The file's bytes as the slot sends them; Interrupted unless it ends whole (and of ``size``)."""
         sent = 0
         try:
-            while True:
-                raw = self.store.wait_reply(request_id, timeout=self.settings.media_timeout)
-                if raw is None:
+            for index in itertools.count():
+                frame = self.store.wait_frame(request_id, timeout=self.settings.media_timeout)
+                if frame is None:
                     raise Interrupted("the slot stopped sending the media")
-                part = protocol.read_media_part(raw)
+                part = protocol.read_media_frame(frame)
                 if isinstance(part, protocol.Failure):
                     raise Interrupted(f"the download failed midway ({part.error})")
                 if isinstance(part, protocol.MediaEnd):
                     if part.size != sent or (size is not None and size != sent):
                         raise Interrupted("the media ended short of its size")
                     return
-                chunk = self.sealer.unseal_bytes(part.sealed)
+                chunk = self.sealer.unseal_chunk(part.sealed, protocol.chunk_context(request_id, index))
                 sent += len(chunk)
                 yield chunk
         finally:
