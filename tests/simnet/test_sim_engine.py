@@ -14,25 +14,10 @@ from slotworker.engines.base import EngineUnavailable, MediaRefused
 from slotworker.engines.sim import CREDENTIALS_FILE, SimEngine
 from tests.gateway import free_port, wait_for
 from tests.simnet.server import SimServer
+from tests.slotworker.engines.harness import Recorder
 
 LINE, PHONE = "34666123456", "34611222333"
 PLAIN = bytes(range(256)) * 2000 + b"end"  # ~512 KB: several download chunks
-
-
-class Recorder:
-    def __init__(self):
-        self.events: list[tuple] = []
-
-    def __getattr__(self, name):
-        if not name.startswith("on_"):
-            raise AttributeError(name)
-        return lambda *args: self.events.append((name, *args))
-
-    def of(self, name: str) -> list[tuple]:
-        return [e[1:] for e in self.events if e[0] == name]
-
-    def wait(self, name: str, count: int = 1, timeout: float = 10) -> list[tuple]:
-        return wait_for(lambda: len(self.of(name)) >= count and self.of(name), timeout=timeout, what=name)
 
 
 @pytest.fixture
