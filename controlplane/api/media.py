@@ -27,9 +27,10 @@ def content_disposition(filename: str) -> str:
 @bp.post("/media")
 @request_body("MediaRequest")
 @bp.doc(operation_id="downloadMedia", responses={
+    # Documented as octet-stream (client generators take it as a file); the real Content-Type is the media's.
     200: {"description": "The decrypted file, streamed as it is decrypted; `Content-Type` is the media's "
                          "mimetype, `Content-Disposition` carries its file name when it has one.",
-          "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+          "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
     410: json_response("Error", "WhatsApp no longer holds the file (`media_gone`)."),
     413: json_response("Error", "The file is over `WHIN_MEDIA_MAX_BYTES` (`media_too_large`)."),
     422: "Bad request (`invalid_json`, `invalid_target`, `invalid_line`, `invalid_slot`, `invalid_message`, "

@@ -12,6 +12,7 @@ COMMANDS = [
     protocol.Logout(),
     protocol.Send(sealed="gAAAA-sealed", reply="r1", deadline=1764170060.5),
     protocol.PairCode(line="34666123456", reply="r2", deadline=1764170060.5),
+    protocol.Download(sealed="gAAAA-sealed-message", reply="r3", deadline=1764170060.5),
 ]
 
 
@@ -44,6 +45,9 @@ def test_the_wire_is_todays():
     (protocol.Send(sealed="s"), protocol.Failure("send_failed", "WhatsApp did not accept it")),
     (protocol.PairCode(line="34666123456"), protocol.PairingCode("ABCD-EFGH")),
     (protocol.PairCode(line="34666123456"), protocol.Failure(protocol.NOT_SUPPORTED, "no codes")),
+    (protocol.Download(sealed="s"), protocol.MediaHeader("image/jpeg", None, 52311)),
+    (protocol.Download(sealed="s"), protocol.MediaHeader("application/pdf", "piso.pdf", None)),
+    (protocol.Download(sealed="s"), protocol.Failure("media_gone", "404")),
 ])
 def test_every_reply_round_trips_through_json(command, reply):
     assert command.read_reply(json.loads(json.dumps(reply.to_dict()))) == reply
@@ -100,3 +104,17 @@ def test_ask_sends_the_wire_dict_and_reads_the_reply_typed():
         protocol.PairingCode("ABCD-EFGH"), True)
     assert queue.asked == [("AB12CD34", {"op": "paircode", "line": "34666123456"}, 5)]
     assert protocol.ask(Queue(None), "AB12CD34", protocol.Send(sealed="s"), timeout=5) == (None, False)
+
+
+@pytest.mark.parametrize("part", [
+    protocol.MediaChunk(b"\x00\xffsealed bytes"), protocol.MediaChunk(b""), protocol.MediaEnd(52311),
+    protocol.Failure("media_corrupt", "the MAC does not match"),
+])
+def test_every_media_part_round_trips_through_its_binary_frame(part):
+    assert protocol.read_media_frame(protocol.media_frame(part)) == part
+
+
+@pytest.mark.parametrize("frame", [b"", b"x123", b"e12a", b"f{not json", "c-a-str"])
+def test_a_malformed_media_frame_is_refused(frame):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.read_media_frame(frame)
