@@ -63,9 +63,10 @@ class MediaRef:
     def length(self) -> int | None:
         """The plain file's size as the message states it (int64: a string in protobuf JSON)."""
         try:
-            return int(self.fields["fileLength"])
-        except (KeyError, TypeError, ValueError):
+            length = int(self.fields["fileLength"])
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
+        return length if length >= 0 else None
 
 
 def media_of(message) -> MediaRef | None:

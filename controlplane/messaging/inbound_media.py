@@ -120,6 +120,8 @@ class InboundMedia:
                     return
                 chunk = self.sealer.unseal_chunk(part.sealed, protocol.chunk_context(request_id, index))
                 sent += len(chunk)
+                if size is not None and sent > size:  # never fill a Content-Length with a file it understates
+                    raise Interrupted("the media is longer than its size")
                 yield chunk
         finally:
             self.store.drop_replies(request_id)  # a client gone midway leaves nothing behind

@@ -49,7 +49,10 @@ def download(client, message: dict, max_bytes: int) -> Download:
     try:
         json_format.ParseDict(message, Message())  # the whole message must be one, not only its media part
         field = "videoMessage" if ref.field == "ptvMessage" else ref.field
-        media = json_format.ParseDict({field: ref.fields}, Message())
+        # Without URL (or its JSON alias): whatsmeow then fetches directPath from WhatsApp's own media
+        # hosts, never an address a crafted message names (SSRF).
+        fields = {k: v for k, v in ref.fields.items() if k not in ("URL", "url")}
+        media = json_format.ParseDict({field: fields}, Message())
     except (json_format.ParseError, TypeError, ValueError):
         raise MediaRefused("invalid_message", "The message is not a WhatsApp Message object.") from None
     try:

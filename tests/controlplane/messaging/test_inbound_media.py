@@ -147,6 +147,7 @@ def _failing_midway():
     (_failing_midway, None),  # the last check failed: the end never comes
     (lambda: iter([b"x" * 6000, b"y" * 6000]), None),  # more than WHIN_MEDIA_MAX_BYTES after all
     (lambda: iter([b"x" * 1000]), 3000),  # shorter than the engine said
+    (lambda: iter([b"x" * 1000, b"y" * 1000]), 1500),  # longer than the engine said
 ])
 def test_a_stream_that_does_not_end_whole_is_cut_not_completed(store, media, redis_client, chunks, size):
     slot_id = active_slot(store, LINE)
@@ -173,3 +174,10 @@ def test_a_slot_that_never_answers_is_engine_timeout(store, media):
     with pytest.raises(Exception) as timed_out:
         media.open({"line": LINE, "message": PHOTO})
     assert timed_out.value.code == "engine_timeout" and time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize("stated", [float("inf"), -5, "1e400", [3], None])
+def test_a_stated_size_that_is_no_size_is_unknown_not_a_500(stated):
+    from controlplane.core.whatsapp_media import media_of
+
+    assert media_of({"imageMessage": {"fileLength": stated}}).length is None
