@@ -86,6 +86,15 @@ class Lifecycle:
             raise Refused("unknown_line", f"The line {line} is not enrolled on any slot.")
         return self.store.require(slot_id)
 
+    def serving_slot(self, line_text: str | None, slot_text: str | None, to_do: str) -> Slot:
+        """The slot of a line (or a slot id) that must be linked and awake to ``to_do`` ("send", …)."""
+        slot = self.slot_of_line(line_text) if line_text else self.slot(slot_text)
+        if slot.status is SlotStatus.SLEEPING:
+            raise Refused("line_sleeping", f"The line of slot {slot.id} is sleeping; resume it to {to_do}.")
+        if slot.status is not SlotStatus.ACTIVE:
+            raise Refused("not_active", f"Slot {slot.id} has no line enrolled.")
+        return slot
+
     # --- enrollment ---
 
     def enroll(self, slot: Slot) -> QrCode:

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 CONCURRENT_DOWNLOADS = 2  # per slot: a third waits, so a burst cannot hold many files in memory at once
 PART_WAIT_SECONDS = 30  # how long each part is retried through a Redis outage before the download gives up
+MAX_UNREAD_FRAMES = 8  # sealed chunks (256 KiB each) ahead of the API at most: Redis is no buffer for a slow client
+READER_STALL_SECONDS = 30  # an API that takes no chunk for this long has gone (its reply list expires at 60)
+READER_POLL_SECONDS = 0.02
 
 
 class Downloads:
@@ -52,20 +55,36 @@ class Downloads:
                 log.error("slot %s: a media download failed (%s)", self.slot_id, type(err).__name__)
                 relay.fail(protocol.Failure("download_failed", "The slot could not download the media."))
 
-    def push(self, command: protocol.Download, part, as_frame: bool) -> bool:
-        """One answer: JSON (the header, or a failure before it) or a binary frame; False if Redis
-        stayed away too long."""
-        if as_frame:
-            def push():
-                self.store.push_frame(command.reply, protocol.media_frame(part))
-        else:
-            def push():
-                self.store.push_reply(command.reply, part.to_dict())
-        outcome = self.patience.retry("a media part", push, until=time.time() + PART_WAIT_SECONDS)
+    def push_header(self, command: protocol.Download, reply) -> bool:
+        """The first answer (the header, or a failure instead of it); False if Redis stayed away."""
+        return self._patiently(lambda: self.store.push_reply(command.reply, reply.to_dict())) is not GAVE_UP
+
+    def push_frame(self, command: protocol.Download, part) -> bool:
+        """A binary part after the header; False when the download is to stop: Redis stayed away,
+        the API dropped the list (its client went away), or its reader stalled."""
+        waiting = self._patiently(lambda: self.store.push_frame(command.reply, protocol.media_frame(part)))
+        if waiting is GAVE_UP or waiting is None:
+            return False
+        return waiting <= MAX_UNREAD_FRAMES or self._wait_for_reader(command)
+
+    def _wait_for_reader(self, command: protocol.Download) -> bool:
+        """Hold the next chunk until the API caught up: a slow client's file waits in the engine, not Redis."""
+        stalled_at = time.monotonic() + READER_STALL_SECONDS
+        while time.monotonic() < stalled_at:
+            time.sleep(READER_POLL_SECONDS)
+            waiting = self._patiently(lambda: self.store.unread_frames(command.reply))
+            if waiting is GAVE_UP or waiting is None:
+                return False
+            if waiting <= MAX_UNREAD_FRAMES // 2:
+                return True
+        log.info("slot %s: a media download was abandoned: its reader stopped reading", self.slot_id)
+        return False
+
+    def _patiently(self, call):
+        outcome = self.patience.retry("a media part", call, until=time.time() + PART_WAIT_SECONDS)
         if outcome is GAVE_UP:
             log.warning("slot %s: a media download was abandoned: Redis was unreachable", self.slot_id)
-            return False
-        return True
+        return outcome
 
 
 class _Relay:
@@ -77,8 +96,15 @@ class _Relay:
         self.header_sent = False
 
     def stream(self, download) -> None:
-        header = protocol.MediaHeader(download.mimetype, download.filename, download.size)
-        if not self.downloads.push(self.command, header, as_frame=False):
+        try:
+            self._send(download)
+        finally:
+            close = getattr(download.chunks, "close", None)
+            if close:  # stopped early: the engine's download (an open HTTP response) ends now
+                close()
+
+    def _send(self, download) -> None:
+        if not self.downloads.push_header(self.command, protocol.MediaHeader(download.size)):
             return
         self.header_sent = True
         size, max_bytes, sealer = 0, self.downloads.max_bytes, self.downloads.sealer
@@ -87,9 +113,12 @@ class _Relay:
             if size > max_bytes:
                 raise MediaRefused("media_too_large", f"The media is larger than {max_bytes} bytes.")
             sealed = sealer.seal_chunk(chunk, protocol.chunk_context(self.command.reply, index))
-            if not self.downloads.push(self.command, protocol.MediaChunk(sealed), as_frame=True):
+            if not self.downloads.push_frame(self.command, protocol.MediaChunk(sealed)):
                 return
-        self.downloads.push(self.command, protocol.MediaEnd(size), as_frame=True)
+        self.downloads.push_frame(self.command, protocol.MediaEnd(size))
 
     def fail(self, failure: protocol.Failure) -> None:
-        self.downloads.push(self.command, failure, as_frame=self.header_sent)
+        if self.header_sent:
+            self.downloads.push_frame(self.command, failure)
+        else:
+            self.downloads.push_header(self.command, failure)

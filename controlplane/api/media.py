@@ -29,7 +29,7 @@ def content_disposition(filename: str) -> str:
 @bp.doc(operation_id="downloadMedia", responses={
     # Documented as octet-stream (client generators take it as a file); the real Content-Type is the media's.
     200: {"description": "The decrypted file, streamed as it is decrypted; `Content-Type` is the media's "
-                         "mimetype, `Content-Disposition` carries its file name when it has one.",
+                         "mimetype, `Content-Disposition` is an attachment, with the file's name when it has one.",
           "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
     410: json_response("Error", "WhatsApp no longer holds the file (`media_gone`)."),
     413: json_response("Error", "The file is over `WHIN_MEDIA_MAX_BYTES` (`media_too_large`)."),
@@ -42,9 +42,12 @@ def content_disposition(filename: str) -> str:
 def download():
     """Download the photo, voice note, video or document of a received message"""
     media = current_app.extensions["whin.inbound_media"].open(request.get_json(silent=True))
-    headers = {"Cache-Control": "no-store"}  # the bytes are the client's to keep, no proxy's
+    headers = {
+        "Cache-Control": "no-store",  # the bytes are the client's to keep, no proxy's
+        # A stranger's file: a browser saves it, never renders it as a page of ours, whatever its type says.
+        "Content-Disposition": content_disposition(media.filename or "media"),
+        "X-Content-Type-Options": "nosniff",
+    }
     if media.size is not None:
         headers["Content-Length"] = str(media.size)
-    if media.filename:
-        headers["Content-Disposition"] = content_disposition(media.filename)
     return Response(stream_with_context(media.body), mimetype=media.mimetype, headers=headers)

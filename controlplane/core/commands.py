@@ -5,14 +5,16 @@ The commands themselves (op names, fields) are the slot protocol's business, not
 """
 
 import json
+import threading
 import time
 import uuid
 
 import redis as redis_py  # not `redis`: the class's attribute of that name is the store's client
 
-from controlplane.core.keys import NUDGE, command_key, reply_key
+from controlplane.core.keys import NUDGE, command_key, reply_dropped_key, reply_key
 
 REPLY_TTL = 60  # seconds an answer nobody waits for any more stays in Redis
+_BINARY_LOCK = threading.Lock()
 
 
 class CommandQueue:
@@ -50,8 +52,12 @@ class CommandQueue:
         return None, not self.withdraw_command(slot_id, raw), request_id
 
     def drop_replies(self, request_id: str) -> None:
-        """Answers nobody will read (a download whose client went away): gone now, not at their TTL."""
-        self.redis.delete(reply_key(request_id))
+        """Answers nobody will read (a download whose client went away): gone now, not at their TTL,
+        and marked so that their writer stops sending more (push_frame says so)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(reply_key(request_id))
+            pipe.set(reply_dropped_key(request_id), 1, ex=REPLY_TTL)
+            pipe.execute()
 
     def push_reply(self, request_id: str, reply: dict) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
@@ -59,12 +65,26 @@ class CommandQueue:
             pipe.expire(reply_key(request_id), REPLY_TTL)
             pipe.execute()
 
-    def push_frame(self, request_id: str, frame: bytes) -> None:
-        """A binary answer (a download's part, protocol.media_frame) after a JSON one."""
+    def push_frame(self, request_id: str, frame: bytes) -> int | None:
+        """A binary answer (a download's part, protocol.media_frame) after a JSON one. Returns how many
+        answers now wait unread, or None when the reader dropped the list: send no more."""
         with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(reply_dropped_key(request_id))
             pipe.rpush(reply_key(request_id), frame)
             pipe.expire(reply_key(request_id), REPLY_TTL)
-            pipe.execute()
+            dropped, waiting, _ = pipe.execute()
+        if dropped:
+            self.redis.delete(reply_key(request_id))  # the frame pushed in the same breath
+            return None
+        return waiting
+
+    def unread_frames(self, request_id: str) -> int | None:
+        """What push_frame returns, without pushing: the writer's way to wait for a slow reader."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(reply_dropped_key(request_id))
+            pipe.llen(reply_key(request_id))
+            dropped, waiting = pipe.execute()
+        return None if dropped else waiting
 
     def wait_frame(self, request_id: str, timeout: float) -> bytes | None:
         item = self._binary_redis().blpop([reply_key(request_id)], timeout=timeout)
@@ -72,11 +92,13 @@ class CommandQueue:
 
     def _binary_redis(self) -> redis_py.Redis:
         """The store's Redis without decoding to str: frames are bytes (the same server and database)."""
-        if self._binary is None:
-            pool = self.redis.connection_pool
-            kwargs = {**pool.connection_kwargs, "decode_responses": False}
-            self._binary = redis_py.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
-        return self._binary
+        with _BINARY_LOCK:  # two first downloads at once must not each open a pool
+            if self._binary is None:
+                pool = self.redis.connection_pool
+                kwargs = {**pool.connection_kwargs, "decode_responses": False}
+                self._binary = redis_py.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                                                         **kwargs))
+            return self._binary
 
     def wait_reply(self, request_id: str, timeout: float) -> dict | None:
         item = self.redis.blpop([reply_key(request_id)], timeout=timeout)

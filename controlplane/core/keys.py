@@ -58,5 +58,10 @@ def reply_key(request_id: str) -> str:
     return f"{PREFIX}reply:{request_id}"
 
 
+def reply_dropped_key(request_id: str) -> str:
+    """Set when the reader of a reply list gave up on it: the writer stops sending."""
+    return f"{PREFIX}reply-dropped:{request_id}"
+
+
 def txn_key(token: str) -> str:
     return f"{PREFIX}txn:{token}"

@@ -10,7 +10,7 @@ queue in between (commands.py) carries plain dicts, one JSON object each, and th
   {"op": "paircode", "line": "34666123456", "reply": "<id>", "deadline": 1764170060.5}
       -> {"ok": true, "code": "ABCD-EFGH"}  or a failure
   {"op": "download", "sealed": "<sealed {"message": …}>", "reply": "<id>", "deadline": 1764170060.5}
-      -> {"ok": true, "mimetype": "image/jpeg", "filename": null, "size": 52311}  or a failure, then on
+      -> {"ok": true, "size": 52311}  or a failure, then on
          the same reply list binary frames (media_frame): b"c" + a sealed chunk, …, b"e" + the size in
          ASCII, or b"f" + a failure's JSON midway (the reader then drops what it has: not whole)
   a failure: {"ok": false, "error": "<machine code>", "detail": "<sentence>"}
@@ -107,20 +107,17 @@ class PairingCode:
 
 @dataclass(frozen=True)
 class MediaHeader:
-    """The first answer to a download: what the chunks that follow make up."""
+    """The first answer to a download: the file is there, and its bytes follow. Its type and name
+    are not here: the API reads them from the message it sent, so Redis never holds them."""
 
-    mimetype: str
-    filename: str | None
     size: int | None  # the exact size when the engine knows it before the bytes
 
     def to_dict(self) -> dict:
-        return {"ok": True, "mimetype": self.mimetype, "filename": self.filename, "size": self.size}
+        return {"ok": True, "size": self.size}
 
     @classmethod
     def from_dict(cls, data: dict) -> "MediaHeader":
-        return cls(_field(data, "mimetype", str, what="reply"), _field(data, "filename", (str, type(None)), None,
-                                                                        "reply"),
-                   _field(data, "size", (int, type(None)), None, "reply"))
+        return cls(_field(data, "size", (int, type(None)), None, "reply"))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ names as ``json_format.MessageToDict(preserving_proto_field_name=True)`` writes 
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, padding
@@ -37,6 +38,8 @@ HKDF_INFO = {
     "document": b"WhatsApp Document Keys",
 }
 MAC_LENGTH = 10
+# type/subtype with optional parameters ("audio/ogg; codecs=opus"): nothing a header could be split by.
+_MIMETYPE = re.compile(r'[\w.+-]+/[\w.+-]+([ \t]*;[ \t]*[\w.+-]+=("[ !#-~]*"|[\w.+-]+))*', re.ASCII)
 DEFAULT_MIMETYPE = {"image": "image/jpeg", "video": "video/mp4", "audio": "audio/ogg",
                     "document": "application/octet-stream"}
 
@@ -53,11 +56,16 @@ class MediaRef:
 
     @property
     def mimetype(self) -> str:
-        return self.fields.get("mimetype") or DEFAULT_MIMETYPE[self.kind]
+        """The stated type when it is one (it becomes a Content-Type header); else the kind's default."""
+        stated = self.fields.get("mimetype")
+        if isinstance(stated, str) and _MIMETYPE.fullmatch(stated):
+            return stated
+        return DEFAULT_MIMETYPE[self.kind]
 
     @property
     def filename(self) -> str | None:
-        return self.fields.get("fileName") or None
+        stated = self.fields.get("fileName")
+        return stated if isinstance(stated, str) and stated else None
 
     @property
     def length(self) -> int | None:

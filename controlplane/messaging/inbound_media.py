@@ -9,14 +9,16 @@ list is dropped when the response ends, however it ends.
 """
 
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from controlplane.core import ids, protocol
 from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
 from controlplane.core.sealed import Sealer
-from controlplane.core.states import SlotStatus
 from controlplane.core.whatsapp_media import media_of
+
+MAX_MESSAGE_JSON = 256 * 1024  # a photo's Message with its thumbnail is a few KiB; this crosses Redis sealed
 
 
 class MediaTooLarge(GatewayError):
@@ -52,6 +54,9 @@ def parse_media_request(body, max_bytes: int) -> MediaRequest:
     message = body.get("message")
     if not isinstance(message, dict):
         raise Refused("invalid_message", "'message' is the payload's \"Message\" object, as the webhook delivered it.")
+    if len(json.dumps(message)) > MAX_MESSAGE_JSON:
+        raise Refused("invalid_message", f"'message' is over {MAX_MESSAGE_JSON // 1024} KiB: a media message is a "
+                                         "reference to the file, not the file.")
     media = media_of(message)
     if media is None:
         raise Refused("no_media", "This message carries no photo, video, audio, sticker or document.")
@@ -65,7 +70,25 @@ class MediaStream:
     mimetype: str
     filename: str | None
     size: int | None
-    body: Iterator[bytes]
+    body: "_Body"
+
+
+class _Body:
+    """The response's bytes. Closing it drops the reply list even when no byte was read (a
+    generator closed before it started runs no ``finally``): the WSGI server closes what it served."""
+
+    def __init__(self, chunks: Iterator[bytes], drop):
+        self._chunks, self._drop = chunks, drop
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._drop()
 
 
 class InboundMedia:
@@ -76,20 +99,27 @@ class InboundMedia:
         self.sealer = Sealer(settings.queue_key)
 
     def open(self, body) -> MediaStream:
-        """Check the request, ask the slot, and wait for what the file is; its bytes follow in ``body``."""
+        """Check the request, ask the slot, and wait for the file's first part, so that a download
+        refused before any byte is an error response; the rest follows in ``body``."""
         request = parse_media_request(body, self.settings.media_max_bytes)
-        slot = self.lifecycle.slot_of_line(request.line) if request.line else self.lifecycle.slot(request.slot)
-        if slot.status is SlotStatus.SLEEPING:
-            raise Refused("line_sleeping", f"The line of slot {slot.id} is sleeping; resume it to download media.")
-        if slot.status is not SlotStatus.ACTIVE:
-            raise Refused("not_active", f"Slot {slot.id} has no line enrolled.")
+        slot = self.lifecycle.serving_slot(request.line, request.slot, "download media")
         command = protocol.Download(sealed=self.sealer.seal({"message": request.message}))
         timeout = self.settings.media_timeout
         header, taken, request_id = protocol.ask_stream(self.store, slot.id, command, timeout=timeout)
         if not isinstance(header, protocol.MediaHeader):
             self.store.drop_replies(request_id)
             raise self._refusal(slot.id, header, taken)
-        return MediaStream(header.mimetype, header.filename, header.size, self._chunks(request_id, header.size))
+        first = self._next_part(request_id)
+        if not isinstance(first, (protocol.MediaChunk, protocol.MediaEnd)):
+            self.store.drop_replies(request_id)
+            raise self._refusal(slot.id, first, taken=True)
+        ref = media_of(request.message)  # its type and name come from the message: they never cross Redis
+        body = _Body(self._chunks(request_id, header.size, first), lambda: self.store.drop_replies(request_id))
+        return MediaStream(ref.mimetype, ref.filename, header.size, body)
+
+    def _next_part(self, request_id: str):
+        frame = self.store.wait_frame(request_id, timeout=self.settings.media_timeout)
+        return None if frame is None else protocol.read_media_frame(frame)
 
     def _refusal(self, slot_id: str, answer, taken: bool) -> GatewayError:
         if answer is None:
@@ -103,15 +133,16 @@ class InboundMedia:
             return ServiceUnavailable("whatsapp_unreachable", f"Slot {slot_id} cannot reach WhatsApp right now.")
         return Refused(answer.error, answer.detail or "The media could not be downloaded.")
 
-    def _chunks(self, request_id: str, size: int | None) -> Iterator[bytes]:
-        """The file's bytes as the slot sends them; Interrupted unless it ends whole (and of ``size``)."""
+    def _chunks(self, request_id: str, size: int | None, part) -> Iterator[bytes]:
+        """The file's bytes as the slot sends them, from its first part on; Interrupted unless it ends
+        whole (and of ``size``)."""
         sent = 0
         try:
             for index in itertools.count():
-                frame = self.store.wait_frame(request_id, timeout=self.settings.media_timeout)
-                if frame is None:
+                if index:
+                    part = self._next_part(request_id)
+                if part is None:
                     raise Interrupted("the slot stopped sending the media")
-                part = protocol.read_media_frame(frame)
                 if isinstance(part, protocol.Failure):
                     raise Interrupted(f"the download failed midway ({part.error})")
                 if isinstance(part, protocol.MediaEnd):
@@ -124,4 +155,4 @@ class InboundMedia:
                     raise Interrupted("the media is longer than its size")
                 yield chunk
         finally:
-            self.store.drop_replies(request_id)  # a client gone midway leaves nothing behind
+            self.store.drop_replies(request_id)  # a client gone midway leaves nothing behind, and stops the slot

@@ -15,7 +15,6 @@ from controlplane.core import ids, protocol
 from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
 from controlplane.core.ids import InvalidIdentifier
 from controlplane.core.sealed import Sealer
-from controlplane.core.states import SlotStatus
 from controlplane.messaging.media_fetch import MediaAllow, MediaFetcher
 from controlplane.messaging.ratelimit import RateLimiter
 
@@ -114,11 +113,7 @@ class Outbound:
         return result
 
     def send(self, request: SendRequest) -> dict:
-        slot = self.lifecycle.slot_of_line(request.line) if request.line else self.lifecycle.slot(request.slot)
-        if slot.status is SlotStatus.SLEEPING:
-            raise Refused("line_sleeping", f"The line of slot {slot.id} is sleeping; resume it to send.")
-        if slot.status is not SlotStatus.ACTIVE:
-            raise Refused("not_active", f"Slot {slot.id} has no line enrolled.")
+        slot = self.lifecycle.serving_slot(request.line, request.slot, "send")
         wait = self.limiter.acquire(slot.line)
         if wait > 0:
             raise RateLimited(wait)

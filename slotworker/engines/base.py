@@ -49,8 +49,6 @@ class Download:
     MediaRefused or EngineUnavailable midway); the last chunk comes only after the file passed its
     checks, so whoever relays the chunks never completes a file that failed them."""
 
-    mimetype: str
-    filename: str | None
     size: int | None  # the plain size when known before the bytes (the message's fileLength)
     chunks: Iterable[bytes]
 

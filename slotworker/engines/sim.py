@@ -302,8 +302,7 @@ class SimEngine(Engine):
             if response.status_code in (404, 410):
                 raise MediaRefused("media_gone", "WhatsApp no longer holds this file.")
             raise EngineUnavailable(f"WhatsApp's media server answered {response.status_code}")
-        return Download(mimetype=ref.mimetype, filename=ref.filename, size=ref.length,
-                        chunks=self._decrypted(response, decryptor, max_bytes))
+        return Download(size=ref.length, chunks=self._decrypted(response, decryptor, max_bytes))
 
     @staticmethod
     def _decrypted(response, decryptor: Decryptor, max_bytes: int):

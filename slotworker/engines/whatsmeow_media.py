@@ -66,7 +66,7 @@ def download(client, message: dict, max_bytes: int) -> Download:
         raise refusal from None
     if len(data) > max_bytes:  # the message understated its size
         raise MediaRefused("media_too_large", f"The file is {len(data)} bytes, over the limit of {max_bytes}.")
-    return Download(mimetype=ref.mimetype, filename=ref.filename, size=len(data), chunks=_pieces(data))
+    return Download(size=len(data), chunks=_pieces(data))
 
 
 def _pieces(data: bytes):

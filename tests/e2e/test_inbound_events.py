@@ -1,5 +1,6 @@
 """Every inbound event type end to end on simnet, and POST /media: phone -> simnet -> slot -> webhook."""
 
+import base64
 import hashlib
 import io
 import os
@@ -68,6 +69,8 @@ def test_a_photo_a_voice_note_and_a_pdf_arrive_as_messages_and_download_byte_for
         body = response.content
         assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest()
         assert response.headers["Content-Type"].startswith(mimetype.split(";")[0])
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Content-Disposition"].startswith("attachment;")
         if filename:
             assert "filename*=UTF-8''%C3%A1tico%203%C2%BAB.pdf" in response.headers["Content-Disposition"]
     voice_event = next(e for e in _events(receiver, line, type="message") if "audioMessage" in e["payload"]["Message"])
@@ -95,6 +98,8 @@ def test_media_refusals_are_json_errors_with_their_codes(every_type, new_line):
     refused({"slot": slot_id, "line": line, "message": {}}, 422, "invalid_target")
     big = {**photo["payload"]["Message"]["imageMessage"], "fileLength": str(3 * 1024 * 1024)}
     refused({"line": line, "message": {"imageMessage": big}}, 413, "media_too_large")
+    tampered = {**photo["payload"]["Message"]["imageMessage"], "mediaKey": base64.b64encode(os.urandom(32)).decode()}
+    refused({"line": line, "message": {"imageMessage": tampered}}, 422, "media_corrupt")  # the MAC fails: no byte sent
     gw.simnet("DELETE", "/media")  # WhatsApp's media servers forgot it
     refused({"line": line, "message": photo["payload"]["Message"]}, 410, "media_gone")
     assert gw.api("GET", f"/sleep/{line}").status_code == 200

@@ -16,6 +16,7 @@ from controlplane.core.states import SlotStatus
 from controlplane.core.store import SlotStore
 from controlplane.lifecycle import Lifecycle
 from controlplane.messaging.inbound_media import InboundMedia, Interrupted, MediaGone, MediaTooLarge
+from slotworker import downloads
 from slotworker.downloads import Downloads
 from slotworker.engines.base import Download, MediaRefused
 from slotworker.outage import Patience
@@ -30,15 +31,15 @@ PHOTO = {"imageMessage": {"mimetype": "image/jpeg", "directPath": "/mms/image/x"
 class Engine:
     """What the slot's engine answers to download(); ``chunks`` may raise midway."""
 
-    def __init__(self, chunks=(), refuse: MediaRefused | None = None, size=None, filename=None):
-        self.chunks, self.refuse, self.size, self.filename = chunks, refuse, size, filename
+    def __init__(self, chunks=(), refuse: MediaRefused | None = None, size=None):
+        self.chunks, self.refuse, self.size = chunks, refuse, size
         self.asked: list[dict] = []
 
     def download(self, message: dict, max_bytes: int) -> Download:
         self.asked.append(message)
         if self.refuse:
             raise self.refuse
-        return Download("image/jpeg", self.filename, self.size, self.chunks)
+        return Download(self.size, self.chunks)
 
 
 class Slot:
@@ -78,31 +79,32 @@ def media(store, tmp_path):
 
 
 def reply_lists(redis_client) -> list[str]:
-    return [k for k in redis_client.scan_iter("*") if k.startswith(keys.reply_key("").rstrip(":"))]
+    return [k for k in redis_client.scan_iter("*") if k.startswith(keys.reply_key(""))]
 
 
 def test_the_file_arrives_whole_in_order_and_leaves_nothing_in_redis(store, media, redis_client):
     slot_id = active_slot(store, LINE)
     parts = [os.urandom(1000) for _ in range(3)]
-    engine = Engine(chunks=iter(parts), size=3000, filename="piso.jpg")
+    engine = Engine(chunks=iter(parts), size=3000)
+    named = {"documentMessage": {**PHOTO["imageMessage"], "mimetype": "application/pdf", "fileName": "piso.pdf"}}
     with Slot(store, slot_id, engine):
-        stream = media.open({"line": LINE, "message": PHOTO})
-        assert (stream.mimetype, stream.filename, stream.size) == ("image/jpeg", "piso.jpg", 3000)
+        stream = media.open({"line": LINE, "message": named})
+        assert (stream.mimetype, stream.filename, stream.size) == ("application/pdf", "piso.pdf", 3000)
         assert b"".join(stream.body) == b"".join(parts)
-    assert engine.asked == [PHOTO]  # the message reached the slot as given
+    assert engine.asked == [named]  # the message reached the slot as given
     assert reply_lists(redis_client) == []
 
 
 def test_the_chunks_wait_in_redis_sealed_never_in_the_clear(store, media, redis_client):
     slot_id = active_slot(store, LINE)
     secret = b"PLAINTEXT-PHOTO-" * 50
-    with Slot(store, slot_id, Engine(chunks=iter([secret]), size=len(secret))):
-        stream = media.open({"slot": slot_id, "message": PHOTO})
+    with Slot(store, slot_id, Engine(chunks=iter([secret, secret]), size=2 * len(secret))):
+        stream = media.open({"slot": slot_id, "message": PHOTO})  # it took the first chunk's frame
         time.sleep(0.3)  # the slot pushed everything meanwhile
         (key,) = reply_lists(redis_client)
-        held = store._binary_redis().lrange(key, 0, -1)  # the chunk's frame and the end's
+        held = store._binary_redis().lrange(key, 0, -1)  # the second chunk's frame and the end's
         assert len(held) == 2 and all(b"PLAINTEXT" not in item for item in held)
-        assert b"".join(stream.body) == secret
+        assert b"".join(stream.body) == secret * 2
 
 
 @pytest.mark.parametrize("body, error, code", [
@@ -166,6 +168,93 @@ def test_a_client_that_goes_away_midway_leaves_no_chunk_behind(store, media, red
         time.sleep(0.3)
         stream.body.close()  # what the WSGI server does when the client hangs up
     assert reply_lists(redis_client) == []
+
+
+def test_a_response_closed_before_its_first_byte_leaves_nothing_behind(store, media, redis_client):
+    slot_id = active_slot(store, LINE)
+    with Slot(store, slot_id, Engine(chunks=iter([b"a" * 1000] * 3), size=3000)):
+        stream = media.open({"line": LINE, "message": PHOTO})
+        stream.body.close()  # never iterated: a generator's own finally would not run
+        time.sleep(0.3)
+    assert reply_lists(redis_client) == []
+
+
+class _Counting:
+    """The engine's chunks, counting how many the slot took from it."""
+
+    def __init__(self, count: int):
+        self.count, self.taken, self.closed = count, 0, False
+
+    def __iter__(self):
+        try:
+            for _ in range(self.count):
+                self.taken += 1
+                yield b"z" * 100
+        finally:
+            self.closed = True
+
+
+def test_the_slot_stops_downloading_once_the_client_went_away(store, media, redis_client):
+    slot_id = active_slot(store, LINE)
+    chunks = _Counting(10_000)
+    counting = iter(chunks)
+    with Slot(store, slot_id, Engine(chunks=counting, size=None)) as slot:
+        slot.downloads.max_bytes = 10**9
+        stream = media.open({"line": LINE, "message": PHOTO})
+        next(stream.body)
+        stream.body.close()
+        deadline = time.monotonic() + 5
+        while not chunks.closed and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert chunks.closed and chunks.taken < 100  # it stopped, and had never run far ahead of the reader
+    assert reply_lists(redis_client) == []
+
+
+def test_a_slow_reader_holds_the_slot_back_instead_of_filling_redis(store, media, redis_client):
+    slot_id = active_slot(store, LINE)
+    chunks = _Counting(80)
+    with Slot(store, slot_id, Engine(chunks=iter(chunks), size=8000)):
+        stream = media.open({"line": LINE, "message": PHOTO})
+        time.sleep(0.5)  # the client reads nothing meanwhile
+        (key,) = reply_lists(redis_client)
+        assert redis_client.llen(key) <= downloads.MAX_UNREAD_FRAMES + 1 and chunks.taken < 20
+        assert b"".join(stream.body) == b"z" * 8000  # and then all of it, in order
+    assert reply_lists(redis_client) == []
+
+
+def _refused_before_any_byte():
+    raise MediaRefused("media_corrupt", "the MAC does not match")
+    yield b""  # a generator: it fails on its first step, after the header went out
+
+
+def test_a_file_that_fails_its_checks_before_any_byte_is_an_error_not_a_cut_response(store, media, redis_client):
+    slot_id = active_slot(store, LINE)
+    with Slot(store, slot_id, Engine(chunks=_refused_before_any_byte(), size=1000)), \
+            pytest.raises(Refused) as refused:
+        media.open({"line": LINE, "message": PHOTO})
+    assert refused.value.code == "media_corrupt" and refused.value.status == 422
+    assert reply_lists(redis_client) == []
+
+
+@pytest.mark.parametrize("fields, mimetype, filename", [
+    ({"mimetype": "text/html\r\nSet-Cookie: x=1"}, "image/jpeg", None),
+    ({"mimetype": 7, "fileName": ["a"]}, "image/jpeg", None),
+    ({"mimetype": "image/png; q=\"a\nb\""}, "image/jpeg", None),
+    ({"mimetype": "audio/ogg; codecs=opus", "fileName": "nota.ogg"}, "audio/ogg; codecs=opus", "nota.ogg"),
+])
+def test_a_stated_type_or_name_that_could_split_a_header_is_not_used(fields, mimetype, filename):
+    from controlplane.core.whatsapp_media import media_of
+
+    ref = media_of({"imageMessage": fields})
+    assert (ref.mimetype, ref.filename) == (mimetype, filename)
+
+
+def test_a_message_bigger_than_any_media_reference_is_refused(store, media):
+    active_slot(store, LINE)
+    huge = {"imageMessage": {**PHOTO["imageMessage"], "jpegThumbnail": "A" * 300_000}}
+    with pytest.raises(Refused) as refused:
+        media.open({"line": LINE, "message": huge})
+    assert refused.value.code == "invalid_message"
 
 
 def test_a_slot_that_never_answers_is_engine_timeout(store, media):

@@ -225,14 +225,13 @@ def downloaded(engine, message, max_bytes=16 * 1024 * 1024):
     return download, b"".join(download.chunks)
 
 
-def test_a_download_comes_in_256_kib_chunks_with_the_messages_name_and_type(tmp_path, fake):
+def test_a_download_comes_in_256_kib_chunks_of_its_stated_size(tmp_path, fake):
     engine = linked_engine(tmp_path, fake, Recorder())
     message = fake.upload(PLAIN, "application/pdf", filename="nota.pdf")
     download = engine.download(json_format.MessageToDict(message, preserving_proto_field_name=True), 10**7)
     chunks = list(download.chunks)
     assert [len(c) for c in chunks] == [256 * 1024, len(PLAIN) - 256 * 1024]
-    assert (b"".join(chunks), download.size, download.mimetype, download.filename) == (
-        PLAIN, len(PLAIN), "application/pdf", "nota.pdf")
+    assert (b"".join(chunks), download.size) == (PLAIN, len(PLAIN))
     engine.stop()
 
 
