@@ -35,6 +35,7 @@ OFFLINE_REASONS = ("temporary_ban", "stream_replaced", "client_outdated")
 # flag, or of the real client, brings it back without a restart).
 OUTDATED_RETRY_SECONDS = 60
 DOWNLOAD_CHUNK = 256 * 1024
+LID_CACHE_SIZE = 10_000  # numbers behind LIDs kept per slot (a few hundred KB at most)
 
 
 def _key() -> str:
@@ -87,6 +88,7 @@ class SimEngine(Engine):
         self._pairing_session: str | None = None
         self._connected = threading.Event()
         self._offline_reason: str | None = None  # the last one reported, so an outdated client says it once
+        self._lid_phones: dict[str, str] = {}
 
     @property
     def credentials_path(self):
@@ -189,12 +191,13 @@ class SimEngine(Engine):
                     self._stopping.wait(OUTDATED_RETRY_SECONDS)
                 else:
                     return
-            except (requests.RequestException, Reconnect) as err:
+            except Exception as err:  # a drop, or a bug in a callback: the session reconnects, never dies quietly
                 if self._stopping.is_set():
                     return
                 self._connected.clear()
                 failures += 1
-                log.warning("slot %s: connection lost (%s); retry %d", self.slot_id, type(err).__name__, failures)
+                level = logging.WARNING if isinstance(err, (requests.RequestException, Reconnect)) else logging.ERROR
+                log.log(level, "slot %s: connection lost (%s); retry %d", self.slot_id, type(err).__name__, failures)
                 self.events.on_disconnected()
                 # whatsmeow retries after 2 s x the number of failures; the same here, capped.
                 self._stopping.wait(min(2 * failures, 30))
@@ -330,14 +333,21 @@ class SimEngine(Engine):
             yield held
 
     def phone_for_lid(self, lid_user: str) -> str | None:
+        """The number behind a LID, from the network's LID store; a number once known is kept (a LID
+        never changes hands), so a busy group chat asks once per member."""
+        if lid_user in self._lid_phones:
+            return self._lid_phones[lid_user]
         creds = self.credentials()
         if creds is None or not lid_user.isdigit():
             return None
         try:
             response = requests.get(self._device_url(creds, f"lid/{lid_user}"), headers=self._auth(creds), timeout=2)
-            return response.json().get("phone") if response.status_code == 200 else None
+            phone = response.json().get("phone") if response.status_code == 200 else None
         except (requests.RequestException, ValueError, AttributeError):
             return None
+        if isinstance(phone, str) and len(self._lid_phones) < LID_CACHE_SIZE:
+            self._lid_phones[lid_user] = phone
+        return phone
 
     @staticmethod
     def _json(response) -> dict:

@@ -107,7 +107,7 @@ class WhatsmeowEngine(Engine):
             return
         if self.client is None or not self._connected.is_set():
             self._stopping.clear()
-            self.connect()
+            self._replace_client()  # asleep, banned or replaced: a live connection is needed to unlink
             self._connected.wait(CONNECTED_WAIT_FOR_LOGOUT)
         self._logging_out.set()  # whatsmeow may report our own logout as a LoggedOut event while it runs
         try:
@@ -263,15 +263,21 @@ class WhatsmeowEngine(Engine):
         """whatsmeow gave up on this connection for good: end that client and start a new one."""
         if self._stopping.is_set() or self._connected.is_set():
             return
+        log.info("slot %s: the temporary ban is over; reconnecting", self.slot_id)
+        self._replace_client()
+
+    def _replace_client(self) -> None:
+        """End the client whatsmeow gave up on (if any), then connect a new one. Go holds one client
+        per slot id, and its Stop forgets it by that id: the old must end before the new takes it."""
         old, thread = self.client, self._thread
-        try:
-            old.stop()  # Go's Stop forgets the client by the slot's id: before a new one takes that id
-        except Exception as err:
-            log.warning("slot %s: ending the banned client: %s", self.slot_id, type(err).__name__)
+        if old is not None:
+            try:
+                old.stop()
+            except Exception as err:
+                log.warning("slot %s: ending the old client: %s", self.slot_id, type(err).__name__)
         if thread is not None and thread is not threading.current_thread():
             thread.join(RESTART_JOIN_SECONDS)
         if not self._stopping.is_set():
-            log.info("slot %s: the temporary ban is over; reconnecting", self.slot_id)
             self.connect()
 
     # --- media and LIDs ---

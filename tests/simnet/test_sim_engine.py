@@ -206,7 +206,9 @@ def test_phone_for_lid_asks_the_networks_lid_store(connected, sim):
     assert engine.phone_for_lid("123456789012345") is None
     assert engine.phone_for_lid("../../health") is None
     engine.base_url = f"http://127.0.0.1:{free_port()}"
-    assert engine.phone_for_lid(lid) is None
+    assert engine.phone_for_lid(lid) == PHONE  # a number once known is kept: no second question
+    other = sim.ok("/phones", {"number": "34611000999"})["lid"]
+    assert engine.phone_for_lid(other) is None  # simnet unreachable: unknown, not an error
 
 
 def test_phone_for_lid_answers_none_when_simnet_hangs(connected, sim):
@@ -216,3 +218,27 @@ def test_phone_for_lid_answers_none_when_simnet_hangs(connected, sim):
     engine.base_url = f"http://127.0.0.1:{silent.server_port}"
     assert engine.phone_for_lid(sim.ok("/phones", {"number": PHONE})["lid"]) is None
     silent.shutdown()
+
+
+class _FailingOnce(Recorder):
+    """A slot whose event handler has a bug the first time."""
+
+    failed = False
+
+    def on_event(self, source, payload):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in a callback")
+        self.events.append(("on_event", source, payload))
+
+
+def test_a_callback_that_raises_does_not_end_the_session(sim, tmp_path):
+    recorder = _FailingOnce()
+    engine = engine_for(sim, tmp_path, recorder)
+    engine.connect()
+    recorder.wait("on_connected")
+    sim.ok("/messages", {"from": PHONE, "to": LINE, "text": "uno"})
+    wait_for(lambda: recorder.failed, what="the failing callback")
+    sim.ok("/messages", {"from": PHONE, "to": LINE, "text": "dos"})
+    recorder.wait_event("Message", lambda p: p["Message"].get("conversation") == "dos", timeout=15)
+    engine.stop()

@@ -387,6 +387,18 @@ def test_stream_replaced_is_never_fought(tmp_path, fake):
     engine.stop()
 
 
+def test_a_kill_after_a_replaced_stream_ends_that_client_before_connecting_to_unlink(tmp_path, fake):
+    recorder = Recorder()
+    engine = linked_engine(tmp_path, fake, recorder)
+    fake.replace()
+    recorder.wait("on_offline")
+    engine.logout()
+    calls = [c[0] for c in fake.calls]
+    assert calls.count("Neonize") == 2 and "Logout" in calls
+    # Go keeps one client per slot id: the replaced one stopped before the second took the id.
+    assert calls.index("Stop") < len(calls) - 1 - calls[::-1].index("Neonize")
+
+
 def test_control_file_ops_drive_media_and_any_event(tmp_path, fake, monkeypatch):
     import base64
     import json
