@@ -36,6 +36,15 @@ class Op(StrEnum):
     SEND = "send"  # send one message (sealed)
     PAIRCODE = "paircode"  # a code the phone types instead of scanning a QR
     DOWNLOAD = "download"  # a received message's media, decrypted, streamed back in sealed chunks
+    # Around a conversation: each sealed like a send (a location, an emoji, an edit are content too).
+    SEND_LOCATION = "send_location"  # a location pin
+    SEND_CONTACT = "send_contact"  # a contact card
+    REACT = "react"  # a reaction on a message of the chat ("" removes it)
+    READ = "read"  # mark received messages as read
+    PRESENCE = "presence"  # composing / recording / paused in a chat
+    REVOKE = "revoke"  # delete a message the line sent, for everyone
+    EDIT = "edit"  # replace the text of a message the line sent
+    EXISTS = "exists"  # is a number on WhatsApp
 
 
 # The failures a worker says itself; a send WhatsApp refuses carries the engine's own code instead.
@@ -91,6 +100,34 @@ class Sent:
     @classmethod
     def from_dict(cls, data: dict) -> "Sent":
         return cls(_field(data, "id", str, what="reply"), _field(data, "timestamp", int, what="reply"))
+
+
+@dataclass(frozen=True)
+class Done:
+    """Success with nothing to say (a read mark, a typing indicator)."""
+
+    def to_dict(self) -> dict:
+        return {"ok": True}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Done":
+        return cls()
+
+
+@dataclass(frozen=True)
+class Existence:
+    exists: bool
+    jid: str | None  # the JID WhatsApp knows the number by, when it is on WhatsApp
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "exists": self.exists, "jid": self.jid}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Existence":
+        exists = data.get("exists")
+        if not isinstance(exists, bool):
+            raise ProtocolError("an exists reply without a boolean 'exists'")
+        return cls(exists, _field(data, "jid", (str, type(None)), None, "reply"))
 
 
 @dataclass(frozen=True)
@@ -190,7 +227,7 @@ class Command:
                     "deadline": None if deadline is None else float(deadline)}
         return cls(**cls._parse(data), **envelope)
 
-    def read_reply(self, data: dict) -> "Sent | PairingCode | Failure":
+    def read_reply(self, data: dict) -> "Reply":
         """The worker's answer to this command, typed."""
         if self.success is None:
             raise ProtocolError(f"a {self.op.value} command has no reply")
@@ -220,10 +257,11 @@ class Logout(Command):
 
 
 @dataclass(frozen=True)
-class Send(Command):
-    op: ClassVar[Op] = Op.SEND
-    success: ClassVar[type] = Sent
-    sealed: str  # Sealer.seal({"to", "text" | "media"}): the message, unreadable on its way
+class Sealed(Command):
+    """A command whose whole content is one sealed JSON object (Sealer.seal): what it says about a
+    chat (a text, a pin, an emoji, the numbers it involves) is unreadable on its way."""
+
+    sealed: str
 
     def _payload(self) -> dict:
         return {"sealed": self.sealed}
@@ -231,6 +269,74 @@ class Send(Command):
     @classmethod
     def _parse(cls, data: dict) -> dict:
         return {"sealed": _field(data, "sealed", str)}
+
+
+# What each one seals (the slot's commands.py reads it):
+#   send           {"to", "text" | "media": {"data" (base64), "mimetype", "filename"?, "caption"?, "ptt"?,
+#                   "seconds"?, "thumbnail"? (base64 JPEG)}, "reply"?: {"message_id", "sender"?, "message"?}}
+#   send_location  {"to", "location": {"latitude", "longitude", "name"?, "address"?}, "reply"?}
+#   send_contact   {"to", "contact": {"name", "vcard"}, "reply"?}
+#   react          {"to", "reaction": {"message_id", "emoji", "from_me", "sender"?}}
+#   read           {"chat", "message_ids": [...], "sender"?}
+#   presence       {"to", "state": "composing" | "recording" | "paused"}
+#   revoke         {"to", "message_id"}
+#   edit           {"to", "message_id", "text"}
+#   exists         {"number"}
+# "to"/"chat" is a phone number or a group JID ("120363…@g.us"); "sender" the author's phone number.
+
+
+@dataclass(frozen=True)
+class Send(Sealed):
+    op: ClassVar[Op] = Op.SEND
+    success: ClassVar[type] = Sent
+
+
+@dataclass(frozen=True)
+class SendLocation(Sealed):
+    op: ClassVar[Op] = Op.SEND_LOCATION
+    success: ClassVar[type] = Sent
+
+
+@dataclass(frozen=True)
+class SendContact(Sealed):
+    op: ClassVar[Op] = Op.SEND_CONTACT
+    success: ClassVar[type] = Sent
+
+
+@dataclass(frozen=True)
+class React(Sealed):
+    op: ClassVar[Op] = Op.REACT
+    success: ClassVar[type] = Sent
+
+
+@dataclass(frozen=True)
+class Read(Sealed):
+    op: ClassVar[Op] = Op.READ
+    success: ClassVar[type] = Done
+
+
+@dataclass(frozen=True)
+class Presence(Sealed):
+    op: ClassVar[Op] = Op.PRESENCE
+    success: ClassVar[type] = Done
+
+
+@dataclass(frozen=True)
+class Revoke(Sealed):
+    op: ClassVar[Op] = Op.REVOKE
+    success: ClassVar[type] = Sent
+
+
+@dataclass(frozen=True)
+class Edit(Sealed):
+    op: ClassVar[Op] = Op.EDIT
+    success: ClassVar[type] = Sent
+
+
+@dataclass(frozen=True)
+class Exists(Sealed):
+    op: ClassVar[Op] = Op.EXISTS
+    success: ClassVar[type] = Existence
 
 
 @dataclass(frozen=True)
@@ -248,21 +354,15 @@ class PairCode(Command):
 
 
 @dataclass(frozen=True)
-class Download(Command):
+class Download(Sealed):
     op: ClassVar[Op] = Op.DOWNLOAD
     success: ClassVar[type] = MediaHeader
-    sealed: str  # Sealer.seal({"message": <the payload's Message object>})
-
-    def _payload(self) -> dict:
-        return {"sealed": self.sealed}
-
-    @classmethod
-    def _parse(cls, data: dict) -> dict:
-        return {"sealed": _field(data, "sealed", str)}
+    # sealed: Sealer.seal({"message": <the payload's Message object>})
 
 
-COMMANDS: dict[Op, type[Command]] = {command.op: command for command in (Logout, Send, PairCode, Download)}
-Reply = Sent | PairingCode | MediaHeader | Failure
+COMMANDS: dict[Op, type[Command]] = {command.op: command for command in (
+    Logout, Send, PairCode, Download, SendLocation, SendContact, React, Read, Presence, Revoke, Edit, Exists)}
+Reply = Sent | PairingCode | MediaHeader | Done | Existence | Failure
 
 
 def parse_command(data: Any) -> Command:

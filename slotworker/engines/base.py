@@ -55,10 +55,54 @@ class Download:
 
 @dataclass(frozen=True)
 class OutboundMedia:
+    """A file to send; its kind (image, video, audio, document) follows ``mimetype``. The control
+    plane has checked and, for a voice note, converted it: ``ptt`` audio is OGG/Opus."""
+
     data: bytes
     mimetype: str
     filename: str | None = None
     caption: str | None = None
+    ptt: bool = False  # audio shown as a voice note
+    seconds: int | None = None  # audio or video length, when the control plane measured it
+    thumbnail: bytes | None = None  # a JPEG preview of a video, when the control plane made one
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The message a reply quotes. The gateway keeps no copy of messages: ``message`` is the quoted
+    ``Message`` JSON object when the caller gave it (the phone then shows its text)."""
+
+    message_id: str
+    sender: str | None = None  # the quoted message's author (a phone number); None: the chat's contact
+    message: dict | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    latitude: float
+    longitude: float
+    name: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str
+    vcard: str  # a vCard 3.0 the control plane built (or was given)
+
+
+@dataclass(frozen=True)
+class Reaction:
+    message_id: str
+    emoji: str  # "" removes the line's reaction
+    from_me: bool  # the reacted message is the line's own
+    sender: str | None = None  # its author when not the line (a phone number); None: the chat's contact
+
+
+@dataclass(frozen=True)
+class Existence:
+    exists: bool
+    jid: str | None  # "34611…@s.whatsapp.net" when it exists
 
 
 @dataclass(frozen=True)
@@ -116,9 +160,54 @@ class Engine(ABC):
     def logout(self) -> None:
         """Tell the network to unlink this device (best effort); the caller wipes the files."""
 
+    # --- a conversation. ``to``/``chat`` is a phone number or a group JID ("120363…@g.us"). Each
+    # raises EngineUnavailable (not connected) or SendRefused (WhatsApp, or the engine, refused it;
+    # e.g. ``not_in_group`` for a group the line is not in). ---
+
     @abstractmethod
-    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:
-        """Send a text or a media message; raises EngineUnavailable or SendRefused."""
+    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None,
+             reply: Quote | None = None) -> SendResult:
+        """Send a text or a media message, quoting ``reply`` when given."""
+
+    # TODO(issue 13): abstract once both engines implement it
+    def send_location(self, to: str, location: Location, reply: Quote | None = None) -> SendResult:
+        """Send a location pin."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
+
+    # TODO(issue 13): abstract once both engines implement it
+    def send_contact(self, to: str, contact: Contact, reply: Quote | None = None) -> SendResult:
+        """Send a contact card."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
+
+    # TODO(issue 13): abstract once both engines implement it
+    def react(self, to: str, reaction: Reaction) -> SendResult:
+        """React to a message of the chat (an empty emoji removes the reaction)."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
+
+    # TODO(issue 13): abstract once both engines implement it
+    def mark_read(self, chat: str, message_ids: list[str], sender: str | None = None) -> None:
+        """Mark received messages of the chat as read; ``sender`` is their author in a group."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
+
+    # TODO(issue 13): abstract once both engines implement it
+    def send_presence(self, to: str, state: str) -> None:
+        """Show "composing", "recording" or "paused" in the chat."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
+
+    # TODO(issue 13): abstract once both engines implement it
+    def revoke(self, to: str, message_id: str) -> SendResult:
+        """Delete a message the line sent, for everyone."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
+
+    # TODO(issue 13): abstract once both engines implement it
+    def edit(self, to: str, message_id: str, text: str) -> SendResult:
+        """Replace the text of a message the line sent."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
+
+    # TODO(issue 13): abstract once both engines implement it
+    def exists(self, number: str) -> Existence:
+        """Whether the phone number is on WhatsApp."""
+        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
     @abstractmethod
     def download(self, message: dict, max_bytes: int) -> Download:

@@ -12,7 +12,9 @@ from google.protobuf import json_format
 from neonize.events import EVENT_TO_INT, ReceiptEv
 
 from slotworker.engines.base import EngineUnavailable, MediaRefused, OutboundMedia, SendResult
-from tests.slotworker.engines.harness import Recorder, SimHarness, WhatsmeowHarness
+from tests.slotworker.engines.harness import Recorder
+from tests.slotworker.engines.sim_harness import SimHarness
+from tests.slotworker.engines.whatsmeow_harness import WhatsmeowHarness
 
 LINE = "34666123456"
 SENDER = "34611122233"
