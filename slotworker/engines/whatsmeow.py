@@ -10,19 +10,33 @@ neonize's quirks handled here:
     sync is never subscribed (the gateway forwards no past chats);
   - after TemporaryBan, StreamReplaced and ClientOutdated whatsmeow does not reconnect (it marks the
     disconnect as expected, connectionevents.go): we reconnect once a ban expires, never otherwise;
-  - a plain str is sent as extendedTextMessage: texts are sent as Message(conversation=...);
+  - a plain str is sent as extendedTextMessage: texts are sent as Message(conversation=...), and
+    every outbound message is built by whatsmeow_send (neonize's send_audio/send_video need ffmpeg);
   - the default QR handler draws on stdout and Go prints there too: stdout is a log, never data.
 """
 
 import logging
 import threading
 import time
+from contextlib import contextmanager
 
 from google.protobuf import json_format
 
 from controlplane.core import slotfiles
-from slotworker.engines import whatsmeow_media
-from slotworker.engines.base import Download, Engine, EngineUnavailable, OutboundMedia, SendRefused, SendResult
+from slotworker.engines import whatsmeow_media, whatsmeow_send
+from slotworker.engines.base import (
+    Contact,
+    Download,
+    Engine,
+    EngineUnavailable,
+    Existence,
+    Location,
+    OutboundMedia,
+    Quote,
+    Reaction,
+    SendRefused,
+    SendResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -299,29 +313,122 @@ class WhatsmeowEngine(Engine):
             return None
         return jid.User or None
 
-    # --- sending ---
+    # --- sending (whatsmeow_send builds the messages; every failure is EngineUnavailable or SendRefused) ---
 
-    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:
-        from neonize.exc import SendMessageError, UploadError
-        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
-        from neonize.utils.jid import build_jid
+    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None,
+             reply: Quote | None = None) -> SendResult:
+        chat = whatsmeow_send.jid(to)
+        with self._refusals():
+            if text is not None:
+                return self._sent(chat, whatsmeow_send.text_message(text, reply, to))
+            kind = whatsmeow_send.kind_of(media)
+            preview = whatsmeow_send.image_preview(media.data) if kind == "image" else None
+            uploaded = self.client.upload(media.data, whatsmeow_send.media_type(kind))
+            return self._sent(chat, whatsmeow_send.media_message(media, kind, uploaded, preview, reply, to))
+
+    def send_location(self, to: str, location: Location, reply: Quote | None = None) -> SendResult:
+        chat = whatsmeow_send.jid(to)
+        with self._refusals():
+            return self._sent(chat, whatsmeow_send.location_message(location, reply, to))
+
+    def send_contact(self, to: str, contact: Contact, reply: Quote | None = None) -> SendResult:
+        chat = whatsmeow_send.jid(to)
+        with self._refusals():
+            return self._sent(chat, whatsmeow_send.contact_message(contact, reply, to))
+
+    def react(self, to: str, reaction: Reaction) -> SendResult:
+        chat = whatsmeow_send.jid(to)
+        with self._refusals():
+            return self._sent(chat, whatsmeow_send.reaction_message(chat, reaction))
+
+    def revoke(self, to: str, message_id: str) -> SendResult:
+        chat = whatsmeow_send.jid(to)
+        with self._refusals():
+            return self._sent(chat, whatsmeow_send.revoke_message(chat, message_id, self._own_jid()))
+
+    def edit(self, to: str, message_id: str, text: str) -> SendResult:
+        chat = whatsmeow_send.jid(to)
+        with self._refusals():
+            return self._sent(chat, whatsmeow_send.edit_message(chat, message_id, text))
+
+    def mark_read(self, chat: str, message_ids: list[str], sender: str | None = None) -> None:
+        from neonize.utils.enum import ReceiptType
+
+        where = whatsmeow_send.jid(chat)
+        group = whatsmeow_send.is_group(chat)
+        # whatsmeow names the author (participant) only in a group; in a chat with a phone it is the phone
+        author = whatsmeow_send.jid(sender) if sender else (whatsmeow_send.empty_jid() if group else where)
+        with self._refusals():
+            if group:
+                self._member_of(where)
+            self.client.mark_read(*message_ids, chat=where, sender=author, receipt=ReceiptType.READ)
+
+    def send_presence(self, to: str, state: str) -> None:
+        where = whatsmeow_send.jid(to)
+        with self._refusals():
+            presence, media = whatsmeow_send.presence_of(state)
+            if whatsmeow_send.is_group(to):
+                self._member_of(where)
+            self.client.send_chat_presence(where, presence, media)
+
+    def exists(self, number: str) -> Existence:
+        from neonize.utils.jid import Jid2String
+
+        number = number.lstrip("+")
+        with self._refusals():
+            try:
+                answers = self.client.is_on_whatsapp("+" + number)  # whatsmeow: international, with the +
+            except Exception as err:
+                if "function returned nothing" in str(err).lower():  # neonize's Go: an empty answer
+                    return Existence(exists=False, jid=None)
+                raise
+        found = next((a for a in answers if a.IsIn), None)
+        if found is None:
+            return Existence(exists=False, jid=None)
+        # whatsmeow may answer with the number's LID (addressing_mode=lid), its phone number in a field
+        # neonize 0.5.2 drops: the JID is then the number's own
+        if found.JID.Server != whatsmeow_send.USER_SERVER or not found.JID.User:
+            return Existence(exists=True, jid=whatsmeow_send.address(number))
+        return Existence(exists=True, jid=Jid2String(whatsmeow_send.jid(found.JID.User)))
+
+    def _member_of(self, group) -> None:
+        """Sending to a group checks membership in whatsmeow; a receipt or a chat state does not:
+        ask for the group's info, which fails for a group the line is not in (or that does not exist)."""
+        self.client.get_group_info(group)
+
+    def _own_jid(self):
+        """The line's own JID: the paired one from device.json (get_me() is a Go call that aborts the
+        process before a connection)."""
+        stored = self._stored_jid()
+        if stored is not None and stored.User:
+            return whatsmeow_send.jid(stored.User)
+        return whatsmeow_send.jid(self.client.get_me().JID.User)
+
+    def _sent(self, chat, message) -> SendResult:
+        response = self.client.send_message(chat, message)
+        return SendResult(id=response.ID, timestamp=int(response.Timestamp))
+
+    @contextmanager
+    def _refusals(self):
+        """Connected, or EngineUnavailable; any failure on the way as EngineUnavailable or SendRefused."""
+        from google.protobuf.message import DecodeError, EncodeError
+        from neonize.exc import NeonizeError
 
         if self.client is None or not self._connected.is_set():
             raise EngineUnavailable("not connected to WhatsApp")
-        jid = build_jid(to)
         try:
-            if text is not None:
-                response = self.client.send_message(jid, Message(conversation=text))
-            elif media.mimetype.startswith("image/"):
-                response = self.client.send_image(jid, media.data, caption=media.caption)
-            else:
-                response = self.client.send_document(jid, media.data, caption=media.caption,
-                                                     filename=media.filename, mimetype=media.mimetype)
-        except (SendMessageError, UploadError) as err:
+            yield
+        except (EngineUnavailable, SendRefused):
+            raise
+        except NeonizeError as err:
+            raise whatsmeow_send.refusal(str(err), self._connected.is_set()) from None
+        except (EncodeError, DecodeError) as err:  # proto2 required fields missing, an unreadable answer
+            raise SendRefused("send_failed", f"The message could not be encoded: {type(err).__name__}") from None
+        except Exception as err:  # never a crash of the slot for one message; the type only (no content)
+            log.warning("slot %s: sending failed: %s", self.slot_id, type(err).__name__)
             if not self._connected.is_set():
                 raise EngineUnavailable("the connection to WhatsApp dropped") from None
-            raise SendRefused("send_failed", f"WhatsApp did not accept the message: {str(err)[:200]}") from None
-        return SendResult(id=response.ID, timestamp=int(response.Timestamp))
+            raise SendRefused("send_failed", f"The message could not be sent ({type(err).__name__}).") from None
 
     def pair_code(self, line: str) -> str:
         from neonize.exc import PairPhoneError

@@ -1,6 +1,13 @@
 """The whatsmeow engine's world for the contract suite: FakeGo at neonize's ctypes boundary, with
-the events whatsmeow would deliver."""
+the events whatsmeow would deliver.
 
+What the line sent is read back from what FakeGo's SendMessage received (``fake.outbox``), as the
+recipient's phone would show it: simnet's inbox entry shape (``sent_to``), the media fetched and
+decrypted from FakeGo's media server by the message's own reference (so its ``sha256`` is that of
+the bytes the phone gets), reactions, edits and revokes applied onto the message they name.
+"""
+
+import hashlib
 import time
 from pathlib import Path
 
@@ -11,7 +18,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message, ProtocolMessage
 
 from controlplane.core.config import Settings
 from slotworker.engines.whatsmeow import WhatsmeowEngine
-from tests.slotworker.engines.fakego import FakeGo
+from tests.slotworker.engines.fakego import FakeGo, Outgoing, _GoError
 from tests.slotworker.engines.harness import Recorder
 
 
@@ -25,6 +32,7 @@ class WhatsmeowHarness:
         self.settings = Settings.from_env(self.env)
         self._ids = 0
         self._owners: dict[str, str] = {}  # group -> its creator's LID
+        self._read_by_phone: dict[str, set[str]] = {}  # phone -> ids of the line's messages it read
 
     def engine(self, slot_dir: Path, events, **env) -> WhatsmeowEngine:
         settings = Settings.from_env({**self.env, **env}) if env else self.settings
@@ -93,6 +101,7 @@ class WhatsmeowHarness:
         return self._message(sender, message)
 
     def read(self, phone: str, line: str, ids: list[str]) -> None:
+        self._read_by_phone.setdefault(phone, set()).update(ids)
         self.fake.receipt(phone, ids, ReceiptEv.ReceiptType.READ)
 
     def call(self, phone: str, line: str) -> str:
@@ -115,10 +124,14 @@ class WhatsmeowHarness:
         return message_id
 
     def create_group(self, name: str, members: list[str]) -> str:
+        """A group of those phones; the line hears of it (JoinedGroup) only when it is a member."""
         group_id = f"120363{time.time_ns() % 10**12:012d}"
         lids = {phone: self._lid(phone) for phone in members}
         self._owners[group_id] = lids[members[0]]
-        self.fake.joined_group(group_id, name, lids[members[0]], lids)
+        if self.fake.line in members:
+            self.fake.joined_group(group_id, name, lids[members[0]], lids)
+        else:
+            self.fake.groups[group_id] = set(members)
         return f"{group_id}@g.us"
 
     def rename_group(self, group_id: str, name: str) -> None:
@@ -146,12 +159,136 @@ class WhatsmeowHarness:
     def unlink(self, line: str) -> None:
         self.fake.unlink()
 
+    def join(self, number: str) -> None:
+        """That number is now on WhatsApp: IsOnWhatsApp answers it is "in"."""
+        self.fake.registered.add(number)
+
     def sent_to(self, number: str) -> list[dict]:
-        return [{"text": m.conversation} if m.conversation else {"media": m} for to, m in self.fake.sent
-                if to == number]
+        """What that phone shows from the line, as inbox entries, oldest first."""
+        return self._entries(lambda out: out.server == "s.whatsapp.net" and out.user == number, number)
+
+    def sent_to_group(self, group_id: str) -> list[dict]:
+        """The same for what the line posted in that group."""
+        bare = group_id.split("@")[0]
+        return self._entries(lambda out: out.server == "g.us" and out.user == bare, group_id, group=group_id)
+
+    def read_by_line(self, number: str) -> list[str]:
+        """Ids of that phone's messages the line marked as read (in their chat, or in a group by it)."""
+        return [i for chat, sender, ids, _ in self.fake.reads if number in (chat, sender) for i in ids]
+
+    def chat_state(self, number: str) -> dict:
+        """{line: "composing" | "recording" | "paused"}: the latest the line showed in the chat."""
+        states = [(state, media) for user, server, state, media in self.fake.presences
+                  if (user, server) == (number, "s.whatsapp.net")]
+        if not states:
+            return {}
+        state, media = states[-1]  # neonize.utils.enum: state 0 composing / 1 paused, media 0 text / 1 audio
+        return {self.fake.line: "paused" if state == 1 else "recording" if media == 1 else "composing"}
+
+    def _entries(self, where, to: str, group: str | None = None) -> list[dict]:
+        entries: list[dict] = []
+        for out in [o for o in self.fake.outbox if where(o)]:
+            message = out.message
+            if message.HasField("reactionMessage"):
+                self._react(entries, message.reactionMessage)
+            elif message.HasField("editedMessage") or message.HasField("protocolMessage"):
+                self._change(entries, message)
+            else:
+                entries.append(self._entry(out, to, group))
+        return entries
+
+    def _entry(self, out: Outgoing, to: str, group: str | None) -> dict:
+        entry = {"id": out.id, "from": self.fake.line, "to": to, "timestamp": int(out.timestamp),
+                 "status": "read" if out.id in self._read_by_phone.get(to, ()) else "delivered"}
+        if group:
+            entry["group"] = group
+        message, context = out.message, None
+        if message.conversation:
+            entry.update(kind="text", text=message.conversation)
+        elif message.HasField("extendedTextMessage"):
+            entry.update(kind="text", text=message.extendedTextMessage.text)
+            context = message.extendedTextMessage.contextInfo
+        elif message.HasField("locationMessage"):
+            part = message.locationMessage
+            location = {"latitude": part.degreesLatitude, "longitude": part.degreesLongitude}
+            location.update({k: getattr(part, k) for k in ("name", "address") if part.HasField(k)})
+            entry.update(kind="location", location=location)
+            context = part.contextInfo
+        elif message.HasField("contactMessage"):
+            part = message.contactMessage
+            entry.update(kind="contact", contact={"name": part.displayName, "vcard": part.vcard})
+            context = part.contextInfo
+        else:
+            field = next(f for f in ("imageMessage", "videoMessage", "audioMessage", "documentMessage")
+                         if message.HasField(f))
+            part = getattr(message, field)
+            kind = field[:-len("Message")]
+            if kind == "audio" and part.PTT:
+                kind = "voice"
+            entry.update(kind=kind, media=self._media(message, field))
+            context = part.contextInfo
+        if context is not None and context.stanzaID:
+            entry["reply_to"] = context.stanzaID
+            quoted = _text_of(context.quotedMessage) if context.HasField("quotedMessage") else None
+            if quoted is not None:
+                entry["quoted_text"] = quoted
+        return entry
+
+    def _media(self, message: Message, field: str) -> dict:
+        part = getattr(message, field)
+        media = {"mimetype": part.mimetype, "ptt": bool(field == "audioMessage" and part.PTT)}
+        if field == "documentMessage" and part.HasField("fileName"):
+            media["filename"] = part.fileName
+        if field != "audioMessage" and part.HasField("caption"):
+            media["caption"] = part.caption
+        if field in ("audioMessage", "videoMessage") and part.HasField("seconds"):
+            media["seconds"] = part.seconds
+        only = Message()
+        getattr(only, field).CopyFrom(part)
+        try:  # the bytes the phone gets: fetched by the reference, checked and decrypted
+            media["sha256"] = hashlib.sha256(self.fake.plain_of(only)).hexdigest()
+        except _GoError as err:
+            media["sha256"] = f"undownloadable: {err}"
+        return media
+
+    def _react(self, entries: list[dict], reaction) -> None:
+        target = next((e for e in entries if e["id"] == reaction.key.ID and reaction.key.fromMe), None)
+        if target is None:
+            return  # a message the phone itself sent: not in what it received from the line
+        reactions = target.setdefault("reactions", {})
+        if reaction.text:
+            reactions[self.fake.line] = reaction.text
+        else:
+            reactions.pop(self.fake.line, None)
+
+    def _change(self, entries: list[dict], message: Message) -> None:
+        protocol = (message.editedMessage.message.protocolMessage if message.HasField("editedMessage")
+                    else message.protocolMessage)
+        target = next((e for e in entries if e["id"] == protocol.key.ID and protocol.key.fromMe), None)
+        if target is None:
+            return
+        if protocol.type == ProtocolMessage.MESSAGE_EDIT and target["kind"] == "text":
+            target["text"] = _text_of(protocol.editedMessage)
+            target["edited"] = True
+        elif protocol.type == ProtocolMessage.REVOKE:
+            for field in ("text", "media", "location", "contact"):
+                target.pop(field, None)
+            target["revoked"] = True
 
     def go_offline(self) -> None:
         self.fake.connected = False
 
     def close(self) -> None:
         pass
+
+
+def _text_of(message: Message) -> str | None:
+    """The text a phone shows for a (quoted or edited) message, if it has one."""
+    if message.conversation:
+        return message.conversation
+    if message.HasField("extendedTextMessage"):
+        return message.extendedTextMessage.text
+    for field in ("imageMessage", "videoMessage", "documentMessage"):
+        if message.HasField(field) and getattr(message, field).caption:
+            return getattr(message, field).caption
+    return None
