@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test browser run test bench lint clean
+.PHONY: install install-test browser ffmpeg run test bench lint clean
 
 # `make run` installs only what the gateway needs; the test tools (pytest, selenium, schemathesis,
 # ruff) come with `make test`.
@@ -26,10 +26,15 @@ install-test: $(TEST_STAMP)
 browser:
 	./scripts/install-browser
 
+# Debian's ffmpeg: voice notes from mp3/m4a/wav, durations and video thumbnails. Optional for `make run`
+# (without it a voice note must be OGG/Opus already); the tests need it.
+ffmpeg:
+	./scripts/install-ffmpeg
+
 run: $(STAMP)
 	@$(BIN)/python -m controlplane.launch
 
-test: $(TEST_STAMP) browser
+test: $(TEST_STAMP) browser ffmpeg
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -53,8 +53,9 @@ class ConnectedFlag:
 
 
 class EngineCallbacks:
-    """SlotRunner's half that the engine calls. Uses the runner's slot_id, store, publisher, patience,
-    unqueued, connected, engine, line, enrollment, _pair_deadline, _torn_down, _teardown() and _end()."""
+    """SlotRunner's half that the engine calls. Uses the runner's slot_id, store, publisher, messages
+    (the message index), patience, unqueued, connected, engine, line, enrollment, _pair_deadline,
+    _torn_down, _teardown() and _end()."""
 
     _offline: str | None = None  # the reason the network last refused the line's connection
 
@@ -151,8 +152,15 @@ class EngineCallbacks:
             return
         line = self.line
         event = envelope.inbound(source, payload, line, self.engine.phone_for_lid)
-        if event is None or not self.publisher.wants(event.type):
-            return  # protocol chatter (a retry receipt…) or a type WHIN_EVENTS leaves out
+        if event is None:
+            return  # protocol chatter (a retry receipt…)
+        if source == "Message":
+            # Before it is queued, so that a reply, a reaction or a read mark the webhook's receiver makes
+            # of it finds it in the index. One try: an index miss refuses an action, it loses no message.
+            self.patience.best_effort("a message's index entry",
+                                      lambda: self.messages.record_event(line, event.fields, payload))
+        if not self.publisher.wants(event.type):
+            return  # a type WHIN_EVENTS leaves out
         # Queued before returning, however long Redis takes to come back (see the module's docstring).
         with self.unqueued.holding():
             self.patience.until_queued(f"an inbound {event.type.value}",

@@ -1,8 +1,10 @@
 """The slot's commands, read and answered through the slot protocol (controlplane/core/protocol.py).
 
 The command loop (runner.py) pops each command from the slot's Redis list and hands it here, on the
-main thread. One handler per op: ``logout`` tears the slot down (no reply), ``send`` and ``paircode``
-ask the engine and reply, ``download`` streams a media file back from a thread (downloads.py).
+main thread. One handler per op: ``logout`` tears the slot down (no reply), ``paircode`` and each
+op of a conversation (send, send_location, send_contact, react, read, presence, revoke, edit,
+exists: unseal, one engine method, its reply) ask the engine and reply, ``download`` streams a
+media file back from a thread (downloads.py).
 A reply is written for as long as its caller waits (the command's deadline), Redis outages
 included; after that nobody reads it. An unknown or unreadable command is logged by its op alone
 and dropped: its content (a sealed message) never reaches the log.
@@ -15,7 +17,16 @@ import time
 from controlplane.core import protocol
 from controlplane.core.sealed import Sealer
 from slotworker.downloads import Downloads
-from slotworker.engines.base import EngineUnavailable, NotSupported, OutboundMedia, SendRefused
+from slotworker.engines.base import (
+    Contact,
+    EngineUnavailable,
+    Location,
+    NotSupported,
+    OutboundMedia,
+    Quote,
+    Reaction,
+    SendRefused,
+)
 from slotworker.outage import GAVE_UP, Patience
 
 log = logging.getLogger(__name__)
@@ -38,6 +49,14 @@ class CommandHandler:
             protocol.Op.SEND: self.send,
             protocol.Op.PAIRCODE: self.pair_code,
             protocol.Op.DOWNLOAD: self.download,
+            protocol.Op.SEND_LOCATION: self.send_location,
+            protocol.Op.SEND_CONTACT: self.send_contact,
+            protocol.Op.REACT: self.react,
+            protocol.Op.READ: self.read,
+            protocol.Op.PRESENCE: self.presence,
+            protocol.Op.REVOKE: self.revoke,
+            protocol.Op.EDIT: self.edit,
+            protocol.Op.EXISTS: self.exists,
         }
 
     def handle(self, raw: dict) -> None:
@@ -72,21 +91,78 @@ class CommandHandler:
     def logout(self, command: protocol.Logout) -> None:
         self.teardown(command.reason)
 
-    def send(self, command: protocol.Send) -> protocol.Sent | protocol.Failure:
+    def send(self, command: protocol.Send) -> protocol.Reply:
         """Send one message; the answer names the outcome and WhatsApp's id, never the content."""
+        def send(message: dict):
+            media = message.get("media")
+            return self.engine.send(message["to"], text=message.get("text"), media=media and _media(media),
+                                    **_reply(message))
+        return self._conversation(command, send)
+
+    def send_location(self, command: protocol.SendLocation) -> protocol.Reply:
+        def send(message: dict):
+            place = message["location"]
+            location = Location(float(place["latitude"]), float(place["longitude"]), place.get("name"),
+                                place.get("address"))
+            return self.engine.send_location(message["to"], location, **_reply(message))
+        return self._conversation(command, send)
+
+    def send_contact(self, command: protocol.SendContact) -> protocol.Reply:
+        def send(message: dict):
+            card = message["contact"]
+            return self.engine.send_contact(message["to"], Contact(card["name"], card["vcard"]), **_reply(message))
+        return self._conversation(command, send)
+
+    def react(self, command: protocol.React) -> protocol.Reply:
+        def react(message: dict):
+            given = message["reaction"]
+            reaction = Reaction(given["message_id"], given["emoji"], bool(given["from_me"]), given.get("sender"))
+            return self.engine.react(message["to"], reaction)
+        return self._conversation(command, react)
+
+    def read(self, command: protocol.Read) -> protocol.Reply:
+        def read(message: dict):
+            self.engine.mark_read(message["chat"], list(message["message_ids"]), message.get("sender"))
+        return self._conversation(command, read)
+
+    def presence(self, command: protocol.Presence) -> protocol.Reply:
+        return self._conversation(command, lambda message: self.engine.send_presence(message["to"], message["state"]))
+
+    def revoke(self, command: protocol.Revoke) -> protocol.Reply:
+        return self._conversation(command, lambda message: self.engine.revoke(message["to"], message["message_id"]))
+
+    def edit(self, command: protocol.Edit) -> protocol.Reply:
+        return self._conversation(command, lambda message: self.engine.edit(message["to"], message["message_id"],
+                                                                            message["text"]))
+
+    def exists(self, command: protocol.Exists) -> protocol.Reply:
+        return self._conversation(command, lambda message: self.engine.exists(message["number"]))
+
+    def _conversation(self, command: protocol.Sealed, act) -> protocol.Reply:
+        """Unseal, act through the engine, and answer as the op's reply type says: a failure by its
+        code (the engine's refusal, WhatsApp out of reach, an op this engine lacks), never the content."""
         if command.deadline is not None and time.time() > command.deadline:
             return protocol.Failure(protocol.ENGINE_TIMEOUT, "The request expired before the slot took it.")
-        message = self.sealer.unseal(command.sealed)
-        media = message.get("media")
         try:
-            result = self.engine.send(message["to"], text=message.get("text"), media=media and OutboundMedia(
-                data=base64.b64decode(media["data"]), mimetype=media["mimetype"],
-                filename=media.get("filename"), caption=media.get("caption")))
+            message = self.sealer.unseal(command.sealed)
+        except ValueError:
+            return protocol.Failure("send_failed", "The request does not open with this slot's WHIN_QUEUE_KEY.")
+        try:
+            result = act(message)
         except EngineUnavailable as err:
             return protocol.Failure(protocol.WHATSAPP_UNREACHABLE, str(err))
         except SendRefused as err:
             return protocol.Failure(err.code, err.detail)
-        return protocol.Sent(id=result.id, timestamp=result.timestamp)
+        except NotSupported as err:
+            return protocol.Failure(protocol.NOT_SUPPORTED, str(err))
+        except (KeyError, TypeError, ValueError) as err:  # a request this worker cannot read: say so, not what
+            log.warning("slot %s: a malformed %s request (%s)", self.slot_id, command.op, type(err).__name__)
+            return protocol.Failure("send_failed", "The slot could not read the request.")
+        if command.success is protocol.Sent:
+            return protocol.Sent(id=result.id, timestamp=result.timestamp)
+        if command.success is protocol.Existence:
+            return protocol.Existence(exists=bool(result.exists), jid=result.jid)
+        return protocol.Done()
 
     def pair_code(self, command: protocol.PairCode) -> protocol.PairingCode | protocol.Failure:
         try:
@@ -101,3 +177,19 @@ class CommandHandler:
             log.warning("slot %s: a download command without a reply address; dropped", self.slot_id)
             return
         self.downloads.start(command)  # it replies itself, part by part
+
+
+def _media(media: dict) -> OutboundMedia:
+    thumbnail = media.get("thumbnail")
+    return OutboundMedia(data=base64.b64decode(media["data"]), mimetype=media["mimetype"],
+                         filename=media.get("filename"), caption=media.get("caption"), ptt=bool(media.get("ptt")),
+                         seconds=media.get("seconds"), thumbnail=thumbnail and base64.b64decode(thumbnail))
+
+
+def _reply(message: dict) -> dict:
+    """The engine's ``reply`` keyword, only when there is a reply: an engine that has not grown the
+    keyword yet still sends everything else."""
+    reply = message.get("reply")
+    if not reply:
+        return {}
+    return {"reply": Quote(reply["message_id"], reply.get("sender"), reply.get("message"))}

@@ -22,6 +22,7 @@ from controlplane.core.sealed import Sealer
 from controlplane.core.states import SlotStatus
 from controlplane.core.store import SlotStore
 from controlplane.messaging.events import EventPublisher
+from controlplane.messaging.message_index import MessageIndex
 from slotworker import lean, start
 from slotworker.callbacks import ConnectedFlag, EngineCallbacks, masked
 from slotworker.commands import CommandHandler
@@ -47,7 +48,9 @@ class SlotRunner(EngineCallbacks):
         self.unqueued = Unqueued(slot_id, self.patience)
         self.connected = ConnectedFlag(store, slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
-        self.commands = CommandHandler(slot_id, store, self.engine, Sealer(settings.queue_key), self.patience,
+        sealer = Sealer(settings.queue_key)
+        self.messages = MessageIndex(store.redis, sealer, settings.message_index_ttl)
+        self.commands = CommandHandler(slot_id, store, self.engine, sealer, self.patience,
                                        self._teardown, settings.media_max_bytes)
         self.exit_reason: str | None = None  # why the command loop ended: the first reason given
         self._done = threading.Event()

@@ -35,7 +35,7 @@ ASSETS_PATH = "/docs/assets"
 BEARER = "bearerAuth"
 SWAGGER_UI_FILES = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
 SWAGGER_UI_ASSETS = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png"}
-PATH_PARAMETERS = {"slot": SLOT_ID, "line": LINE, "status": STATUS}
+PATH_PARAMETERS = {"slot": SLOT_ID, "line": LINE, "number": LINE, "status": STATUS}
 
 DESCRIPTION = """A WhatsApp gateway: each slot is one linked device; a line is the phone number linked to it.
 

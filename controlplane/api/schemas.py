@@ -10,7 +10,18 @@ what they answer matches these shapes.
 from controlplane.core.ids import LINE_PATTERN, SLOT_ID_PATTERN
 from controlplane.core.states import SlotStatus
 from controlplane.lifecycle import MAX_SLOTS_PER_REQUEST
-from controlplane.messaging.outbound import MAX_CAPTION, MAX_TEXT
+from controlplane.messaging.requests import (
+    GROUP_PATTERN,
+    MAX_CAPTION,
+    MAX_CONTACT_NAME,
+    MAX_EMOJI,
+    MAX_MESSAGE_ID,
+    MAX_PLACE_TEXT,
+    MAX_READ_IDS,
+    MAX_TEXT,
+    MAX_VCARD,
+    PRESENCE_STATES,
+)
 
 SLOT_ID = {"type": "string", "pattern": f"^{SLOT_ID_PATTERN}$", "example": "AB12CD34",
            "description": "8 letters or digits; answers always use upper case."}
@@ -19,11 +30,22 @@ LINE = {"type": "string", "pattern": f"^{LINE_PATTERN}$", "example": "3466612345
 # What the gateway answers: ids are upper-cased, so answers are narrower than what SLOT_ID accepts.
 ANSWER_SLOT = {"type": "string", "pattern": "^[A-Z0-9]{8}$", "example": "AB12CD34"}
 STATUS = {"type": "string", "enum": [s.value for s in SlotStatus], "example": "active"}
+TO = {"type": "string", "pattern": f"^({LINE_PATTERN}|{GROUP_PATTERN})$", "example": "34611122233",
+      "description": "A phone number (international, without '+') or a group id (`120363…@g.us`) the line is in."}
+MESSAGE_ID = {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID, "example": "3EB0A1B2C3D4E5F6A7B8C9D0",
+              "description": "WhatsApp's message id, as the webhook (`message_id`) or /send (`id`) gave it."}
 
 
 def _one_pair(key: dict, value: dict) -> dict:
     return {"type": "object", "minProperties": 1, "maxProperties": 1,
             "propertyNames": {"pattern": key["pattern"]}, "additionalProperties": value}
+
+
+def _action(required: list[str], properties: dict, example: dict) -> dict:
+    """A chat action's body: the line (or its slot) that acts, and what it acts on."""
+    return {"type": "object", "required": required, "description": "Exactly one of line or slot says which line acts.",
+            "allOf": [{"oneOf": [{"required": ["line"]}, {"required": ["slot"]}]}],
+            "properties": {"line": LINE, "slot": SLOT_ID, **properties}, "example": example}
 
 
 COMPONENTS = {
@@ -98,31 +120,43 @@ COMPONENTS = {
     },
     "SendRequest": {
         "type": "object",
-        "description": "Exactly one of line or slot says who sends; exactly one of text or media says what.",
+        "description": "Exactly one of line or slot says who sends; exactly one content field (text, media, location, "
+                       "contact, reaction) says what. `reply_to` quotes a message of the chat (not with a reaction).",
         "required": ["to"],
         "allOf": [
             {"oneOf": [{"required": ["line"]}, {"required": ["slot"]}]},
-            # null counts as absent for text and media (not for line and slot)
-            {"oneOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}},
-                       {"required": ["media"], "properties": {"media": {"type": "object"}}}]},
+            # null counts as absent for the content fields (not for line and slot)
+            {"oneOf": [{"required": [name], "properties": {name: {"type": kind}}} for name, kind in (
+                ("text", "string"), ("media", "object"), ("location", "object"), ("contact", "object"),
+                ("reaction", "object"))]},
         ],
         "properties": {
             "line": LINE,
             "slot": SLOT_ID,
-            "to": LINE,
+            "to": TO,
             "text": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_TEXT},
             "media": {"oneOf": [{"$ref": "#/components/schemas/Media"}, {"type": "null"}]},
+            "location": {"oneOf": [{"$ref": "#/components/schemas/Location"}, {"type": "null"}]},
+            "contact": {"oneOf": [{"$ref": "#/components/schemas/Contact"}, {"type": "null"}]},
+            "reaction": {"oneOf": [{"$ref": "#/components/schemas/Reaction"}, {"type": "null"}]},
+            "reply_to": {**MESSAGE_ID, "type": ["string", "null"],
+                         "description": "Quote this message of the chat (its `message_id` from the webhook)."},
+            "quoted": {"type": ["object", "null"],
+                       "description": "The quoted message's payload `Message` object, as the webhook delivered it, so "
+                                      "the phone shows its text (the gateway keeps no copy). Only with `reply_to`."},
         },
         "example": {"line": "34666123456", "to": "34611122233", "text": "Hola"},
     },
     # Plain properties, no oneOf/allOf/not: client generators (openapi-python-client and others) keep
     # every field of a flat object, and mangle combinators into models that lose some. The either/or
-    # is said in the descriptions and enforced by the server (outbound._check_media: 422 invalid_media).
+    # is said in the descriptions and enforced by the server (requests._check_media: 422 invalid_media).
     "Media": {
         "type": "object",
         "description": "Exactly one of `url` (fetched by the gateway, bounded in time and size) or base64 `data`; "
-                       "`mimetype` is required with `data` (with `url` it defaults to the answer's Content-Type). "
-                       "Anything else is a 422 `invalid_media`.",
+                       "`mimetype` is required with `data` (with `url` it defaults to the answer's Content-Type) and "
+                       "says the kind: image (JPEG, PNG, WebP), video (MP4, 3GPP), audio (MP3, M4A/AAC, OGG, AMR), "
+                       "anything else a document. Anything else is a 422 `invalid_media`; a type WhatsApp does not "
+                       "show as its kind is `unsupported_media_type`.",
         "properties": {
             "url": {"type": "string", "format": "uri", "pattern": "^[hH][tT][tT][pP][sS]?://",
                     "example": "https://example.com/piso.jpg",
@@ -136,10 +170,68 @@ COMPONENTS = {
             "caption": {"type": ["string", "null"], "maxLength": MAX_CAPTION,
                         "description": "The text shown under an image, video or document."},
             "ptt": {"type": ["boolean", "null"],
-                    "description": "Meant to send audio as a voice note (push to talk). Accepted but not acted "
-                                   "on yet: audio goes out as an audio file."},
+                    "description": "Send audio as a voice note (push to talk). OGG/Opus goes as it is; MP3, M4A/AAC, "
+                                   "WAV and other audio are converted with ffmpeg, and without ffmpeg are a 422 "
+                                   "`voice_note_needs_ffmpeg`."},
         },
         "example": {"url": "https://example.com/piso.jpg", "caption": "El salón"},
+    },
+    "Location": {
+        "type": "object", "required": ["latitude", "longitude"],
+        "description": "A location pin; anything malformed is a 422 `invalid_location`.",
+        "properties": {
+            "latitude": {"type": "number", "minimum": -90, "maximum": 90, "example": 40.4168},
+            "longitude": {"type": "number", "minimum": -180, "maximum": 180, "example": -3.7038},
+            "name": {"type": ["string", "null"], "maxLength": MAX_PLACE_TEXT, "example": "Piso en Sol"},
+            "address": {"type": ["string", "null"], "maxLength": MAX_PLACE_TEXT, "example": "Puerta del Sol 1, Madrid"},
+        },
+    },
+    "Contact": {
+        "type": "object",
+        "description": "A contact card: `name` and `number` (the gateway writes the vCard 3.0), or a whole `vcard` "
+                       "(with a TEL line; its FN is the name unless `name` is given). A card without a number is a 422 "
+                       "`invalid_contact`.",
+        "properties": {
+            "name": {"type": ["string", "null"], "maxLength": MAX_CONTACT_NAME, "example": "Ana (agente)"},
+            "number": {"type": ["string", "null"], "example": "34611122233",
+                       "description": "International number; '+', spaces and dashes are ignored."},
+            "vcard": {"type": ["string", "null"], "maxLength": MAX_VCARD,
+                      "description": "A vCard (BEGIN:VCARD … END:VCARD). Not with `number`."},
+        },
+        "example": {"name": "Ana (agente)", "number": "34611122233"},
+    },
+    "Reaction": {
+        "type": "object", "required": ["message_id", "emoji"],
+        "description": "A reaction on a message of that chat; a malformed one is a 422 `invalid_reaction`, one on a "
+                       "message the gateway has not seen in that chat `unknown_message`.",
+        "properties": {
+            "message_id": MESSAGE_ID,
+            "emoji": {"type": "string", "maxLength": MAX_EMOJI, "example": "👍",
+                      "description": "One emoji; \"\" removes the line's reaction."},
+        },
+    },
+    "ReadRequest": _action(["chat", "message_ids"], {
+        "chat": {**TO, "description": "The chat the messages arrived in: a phone number or a group id."},
+        "message_ids": {"type": "array", "minItems": 1, "maxItems": MAX_READ_IDS, "items": MESSAGE_ID},
+    }, {"line": "34666123456", "chat": "34611122233", "message_ids": ["3EB0A1B2C3D4E5F6A7B8C9D0"]}),
+    "PresenceRequest": _action(["to", "state"], {
+        "to": TO,
+        "state": {"type": "string", "enum": list(PRESENCE_STATES),
+                  "description": "`composing` (typing…), `recording` (recording audio…) or `paused`."},
+    }, {"line": "34666123456", "to": "34611122233", "state": "composing"}),
+    "RevokeRequest": _action(["to", "message_id"], {"to": TO, "message_id": MESSAGE_ID},
+                             {"line": "34666123456", "to": "34611122233", "message_id": "3EB0A1B2C3D4E5F6A7B8C9D0"}),
+    "EditRequest": _action(["to", "message_id", "text"], {
+        "to": TO, "message_id": MESSAGE_ID, "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}},
+        {"line": "34666123456", "to": "34611122233", "message_id": "3EB0A1B2C3D4E5F6A7B8C9D0", "text": "3 hab."}),
+    "Existence": {
+        "type": "object", "required": ["number", "exists", "jid"],
+        "properties": {
+            "number": LINE,
+            "exists": {"type": "boolean", "description": "The number is on WhatsApp."},
+            "jid": {"type": ["string", "null"], "example": "34611122233@s.whatsapp.net",
+                    "description": "The id WhatsApp knows the number by; null when it is not on WhatsApp."},
+        },
     },
     "MediaRequest": {
         "type": "object",

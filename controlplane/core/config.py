@@ -134,6 +134,10 @@ class Settings:
     media_timeout: float = 20.0
     # Networks and host names media.url may reach although not public (config.parse_media_allow).
     media_allow: tuple = ()
+    # How long the message index (messaging/message_index.py) remembers a message's metadata.
+    message_index_ttl: float = 7 * 24 * 3600.0
+    # ffmpeg, to turn a voice note into OGG/Opus and measure audio and video (WHIN_FFMPEG; "" = none).
+    ffmpeg: str = "ffmpeg"
     # The webhook event types delivered (WHIN_EVENTS); the others are not even subscribed to.
     events: frozenset = event_types.DEFAULT
 
@@ -203,6 +207,8 @@ class Settings:
             media_max_bytes=int(_number(environ, "WHIN_MEDIA_MAX_BYTES", 16 * 1024 * 1024)),
             media_timeout=_number(environ, "WHIN_MEDIA_TIMEOUT", 20.0),
             media_allow=parse_media_allow(environ.get("WHIN_MEDIA_ALLOW", "")),
+            message_index_ttl=_number(environ, "WHIN_MESSAGE_INDEX_TTL", 7 * 24 * 3600.0),
+            ffmpeg=environ.get("WHIN_FFMPEG", "ffmpeg").strip(),
             events=_events(environ),
         )
 

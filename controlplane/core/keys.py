@@ -12,6 +12,9 @@ Keys (prefix ``whin:``):
   whin:seq:<line>        INT   the line's event counter (the envelope's "seq")
   whin:reply:<uuid>      LIST  a slot worker's answer to one command (send), expires in a minute
   whin:rate:<line>       STR   the line's send-rate state (GCRA: the theoretical arrival time)
+  whin:msg:<line>:<hash> STR   the message index (messaging/message_index.py): one message of the line's
+                               chats, sealed metadata (author, own or not, time, text or not), never its
+                               content; <hash> hides the chat and the id; expires (WHIN_MESSAGE_INDEX_TTL)
   whin:stats             HASH  counters: delivered, retried, given_up, sent, ... (no content, no numbers)
   whin:stats:latency     HASH  delivery latency histogram: bucket upper bound -> count, plus "sum"
   whin:slotstats:<ID>    HASH  per-slot counters: worker starts, reconnects
@@ -52,6 +55,10 @@ def seq_key(line: str) -> str:
 
 def rate_key(line: str) -> str:
     return f"{PREFIX}rate:{line}"
+
+
+def message_key(line: str, id_hash: str) -> str:
+    return f"{PREFIX}msg:{line}:{id_hash}"
 
 
 def reply_key(request_id: str) -> str:

@@ -1,25 +1,37 @@
-"""POST /send: validate, rate-limit, fetch media, hand the message to the slot's worker, await its answer.
+"""What a line does in a chat, carried out: /send of every kind, and /read, /presence, /revoke,
+/edit, /exists. Each is: parse (requests.py), the serving slot, the facts the message index holds
+about the message acted on (message_index.py), the line's rate limit at that kind's cost, the media
+made ready (outbound_media.py), then one command of the slot protocol (protocol.py) and its answer.
 
-The message travels to the worker sealed (see sealed.py) on the slot's command list, as the slot
-protocol's ``send`` command (protocol.py). If the worker does not answer within WHIN_SEND_TIMEOUT
-the command is withdrawn when still unread, so a 504 does not turn into a late send that the
-integrator's retry would double.
+The content travels to the worker sealed (see sealed.py) on the slot's command list. If the worker
+does not answer within WHIN_SEND_TIMEOUT the command is withdrawn when still unread, so a 504 does
+not turn into a late send that the integrator's retry would double.
 """
 
-import base64
-import binascii
-from dataclasses import dataclass
-from urllib.parse import urlparse
+import time
 
-from controlplane.core import ids, protocol
+from controlplane.core import protocol
 from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
 from controlplane.core.ids import InvalidIdentifier
 from controlplane.core.sealed import Sealer
+from controlplane.messaging import requests
 from controlplane.messaging.media_fetch import MediaAllow, MediaFetcher
+from controlplane.messaging.message_index import IndexedMessage, MessageIndex, is_group
+from controlplane.messaging.outbound_media import MediaPreparer
 from controlplane.messaging.ratelimit import RateLimiter
+from controlplane.messaging.requests import MAX_CAPTION, MAX_TEXT, SendRequest, parse_send_request
+from controlplane.messaging.transcode import Transcoder
 
-MAX_TEXT = 65536  # WhatsApp's own limit for a text message
-MAX_CAPTION = 1024
+__all__ = ["MAX_CAPTION", "MAX_TEXT", "COSTS", "EDIT_WINDOW", "Outbound", "RateLimited", "parse_send_request"]
+
+# What each kind takes from the line's rate limit (WHIN_SEND_RATE messages a minute): a message is
+# one; what shows less on WhatsApp's side costs less, but a burst of anything still flags a number.
+COSTS = {"text": 1.0, "media": 1.0, "location": 1.0, "contact": 1.0, "reaction": 0.25, "edit": 0.5,
+         "revoke": 0.5, "exists": 0.5, "read": 0.1, "presence": 0.1}
+EDIT_WINDOW = 20 * 60  # whatsmeow.EditWindow: WhatsApp refuses an edit after 20 minutes
+
+_SEND_OPS = {"text": protocol.Send, "media": protocol.Send, "location": protocol.SendLocation,
+             "contact": protocol.SendContact, "reaction": protocol.React}
 
 
 class RateLimited(GatewayError):
@@ -30,62 +42,6 @@ class RateLimited(GatewayError):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class SendRequest:
-    line: str | None
-    slot: str | None
-    to: str
-    text: str | None
-    media: dict | None  # {"url" | "data", "mimetype", "filename", "caption"} as given
-
-
-def parse_send_request(body) -> SendRequest:
-    if not isinstance(body, dict):
-        raise Refused("invalid_json", 'Send a JSON object such as {"line": "34666123456", "to": "…", "text": "…"}.')
-    if ("line" in body) == ("slot" in body):
-        raise Refused("invalid_target", "Give either 'line' or 'slot' (not both) to say who sends.")
-    line = ids.parse_line(_string(body, "line")) if "line" in body else None
-    slot = ids.parse_slot_id(_string(body, "slot")) if "slot" in body else None
-    try:
-        to = ids.parse_line(_string(body, "to"))
-    except ids.InvalidIdentifier as err:
-        raise Refused("invalid_number", f"'to': {err.detail}") from None
-    text, media = body.get("text"), body.get("media")
-    if text is None and media is None:
-        raise Refused("missing_content", "Give 'text', or 'media' (with an optional caption).")
-    if text is not None and media is not None:
-        raise Refused("invalid_content", "Give 'text' or 'media', not both: a media message's text is its caption.")
-    if text is not None and (not isinstance(text, str) or not text or len(text) > MAX_TEXT):
-        raise Refused("invalid_text", f"'text' is a non-empty string of at most {MAX_TEXT} characters.")
-    if media is not None:
-        _check_media(media)
-    return SendRequest(line, slot, to, text, media)
-
-
-def _string(body: dict, name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise Refused(f"invalid_{'number' if name == 'to' else name}", f"'{name}' must be a string.")
-    return value
-
-
-def _check_media(media) -> None:
-    if not isinstance(media, dict) or ("url" in media) == ("data" in media):
-        raise Refused("invalid_media", "'media' is an object with either 'url' or base64 'data'.")
-    for name in ("url", "data"):  # the one given is the media itself: null is not an answer
-        if name in media and not isinstance(media[name], str):
-            raise Refused("invalid_media", f"'media.{name}' must be a string.")
-    for name in ("mimetype", "filename", "caption"):  # optional: null means not given
-        if name in media and media[name] is not None and not isinstance(media[name], str):
-            raise Refused("invalid_media", f"'media.{name}' must be a string.")
-    if "data" in media and not media.get("mimetype"):
-        raise Refused("invalid_media", "'media.mimetype' is needed with 'data', e.g. image/jpeg.")
-    if len(media.get("caption") or "") > MAX_CAPTION:
-        raise Refused("invalid_media", f"'media.caption' has at most {MAX_CAPTION} characters.")
-    if "url" in media and urlparse(media["url"]).scheme not in ("http", "https"):
-        raise Refused("invalid_media", "'media.url' must be an http or https URL.")
-
-
 class Outbound:
     def __init__(self, settings, lifecycle):
         self.settings = settings
@@ -93,9 +49,12 @@ class Outbound:
         self.store = lifecycle.store
         self.sealer = Sealer(settings.queue_key)
         self.limiter = RateLimiter(self.store.redis, settings.send_rate_per_minute, settings.send_burst)
+        self.index = MessageIndex(self.store.redis, self.sealer, settings.message_index_ttl)
         # media.url: public addresses and WHIN_MEDIA_ALLOW only, bounded in time and size (media_fetch.py).
-        self.media_fetcher = MediaFetcher(MediaAllow(settings.media_allow), settings.media_max_bytes,
-                                          settings.media_timeout)
+        fetcher = MediaFetcher(MediaAllow(settings.media_allow), settings.media_max_bytes, settings.media_timeout)
+        self.media = MediaPreparer(fetcher, Transcoder(settings.ffmpeg), settings.media_max_bytes)
+
+    # --- POST /send ---
 
     def submit(self, body) -> dict:
         """POST /send's whole answer: parse, send, and count the outcome, whatever it is.
@@ -114,49 +73,136 @@ class Outbound:
 
     def send(self, request: SendRequest) -> dict:
         slot = self.lifecycle.serving_slot(request.line, request.slot, "send")
-        wait = self.limiter.acquire(slot.line)
+        message = {"to": request.to}
+        if request.reply_to is not None:
+            quoted = self._known(slot.line, request.to, request.reply_to, "reply to")
+            reply = {"message_id": request.reply_to}
+            if quoted.sender:
+                reply["sender"] = quoted.sender
+            if request.quoted is not None:
+                reply["message"] = request.quoted
+            message["reply"] = reply
+        if request.kind == "reaction":
+            target = self._known(slot.line, request.to, request.reaction["message_id"], "react to")
+            reaction = {**request.reaction, "from_me": target.from_me}
+            if not target.from_me and target.sender:
+                reaction["sender"] = target.sender
+            message["reaction"] = reaction
+        self._take(slot.line, request.kind)
+        if request.kind == "media":
+            message["media"] = self.media.prepare(request.media)
+        elif request.kind != "reaction":
+            message[request.kind] = getattr(request, request.kind)
+        answer = self._sent(slot, _SEND_OPS[request.kind], message)
+        if request.kind != "reaction":  # a reaction is not a message one can act on
+            self.index.record_sent(slot.line, request.to, answer.id, answer.timestamp, text=request.kind == "text")
+        return {"id": answer.id, "timestamp": answer.timestamp}
+
+    # --- the chat actions ---
+
+    def read(self, body) -> None:
+        request = requests.parse_read(body)
+        slot = self._slot(request.target, "mark messages as read")
+        by_sender: dict[str | None, list[str]] = {}
+        for message_id in request.message_ids:
+            found = self._known(slot.line, request.chat, message_id, "mark as read")
+            if found.from_me:
+                raise Refused("not_received", f"Message {message_id} is the line's own: only received messages "
+                                              "are marked as read.")
+            # whatsmeow's MarkRead takes one sender: in a group, one command per author.
+            by_sender.setdefault(found.sender if is_group(request.chat) else None, []).append(message_id)
+        self._take(slot.line, "read")
+        for sender, message_ids in by_sender.items():
+            sealed = {"chat": request.chat, "message_ids": message_ids}
+            if sender:
+                sealed["sender"] = sender
+            self._expect(self._ask(slot, protocol.Read, sealed), protocol.Done)
+
+    def presence(self, body) -> None:
+        request = requests.parse_presence(body)
+        slot = self._slot(request.target, "show its presence")
+        self._take(slot.line, "presence")
+        self._expect(self._ask(slot, protocol.Presence, {"to": request.to, "state": request.state}), protocol.Done)
+
+    def revoke(self, body) -> dict:
+        request = requests.parse_revoke(body)
+        slot = self._slot(request.target, "delete a message")
+        self._own(slot.line, request.to, request.message_id, "delete")
+        self._take(slot.line, "revoke")
+        answer = self._sent(slot, protocol.Revoke, {"to": request.to, "message_id": request.message_id})
+        self.index.forget(slot.line, request.to, request.message_id)
+        return {"id": answer.id, "timestamp": answer.timestamp}
+
+    def edit(self, body) -> dict:
+        request = requests.parse_edit(body)
+        slot = self._slot(request.target, "edit a message")
+        found = self._own(slot.line, request.to, request.message_id, "edit")
+        if not found.text:
+            raise Refused("not_editable", f"Message {request.message_id} is not a text: WhatsApp edits texts only.")
+        if time.time() - found.timestamp > EDIT_WINDOW:
+            raise Refused("edit_window_passed", f"Message {request.message_id} was sent over {EDIT_WINDOW // 60} "
+                                                "minutes ago: WhatsApp no longer lets it be edited.")
+        self._take(slot.line, "edit")
+        answer = self._sent(slot, protocol.Edit, {"to": request.to, "message_id": request.message_id,
+                                                  "text": request.text})
+        return {"id": answer.id, "timestamp": answer.timestamp}
+
+    def exists(self, line_text: str, number_text: str) -> dict:
+        slot = self.lifecycle.serving_slot(line_text, None, "check a number")
+        number = requests.parse_number(number_text)
+        self._take(slot.line, "exists")
+        answer = self._expect(self._ask(slot, protocol.Exists, {"number": number}), protocol.Existence)
+        return {"number": number, "exists": answer.exists, "jid": answer.jid}
+
+    # --- the steps they share ---
+
+    def _slot(self, target: requests.Target, to_do: str):
+        return self.lifecycle.serving_slot(target.line, target.slot, to_do)
+
+    def _known(self, line: str, chat: str, message_id: str, to_do: str) -> IndexedMessage:
+        found = self.index.find(line, chat, message_id)
+        if found is None:
+            raise Refused("unknown_message", f"The line has no message {message_id} in that chat to {to_do} (or it is "
+                                             f"older than the gateway remembers: "
+                                             f"{self.settings.message_index_ttl / 86400:g} days).")
+        return found
+
+    def _own(self, line: str, chat: str, message_id: str, to_do: str) -> IndexedMessage:
+        found = self._known(line, chat, message_id, to_do)
+        if not found.from_me:
+            raise Refused("not_own_message", f"Message {message_id} is not the line's own: WhatsApp lets only its "
+                                             f"author {to_do} it.")
+        return found
+
+    def _take(self, line: str, kind: str) -> None:
+        wait = self.limiter.acquire(line, COSTS[kind])
         if wait > 0:
             raise RateLimited(wait)
-        message = {"to": request.to}
-        if request.text is not None:
-            message["text"] = request.text
-        else:
-            message["media"] = self._media(request.media)
-        answer = self._ask_worker(slot.id, message)
-        if isinstance(answer, protocol.Sent):
-            return {"id": answer.id, "timestamp": answer.timestamp}
-        if answer.error == protocol.WHATSAPP_UNREACHABLE:
-            raise ServiceUnavailable("whatsapp_unreachable", f"Slot {slot.id} cannot reach WhatsApp right now.")
-        if answer.error == protocol.ENGINE_TIMEOUT:
-            raise EngineTimeout(answer.detail)
-        raise Refused(answer.error, answer.detail or "WhatsApp refused the message.")
 
-    def _ask_worker(self, slot_id: str, message: dict) -> protocol.Sent | protocol.Failure:
-        command = protocol.Send(sealed=self.sealer.seal(message))
-        answer, taken = protocol.ask(self.store, slot_id, command, timeout=self.settings.send_timeout)
+    def _sent(self, slot, op: type[protocol.Command], sealed: dict) -> protocol.Sent:
+        return self._expect(self._ask(slot, op, sealed), protocol.Sent)
+
+    def _ask(self, slot, op: type[protocol.Command], sealed: dict):
+        command = op(sealed=self.sealer.seal(sealed))
+        timeout = self.settings.send_timeout
+        answer, taken = protocol.ask(self.store, slot.id, command, timeout=timeout)
         if answer is None:
             if not taken:
-                raise EngineTimeout(f"Slot {slot_id} did not take the message within {self.settings.send_timeout:g} s;"
-                                    " nothing was sent.")
-            # Taken but unanswered: the worker drops a command whose deadline has passed before it sends,
-            # so the message went out just now or never; it is never sent later.
-            raise EngineTimeout(f"Slot {slot_id} did not confirm the message within {self.settings.send_timeout:g} s;"
-                                " it was sent by now or never will be.")
+                raise EngineTimeout(f"Slot {slot.id} did not take the request within {timeout:g} s; nothing was sent.")
+            # Taken but unanswered: the worker drops a command whose deadline has passed before it acts,
+            # so it was done just now or never; it is never done later.
+            raise EngineTimeout(f"Slot {slot.id} did not confirm the request within {timeout:g} s; it was sent by now "
+                                "or never will be.")
+        if isinstance(answer, protocol.Failure):
+            if answer.error == protocol.WHATSAPP_UNREACHABLE:
+                raise ServiceUnavailable("whatsapp_unreachable", f"Slot {slot.id} cannot reach WhatsApp right now.")
+            if answer.error == protocol.ENGINE_TIMEOUT:
+                raise EngineTimeout(answer.detail)
+            raise Refused(answer.error, answer.detail or "WhatsApp refused it.")
         return answer
 
-    def _media(self, media: dict) -> dict:
-        if "data" in media:
-            try:
-                data = base64.b64decode(media["data"], validate=True)
-            except (binascii.Error, ValueError):
-                raise Refused("invalid_media", "'media.data' is not valid base64.") from None
-            mimetype = media["mimetype"]
-        else:
-            data, fetched_type = self.media_fetcher.fetch(media["url"])
-            mimetype = media.get("mimetype") or fetched_type
-        if not data:
-            raise Refused("invalid_media", "The media is empty.")
-        if len(data) > self.settings.media_max_bytes:
-            raise Refused("media_too_large", f"The media is larger than {self.settings.media_max_bytes} bytes.")
-        return {"data": base64.b64encode(data).decode("ascii"), "mimetype": mimetype,
-                "filename": media.get("filename"), "caption": media.get("caption")}
+    @staticmethod
+    def _expect(answer, kind: type):
+        if not isinstance(answer, kind):  # a reply of another op's shape: a worker of another version
+            raise ServiceUnavailable("engine_mismatch", "The slot answered in a shape this gateway does not read.")
+        return answer

@@ -24,7 +24,8 @@ def _app_routes():
     """(method, path) of every route the application defines, with sample values for its parameters."""
     app = create_app(Settings.from_env({"WHIN_API_TOKENS": "x", "WHIN_DATA_DIR": "/nonexistent",
                                         "WHIN_QUEUE_KEY": QUEUE_KEY}))
-    samples = {"slot": "AAAAAAAA", "line": "34666123456", "status": "active", "instance_number": "0",
+    samples = {"slot": "AAAAAAAA", "line": "34666123456", "number": "34611122233", "status": "active",
+               "instance_number": "0",
                "job_id": "x", "queue_name": "deliveries", "registry_name": "queued", "per_page": "8",
                "order": "asc", "page": "1", "filename": "css/main.css", "name": "swagger-ui.css"}
     for rule in app.url_map.iter_rules():

@@ -126,7 +126,7 @@ def test_media_data_goes_to_the_worker_decoded_and_re_encoded(redis_client, tmp_
     with Worker(outbound.store, slot_id) as worker:
         outbound.submit({"slot": slot_id, "to": TO, "media": {"data": data, "mimetype": "image/png", "caption": "c"}})
     message = Sealer(QUEUE_KEY).unseal(worker.taken[0].sealed)
-    assert message["media"] == {"data": data, "mimetype": "image/png", "filename": None, "caption": "c"}
+    assert message["media"] == {"data": data, "mimetype": "image/png", "caption": "c"}
 
 
 @pytest.mark.parametrize(("body", "code"), [
