@@ -26,11 +26,11 @@ from neonize.events import (
     TemporaryBanEv,
     UndecryptableMessageEv,
 )
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message, ProtocolMessage
 
 from controlplane.core.config import Settings
 from slotworker.engines import whatsmeow_media
-from slotworker.engines.base import EngineUnavailable, MediaRefused, OutboundMedia
+from slotworker.engines.base import EngineUnavailable, Existence, MediaRefused, OutboundMedia
 from slotworker.engines.whatsmeow import WhatsmeowEngine
 from tests.slotworker.engines import fakego as fake_errors
 from tests.slotworker.engines.fakego import FakeGo
@@ -421,3 +421,311 @@ def test_control_file_ops_drive_media_and_any_event(tmp_path, fake, monkeypatch)
     assert message["Message"]["audioMessage"]["PTT"] is True and receipt["Type"] == "READ"
     assert b"".join(engine.download(message["Message"], 10**6).chunks) == b"voice"
     engine.stop()
+
+
+# --- sending every kind: the protobufs whatsmeow receives, and what its errors become ---
+
+CONTACT = "34611000020"
+GROUP = "120363000000000042"
+
+
+def _png(size=(64, 48)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def last_sent(fake):
+    return fake.outbox[-1]
+
+
+@pytest.fixture
+def linked(tmp_path, fake):
+    engine = linked_engine(tmp_path, fake, Recorder())
+    yield engine
+    engine.stop()
+
+
+def test_a_voice_note_is_ptt_opus_with_its_seconds_uploaded_as_audio_without_ffmpeg(linked, fake, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no ffmpeg/ffprobe to be found: none is needed
+    voice = b"OggS\x00\x02" + bytes(range(200)) * 5
+    sent = linked.send(CONTACT, media=OutboundMedia(data=voice, mimetype="audio/ogg", ptt=True, seconds=7))
+    out = last_sent(fake)
+    assert (out.user, out.server, out.id) == (CONTACT, "s.whatsapp.net", sent.id)
+    audio = out.message.audioMessage
+    assert (audio.PTT, audio.mimetype, audio.seconds) == (True, "audio/ogg; codecs=opus", 7)
+    assert ("Upload", len(voice), 2) in fake.calls  # 2: MediaAudio
+    assert fake.plain_of(out.message) == voice  # the phone decrypts it with the audio keys
+    assert audio.mediaKeyTimestamp > 0 and audio.fileLength == len(voice)
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "audio", "document"])
+def test_each_media_kind_is_its_own_message_uploaded_with_its_key_family(linked, fake, kind):
+    data, mimetype, field, media_type = {
+        "image": (_png(), "image/png", "imageMessage", 0),
+        "video": (b"\x00\x00\x00\x18ftypmp42 fake video", "video/mp4", "videoMessage", 1),
+        "audio": (b"ID3 fake mp3 bytes", "audio/mpeg", "audioMessage", 2),
+        "document": (b"%PDF-1.4 fake", "application/pdf", "documentMessage", 3),
+    }[kind]
+    media = OutboundMedia(data=data, mimetype=mimetype, filename="f.pdf" if kind == "document" else None,
+                          caption=None if kind == "audio" else "Mire", seconds=12 if kind in ("video", "audio")
+                          else None, thumbnail=b"\xff\xd8 jpeg" if kind == "video" else None)
+    linked.send(CONTACT, media=media)
+    message = last_sent(fake).message
+    assert [f.name for f, _ in message.ListFields()] == [field]
+    part = getattr(message, field)
+    assert part.mimetype == mimetype and ("Upload", len(data), media_type) in fake.calls
+    assert fake.plain_of(message) == data  # uploaded with the keys of the kind it is sent as
+    if kind == "image":
+        assert (part.caption, part.width, part.height) == ("Mire", 64, 48)
+        assert part.JPEGThumbnail.startswith(b"\xff\xd8")  # a JPEG preview made with Pillow
+    if kind == "video":
+        assert (part.caption, part.seconds, part.JPEGThumbnail) == ("Mire", 12, b"\xff\xd8 jpeg")
+    if kind == "audio":
+        assert (part.PTT, part.seconds) == (False, 12)
+    if kind == "document":
+        assert (part.fileName, part.caption) == ("f.pdf", "Mire")
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", _png()[:60]])
+def test_an_image_that_does_not_decode_is_invalid_media_and_nothing_is_uploaded(linked, fake, data):
+    from slotworker.engines.base import SendRefused
+
+    with pytest.raises(SendRefused) as refused:
+        linked.send(CONTACT, media=OutboundMedia(data=data, mimetype="image/jpeg"))
+    assert refused.value.code == "invalid_media"
+    assert not [c for c in fake.calls if c[0] in ("Upload", "SendMessage")]
+
+
+def test_a_reply_carries_the_quoted_id_its_author_and_the_quoted_message(linked, fake):
+    from slotworker.engines.base import Location, Quote
+
+    quoted = {"extendedTextMessage": {"text": "¿Sigue disponible?", "contextInfo": {"stanzaID": "3EB0OLDER"}}}
+    linked.send(CONTACT, text="Sí", reply=Quote(message_id="3EB0Q1", message=quoted))
+    message = last_sent(fake).message
+    assert not message.conversation  # a conversation cannot carry a quote
+    text = message.extendedTextMessage
+    assert text.text == "Sí"
+    context = text.contextInfo
+    assert (context.stanzaID, context.participant) == ("3EB0Q1", f"{CONTACT}@s.whatsapp.net")
+    assert context.quotedMessage.extendedTextMessage.text == "¿Sigue disponible?"
+    assert not context.quotedMessage.extendedTextMessage.HasField("contextInfo")  # no quote in a quote
+    linked.send_location(CONTACT, Location(40.4168, -3.7038, name="Sol"), reply=Quote(message_id="3EB0Q2",
+                                                                                      sender=LINE))
+    location = last_sent(fake).message.locationMessage
+    assert (location.degreesLatitude, location.degreesLongitude, location.name) == (40.4168, -3.7038, "Sol")
+    assert (location.contextInfo.stanzaID, location.contextInfo.participant) == ("3EB0Q2", f"{LINE}@s.whatsapp.net")
+    assert not location.contextInfo.HasField("quotedMessage")
+
+
+def test_a_quoted_message_that_is_no_message_is_refused_before_anything_is_sent(linked, fake):
+    from slotworker.engines.base import Quote, SendRefused
+
+    with pytest.raises(SendRefused) as refused:
+        linked.send(CONTACT, text="x", reply=Quote(message_id="3EB0Q", message={"conversation": {"nested": 1}}))
+    assert refused.value.code == "send_failed" and not fake.outbox
+
+
+def test_a_contact_card_is_the_given_vcard(linked, fake):
+    from slotworker.engines.base import Contact
+
+    vcard = "BEGIN:VCARD\nVERSION:3.0\nFN:Ana\nTEL;type=CELL;waid=34611000021:+34 611 00 00 21\nEND:VCARD"
+    linked.send_contact(CONTACT, Contact(name="Ana", vcard=vcard))
+    card = last_sent(fake).message.contactMessage
+    assert (card.displayName, card.vcard) == ("Ana", vcard)
+
+
+def test_reaction_keys_as_whatsmeows_build_message_key(linked, fake):
+    from slotworker.engines.base import Reaction
+
+    fake.groups[GROUP] = {LINE, CONTACT}
+    linked.react(CONTACT, Reaction(message_id="3EB0THEIRS", emoji="👍", from_me=False))
+    linked.react(CONTACT, Reaction(message_id="3EB0MINE", emoji="", from_me=True))
+    linked.react(f"{GROUP}@g.us", Reaction(message_id="3EB0MEMBER", emoji="❤", from_me=False, sender=CONTACT))
+    linked.react(f"{GROUP}@g.us", Reaction(message_id="3EB0OWN", emoji="❤", from_me=True))
+    keys = [(o.message.reactionMessage.key, o.message.reactionMessage.text) for o in fake.outbox]
+    assert [(k.remoteJID, k.ID, k.fromMe, k.participant, text) for k, text in keys] == [
+        (f"{CONTACT}@s.whatsapp.net", "3EB0THEIRS", False, "", "👍"),
+        (f"{CONTACT}@s.whatsapp.net", "3EB0MINE", True, "", ""),  # "" removes the reaction
+        (f"{GROUP}@g.us", "3EB0MEMBER", False, f"{CONTACT}@s.whatsapp.net", "❤"),
+        (f"{GROUP}@g.us", "3EB0OWN", True, "", "❤"),
+    ]
+    assert all(o.message.reactionMessage.senderTimestampMS > 0 for o in fake.outbox)
+
+
+def test_revoke_names_the_lines_own_message_without_asking_go_who_it_is(linked, fake):
+    sent = linked.revoke(CONTACT, "3EB0MINE")
+    out = last_sent(fake)
+    protocol = out.message.protocolMessage
+    assert protocol.type == ProtocolMessage.REVOKE and out.id == sent.id
+    assert (protocol.key.remoteJID, protocol.key.ID, protocol.key.fromMe, protocol.key.participant) == (
+        f"{CONTACT}@s.whatsapp.net", "3EB0MINE", True, "")
+    assert ("GetMe",) not in fake.calls  # GetMe aborts the process before a connection
+
+
+def test_an_edit_is_whatsmeows_message_edit_with_the_new_text(linked, fake):
+    linked.edit(CONTACT, "3EB0MINE", "Mañana a las 11")
+    protocol = last_sent(fake).message.editedMessage.message.protocolMessage
+    assert protocol.type == ProtocolMessage.MESSAGE_EDIT
+    assert (protocol.key.remoteJID, protocol.key.ID, protocol.key.fromMe) == (
+        f"{CONTACT}@s.whatsapp.net", "3EB0MINE", True)
+    assert protocol.editedMessage.conversation == "Mañana a las 11" and protocol.timestampMS > 0
+
+
+def test_a_group_is_addressed_as_its_jid_and_one_the_line_is_not_in_is_refused(linked, fake):
+    from slotworker.engines.base import Reaction, SendRefused
+
+    fake.groups[GROUP] = {LINE, CONTACT}
+    fake.groups["120363000000000099"] = {CONTACT}  # the line is not a member
+    linked.send(f"{GROUP}@g.us", text="Hola a todos")
+    assert (last_sent(fake).user, last_sent(fake).server) == (GROUP, "g.us")
+    attempts = (lambda gid: linked.send(gid, text="x"),
+                lambda gid: linked.send(gid, media=OutboundMedia(data=b"%PDF", mimetype="application/pdf")),
+                lambda gid: linked.react(gid, Reaction(message_id="3EB0X", emoji="👍", from_me=True)),
+                lambda gid: linked.edit(gid, "3EB0X", "y"),
+                lambda gid: linked.mark_read(gid, ["3EB0X"], sender=CONTACT),
+                lambda gid: linked.send_presence(gid, "composing"))
+    for gid in ("120363000000000099@g.us", "120363000000000777@g.us"):  # not a member / no such group
+        for attempt in attempts:
+            with pytest.raises(SendRefused) as refused:
+                attempt(gid)
+            assert refused.value.code == "not_in_group"
+    assert len(fake.outbox) == 1 and not fake.reads and not fake.presences
+
+
+def test_mark_read_names_the_author_only_in_a_group(linked, fake):
+    from neonize.utils.enum import ReceiptType
+
+    fake.groups[GROUP] = {LINE, CONTACT}
+    linked.mark_read(CONTACT, ["3EB0A", "3EB0B"])
+    linked.mark_read(f"{GROUP}@g.us", ["3EB0C"], sender=CONTACT)
+    assert fake.reads == [(CONTACT, CONTACT, ["3EB0A", "3EB0B"], ReceiptType.READ.value),
+                          (GROUP, CONTACT, ["3EB0C"], ReceiptType.READ.value)]
+
+
+def test_presence_states_are_neonizes_chat_presence_and_media(linked, fake):
+    for state in ("composing", "recording", "paused"):
+        linked.send_presence(CONTACT, state)
+    assert fake.presences == [(CONTACT, "s.whatsapp.net", 0, 0), (CONTACT, "s.whatsapp.net", 0, 1),
+                              (CONTACT, "s.whatsapp.net", 1, 0)]
+
+
+def test_exists_asks_with_the_plus_and_falls_back_to_the_number_behind_a_lid(linked, fake):
+    assert linked.exists("34611000030") == Existence(exists=False, jid=None)
+    fake.registered.add("34611000030")
+    assert linked.exists("34611000030") == Existence(exists=True, jid="34611000030@s.whatsapp.net")
+    assert ("IsOnWhatsApp", "+34611000030") in fake.calls
+    fake.lid_answers = True  # whatsmeow queries with addressing_mode=lid: the JID may be the @lid
+    assert linked.exists("+34611000030") == Existence(exists=True, jid="34611000030@s.whatsapp.net")
+    assert ("IsOnWhatsApp", "++34611000030") not in fake.calls
+
+
+def test_every_new_call_without_a_connection_is_unavailable_and_reaches_no_go_function(tmp_path, fake):
+    from slotworker.engines.base import Contact, Location, Reaction
+
+    engine = make_engine(tmp_path, Recorder())
+    for attempt in (lambda: engine.send(CONTACT, text="x"),
+                    lambda: engine.send_location(CONTACT, Location(1.0, 2.0)),
+                    lambda: engine.send_contact(CONTACT, Contact("Ana", "BEGIN:VCARD\nEND:VCARD")),
+                    lambda: engine.react(CONTACT, Reaction("3EB0X", "👍", from_me=False)),
+                    lambda: engine.mark_read(CONTACT, ["3EB0X"]),
+                    lambda: engine.send_presence(CONTACT, "composing"),
+                    lambda: engine.revoke(CONTACT, "3EB0X"),
+                    lambda: engine.edit(CONTACT, "3EB0X", "y"),
+                    lambda: engine.exists(CONTACT)):
+        with pytest.raises(EngineUnavailable):
+            attempt()
+    assert fake.calls == []
+
+
+def test_a_connection_gone_under_the_engine_is_unavailable_not_a_refusal(linked, fake):
+    fake.connected = False  # whatsmeow noticed before the Disconnected event reached us
+    for attempt in (lambda: linked.send(CONTACT, text="x"),
+                    lambda: linked.send(CONTACT, media=OutboundMedia(data=b"%PDF", mimetype="application/pdf")),
+                    lambda: linked.mark_read(CONTACT, ["3EB0X"]),
+                    lambda: linked.send_presence(CONTACT, "paused"),
+                    lambda: linked.exists(CONTACT)):
+        with pytest.raises(EngineUnavailable):
+            attempt()
+
+
+@pytest.mark.parametrize("failure", ["send", "upload", "python"])
+def test_whatsapp_refusing_or_neonize_failing_is_send_failed_never_an_escaping_error(linked, fake, monkeypatch,
+                                                                                   failure):
+    from neonize.proto.Neonize_pb2 import SendMessageReturnFunction, UploadReturnFunction
+
+    from slotworker.engines.base import SendRefused
+
+    if failure == "send":  # e.g. whatsmeow's answer to a send the server rejected
+        monkeypatch.setattr(fake, "SendMessage", lambda *a: SendMessageReturnFunction(
+            Error="server returned error 479").SerializeToString())
+    elif failure == "upload":
+        monkeypatch.setattr(fake, "Upload", lambda *a: UploadReturnFunction(
+            Error="upload failed with status code 413").SerializeToString())
+    else:  # anything neonize's Python side might raise
+        monkeypatch.setattr(linked.client, "send_message", lambda *a, **k: (_ for _ in ()).throw(TypeError("x")))
+    with pytest.raises(SendRefused) as refused:
+        linked.send(CONTACT, media=OutboundMedia(data=b"%PDF", mimetype="application/pdf"))
+    assert refused.value.code == "send_failed"
+    assert "%PDF" not in refused.value.detail
+
+
+def test_the_harness_shows_what_the_phone_got_in_the_inbox_shape(tmp_path, monkeypatch):
+    """sent_to as simnet's inbox: built from what SendMessage received, changes applied onto their
+    target. The contract suite relies on it."""
+    import hashlib
+
+    from slotworker.engines.base import Contact, Location, Quote, Reaction
+    from tests.slotworker.engines.whatsmeow_harness import WhatsmeowHarness
+
+    harness = WhatsmeowHarness(tmp_path, monkeypatch)
+    recorder = Recorder()
+    engine = harness.engine(tmp_path / "slots" / "SLOT0001", recorder)
+    engine.start_pairing()
+    harness.scan(LINE, recorder)
+    recorder.wait("on_connected")
+    try:
+        text = engine.send(CONTACT, text="Hola")
+        voice = engine.send(CONTACT, media=OutboundMedia(data=b"OggS opus", mimetype="audio/ogg", ptt=True,
+                                                         seconds=3), reply=Quote("3EB0Q", message={
+                                                             "conversation": "¿Me llama?"}))
+        engine.send_location(CONTACT, Location(40.0, -3.5, address="Gran Vía 1"))
+        engine.send_contact(CONTACT, Contact("Ana", "BEGIN:VCARD\nEND:VCARD"))
+        engine.react(CONTACT, Reaction(text.id, "👍", from_me=True))
+        engine.edit(CONTACT, text.id, "Hola, buenas")
+        engine.revoke(CONTACT, voice.id)
+        harness.read(CONTACT, LINE, [text.id])
+        first, second, pin, card = harness.sent_to(CONTACT)
+        assert {k: first[k] for k in ("id", "from", "to", "kind", "text", "status", "reactions", "edited")} == {
+            "id": text.id, "from": LINE, "to": CONTACT, "kind": "text", "text": "Hola, buenas", "status": "read",
+            "reactions": {LINE: "👍"}, "edited": True}
+        assert isinstance(first["timestamp"], int) and "revoked" not in first
+        assert (second["kind"], second["revoked"], second["reply_to"], second["quoted_text"]) == (
+            "voice", True, "3EB0Q", "¿Me llama?")
+        assert "media" not in second
+        assert pin["location"] == {"latitude": 40.0, "longitude": -3.5, "address": "Gran Vía 1"}
+        assert card["contact"] == {"name": "Ana", "vcard": "BEGIN:VCARD\nEND:VCARD"} and card["kind"] == "contact"
+        photo = _png()
+        engine.send(CONTACT, media=OutboundMedia(data=photo, mimetype="image/png", caption="El salón"))
+        assert harness.sent_to(CONTACT)[-1]["media"] == {
+            "mimetype": "image/png", "caption": "El salón", "ptt": False, "sha256": hashlib.sha256(photo).hexdigest()}
+        engine.react(CONTACT, Reaction(text.id, "", from_me=True))
+        assert harness.sent_to(CONTACT)[0]["reactions"] == {}
+        engine.mark_read(CONTACT, ["3EB0IN1"])
+        engine.send_presence(CONTACT, "recording")
+        assert (harness.read_by_line(CONTACT), harness.chat_state(CONTACT)) == (["3EB0IN1"], {LINE: "recording"})
+        assert harness.chat_state("34611000099") == {}
+        assert engine.exists("34611000099").exists is False
+        harness.join("34611000099")
+        assert engine.exists("34611000099").exists is True
+        group = harness.create_group("Pisos", [CONTACT, LINE])
+        posted = engine.send(group, text="Hola a todos")
+        (entry,) = harness.sent_to_group(group)
+        assert (entry["id"], entry["group"], entry["kind"], entry["text"]) == (posted.id, group, "text", "Hola a todos")
+        assert posted.id not in [e["id"] for e in harness.sent_to(CONTACT)]
+    finally:
+        engine.stop()
