@@ -81,6 +81,18 @@ def create_app(network: Network) -> Flask:
     def inbox(number):
         return jsonify(network.inbox(number))
 
+    @app.get("/phones/<number>/read-by-line")
+    def read_by_line(number):
+        return jsonify(network.read_by_line(number))
+
+    @app.get("/phones/<number>/chat-state")
+    def chat_state(number):
+        return jsonify(network.chat_state(number))
+
+    @app.get("/exists/<number>")
+    def exists(number):
+        return jsonify(number=number, exists=network.exists(number))
+
     @app.post("/phones/<number>/read")
     def read(number):
         data = body()
@@ -136,6 +148,14 @@ def create_app(network: Network) -> Flask:
         data = body()
         return jsonify(network.rename_group(group_id, data.get("name"), data.get("by")))
 
+    @app.get("/groups/<group_id>/inbox")
+    def group_inbox(group_id):
+        return jsonify(network.group_inbox(group_id))
+
+    @app.get("/groups/<group_id>/chat-state")
+    def group_chat_state(group_id):
+        return jsonify(network.group_chat_state(group_id))
+
     @app.post("/groups/<group_id>/members")
     def change_members(group_id):
         data = body()
@@ -186,6 +206,21 @@ def create_app(network: Network) -> Flask:
     @app.post("/devices/<device_id>/send")
     def device_send(device_id):
         return jsonify(network.device_sends(device_id, device_secret(), body(), base_url()))
+
+    @app.post("/devices/<device_id>/read")
+    def device_read(device_id):
+        data = body()
+        return jsonify(network.device_reads(device_id, device_secret(), data.get("chat"), data.get("ids"),
+                                            data.get("sender")))
+
+    @app.post("/devices/<device_id>/presence")
+    def device_presence(device_id):
+        data = body()
+        return jsonify(network.device_presence(device_id, device_secret(), data.get("to"), data.get("state")))
+
+    @app.get("/devices/<device_id>/exists/<number>")
+    def device_exists(device_id, number):
+        return jsonify(network.device_exists(device_id, device_secret(), number))
 
     @app.get("/devices/<device_id>/lid/<lid>")
     def phone_for_lid(device_id, lid):

@@ -3,8 +3,9 @@
 It stands for the outside world, so its state is its own: in memory, saved to a JSON file under its
 own folder shortly after every change (linked devices and the events held for them survive a
 restart, as WhatsApp's do), and media files under ``media/`` there. Each concept lives in its own
-module (pairing, devices, phones, groups, messages, media); this facade holds the one lock and its
-condition, runs every call under it, wakes the long polls after a change and saves.
+module (pairing, devices, phones, groups, messages and their content, inboxes, line actions, media);
+this facade holds the one lock and its condition, runs every call under it, wakes the long polls
+after a change and saves.
 """
 
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 from simnet.common import LINE, SimError
 from simnet.devices import Devices
 from simnet.groups import Groups
+from simnet.line_actions import LineActions
 from simnet.media import MediaServer
 from simnet.messages import Messages
 from simnet.pairing import QR_PREFIX, Pairing, QrSchedule
@@ -39,6 +41,7 @@ class Network:
         self.groups = Groups(self.devices, self.phones)
         self.media = MediaServer(self.state_dir / "media")
         self.messages = Messages(self.devices, self.phones, self.groups, self.media)
+        self.line_actions = LineActions(self.devices, self.phones, self.groups)
         self.pairing = Pairing(schedule or QrSchedule(), self._changed, self._link)
         self._dirty = threading.Event()
         self._load()
@@ -106,6 +109,15 @@ class Network:
     def device_sends(self, device_id: str, secret: str, data: dict, base_url: str = "") -> dict:
         return self._change(self.messages.device_sends, device_id, secret, data, base_url)
 
+    def device_reads(self, device_id: str, secret: str, chat: str, ids: list[str], sender: str | None = None) -> dict:
+        return self._change(self.line_actions.read, device_id, secret, chat, ids, sender)
+
+    def device_presence(self, device_id: str, secret: str, to: str, state: str) -> dict:
+        return self._change(self.line_actions.presence, device_id, secret, to, state)
+
+    def device_exists(self, device_id: str, secret: str, phone: str) -> dict:
+        return self._read(self.line_actions.exists, device_id, secret, phone)
+
     def logout(self, device_id: str, secret: str) -> None:
         def logout():
             self.devices.authenticate(device_id, secret)
@@ -135,6 +147,16 @@ class Network:
 
     def inbox(self, phone: str) -> list[dict]:
         return self._read(self.phones.inbox, phone)
+
+    def read_by_line(self, phone: str) -> list[str]:
+        return self._read(self.line_actions.read_ids, phone)
+
+    def chat_state(self, chat: str) -> dict:
+        """{line: state}: the presence each line last showed in its chat with that phone (or group JID)."""
+        return self._read(self.line_actions.chat_state, chat)
+
+    def exists(self, phone: str) -> bool:
+        return self._read(lambda: phone in self.phones.known)
 
     def read(self, phone: str, line: str, ids: list[str], kind: str | None = None) -> dict:
         return self._change(self.phones.read, phone, line, ids, kind)
@@ -178,6 +200,13 @@ class Network:
                        by: str | None = None) -> dict:
         return self._change(self.groups.change_members, group_id, add, remove, by)
 
+    def group_inbox(self, group_id: str) -> list[dict]:
+        """What lines posted in the group, as its members' phones show it."""
+        return self._read(lambda: self.phones.inboxes.of_group(self.groups.get(group_id)[0]))
+
+    def group_chat_state(self, group_id: str) -> dict:
+        return self._read(lambda: self.line_actions.chat_state(f"{self.groups.get(group_id)[0]}@g.us"))
+
     # --- persistence (the network's own folder, never the gateway's Redis) ---
 
     @property
@@ -193,7 +222,8 @@ class Network:
     def flush(self) -> None:
         with self._lock:
             self._dirty.clear()
-            state = {**self.devices.saved(), **self.phones.saved(), **self.groups.saved()}
+            state = {**self.devices.saved(), **self.phones.saved(), **self.groups.saved(),
+                     **self.line_actions.saved()}
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".state-")
             with os.fdopen(fd, "w") as f:
@@ -207,3 +237,4 @@ class Network:
         self.devices.load(state)
         self.phones.load(state)
         self.groups.load(state)
+        self.line_actions.load(state)

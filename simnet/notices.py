@@ -24,10 +24,17 @@ GO_ZERO_TIME_UNIX = -62135596800
 REMOTE_PLATFORM, REMOTE_VERSION = "android", "2.25.21.78"
 
 
-def receipt(phone: str, message_ids: list[str], kind: str) -> dict:
-    """The phone ``phone`` received / read / played messages the line sent it."""
+def _chat_of(phone: str, group_id: str | None) -> Where:
+    """Where ``phone`` acts: its chat with the line, or a (LID-addressed) group it is in."""
+    if group_id is None:
+        return Where(chat=pn(phone), sender=pn(phone))
+    return Where(chat=group(group_id), sender=lid(phone), is_group=True)
+
+
+def receipt(phone: str, message_ids: list[str], kind: str, group_id: str | None = None) -> dict:
+    """The phone ``phone`` received / read / played messages the line sent it (in a group: there)."""
     ev = ReceiptEv(MessageIDs=message_ids, Timestamp=int(time.time()), Type=RECEIPT_TYPES[kind])
-    ev.MessageSource.CopyFrom(Where(chat=pn(phone), sender=pn(phone)).source())
+    ev.MessageSource.CopyFrom(_chat_of(phone, group_id).source())
     return as_json(ev)
 
 
@@ -52,12 +59,12 @@ def call_terminate(caller: str, call_id: str, reason: str) -> dict:
     return as_json(ev)
 
 
-def chat_presence(phone: str, state: str) -> dict:
+def chat_presence(phone: str, state: str, group_id: str | None = None) -> dict:
     """composing / paused / recording (whatsmeow: COMPOSING with media "audio")."""
     ev = ChatPresenceEv(State=ChatPresence.PAUSED if state == "paused" else ChatPresence.COMPOSING)
     if state == "recording":
         ev.Media = ChatPresence.AUDIO
-    ev.MessageSource.CopyFrom(Where(chat=pn(phone), sender=pn(phone)).source())
+    ev.MessageSource.CopyFrom(_chat_of(phone, group_id).source())
     return as_json(ev)
 
 

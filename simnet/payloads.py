@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from neonize.events import MessageEv, UndecryptableMessageEv
 from neonize.proto.Neonize_pb2 import JID, AddressingMode, MessageSource, UndecryptableMessage
 from neonize.proto.waCommon.WACommon_pb2 import MessageKey
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message, ProtocolMessage
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, Message, ProtocolMessage
 from neonize.utils.jid import build_jid
 
 from simnet.common import GROUP_SERVER, LID_SERVER, lid_of
@@ -73,8 +73,46 @@ def message_event(message_id: str, where: Where, content: Message, kind: str = "
     return as_json(ev)
 
 
-def text(message_id: str, where: Where, body: str) -> dict:
-    return message_event(message_id, where, Message(conversation=body))
+def reply_context(stanza_id: str, participant: JID, quoted: Message | None) -> ContextInfo:
+    """What a reply carries (whatsmeow's and neonize's build_reply_message): the quoted message's id,
+    its author, and the quoted message itself when the sender had it."""
+    context = ContextInfo(stanzaID=stanza_id, participant=jid_text(participant))
+    if quoted is not None:
+        context.quotedMessage.CopyFrom(quoted)
+    return context
+
+
+def text(message_id: str, where: Where, body: str, context: ContextInfo | None = None) -> dict:
+    """A text: ``conversation``, or ``extendedTextMessage`` when it quotes a message (a reply)."""
+    if context is None:
+        return message_event(message_id, where, Message(conversation=body))
+    content = Message()
+    content.extendedTextMessage.text = body
+    content.extendedTextMessage.contextInfo.CopyFrom(context)
+    return message_event(message_id, where, content)
+
+
+def location(message_id: str, where: Where, latitude: float, longitude: float, name: str | None = None,
+             address: str | None = None, context: ContextInfo | None = None) -> dict:
+    content = Message()
+    pin = content.locationMessage
+    pin.degreesLatitude, pin.degreesLongitude = latitude, longitude
+    if name:
+        pin.name = name
+    if address:
+        pin.address = address
+    if context is not None:
+        pin.contextInfo.CopyFrom(context)
+    return message_event(message_id, where, content)
+
+
+def contact(message_id: str, where: Where, name: str, vcard: str, context: ContextInfo | None = None) -> dict:
+    content = Message()
+    card = content.contactMessage
+    card.displayName, card.vcard = name, vcard
+    if context is not None:
+        card.contextInfo.CopyFrom(context)
+    return message_event(message_id, where, content)
 
 
 MEDIA_FIELD = {"image": "imageMessage", "video": "videoMessage", "audio": "audioMessage",
@@ -82,8 +120,10 @@ MEDIA_FIELD = {"image": "imageMessage", "video": "videoMessage", "audio": "audio
 
 
 def media(message_id: str, where: Where, kind: str, upload, url: str, direct_path: str, mimetype: str,
-          filename: str | None = None, caption: str | None = None, ptt: bool = False) -> dict:
-    """A photo, video, audio or document: the encrypted file's reference (``upload`` an Encrypted)."""
+          filename: str | None = None, caption: str | None = None, ptt: bool = False, seconds: int | None = None,
+          thumbnail: bytes | None = None, context: ContextInfo | None = None) -> dict:
+    """A photo, video, audio or document: the encrypted file's reference (``upload`` an Encrypted);
+    ``seconds`` and a JPEG ``thumbnail`` as the sender measured and made them (audio, video)."""
     content = Message()
     fields = getattr(content, MEDIA_FIELD[kind])
     fields.URL = url
@@ -98,7 +138,12 @@ def media(message_id: str, where: Where, kind: str, upload, url: str, direct_pat
         fields.caption = caption
     if kind == "audio":
         fields.PTT = bool(ptt)
-        fields.seconds = 0
+    if kind in ("audio", "video"):
+        fields.seconds = seconds or 0
+    if kind == "video" and thumbnail:
+        fields.JPEGThumbnail = thumbnail
+    if context is not None:
+        fields.contextInfo.CopyFrom(context)
     if kind == "document":
         fields.fileName = filename or "file"
         fields.title = filename or "file"

@@ -10,6 +10,7 @@ import secrets
 from simnet import notices, payloads
 from simnet.common import SimError, lid_of, message_id, number
 from simnet.devices import Devices
+from simnet.inbox import Inboxes
 
 
 class Phones:
@@ -17,7 +18,7 @@ class Phones:
         self.devices = devices
         self.known: dict[str, str] = {}  # number -> LID user
         self.by_lid: dict[str, str] = {}  # LID user -> number: the network's LID store
-        self.inboxes: dict[str, list[dict]] = {}
+        self.inboxes = Inboxes()
         self.messages: dict[str, dict] = {}  # id -> {"from", "to" | "group"}: every chat's messages
         self.calls: dict[str, tuple[str, str]] = {}  # call id -> (caller, line)
 
@@ -60,11 +61,12 @@ class Phones:
             raise SimError(422, "unknown_message", f"'message_id' names no message {whose}in this chat.")
         return found
 
-    def deliver_to_inbox(self, to: str, entry: dict) -> None:
-        self.inboxes.setdefault(to, []).append(entry)
+    def author(self, message: str) -> str | None:
+        found = self.messages.get(message) if isinstance(message, str) else None
+        return found["from"] if found else None
 
     def inbox(self, phone: str) -> list[dict]:
-        return [dict(entry) for entry in self.inboxes.get(phone, [])]
+        return self.inboxes.of_phone(phone)
 
     # --- what a phone does in its chat with a line ---
 
@@ -81,7 +83,7 @@ class Phones:
             raise SimError(422, "invalid_type", "'type' is read or played.")
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
             raise SimError(422, "invalid_ids", "'ids' is a non-empty list of message ids.")
-        entries = {e["id"]: e for e in self.inboxes.get(phone, []) if e.get("from") == line}
+        entries = self.inboxes.from_line(phone, line)
         unknown = [i for i in ids if i not in entries]
         if unknown:
             raise SimError(422, "unknown_message", f"The line sent this phone no message {unknown[0]}.")
@@ -127,10 +129,10 @@ class Phones:
     # --- persistence ---
 
     def saved(self) -> dict:
-        return {"phones": sorted(self.known), "inboxes": self.inboxes, "messages": self.messages}
+        return {"phones": sorted(self.known), **self.inboxes.saved(), "messages": self.messages}
 
     def load(self, state: dict) -> None:
         for phone in state.get("phones", []):
             self.know(phone)
-        self.inboxes = state.get("inboxes", {})
+        self.inboxes.load(state)
         self.messages = state.get("messages", {})
