@@ -22,6 +22,8 @@ events over one at a time. The operations:
                                                       a phone sends a photo, voice note or document
   {"op": "forget_media"}                              the media server forgets every file
   {"op": "lid", "lid": "<lid user>", "phone": "34…"}  whatsmeow's LID store learns a mapping
+  {"op": "join", "number": "34…"}                     that number is on WhatsApp (IsOnWhatsApp: in)
+  {"op": "group", "id": "120363…", "members": ["34…"]}  a group on WhatsApp (the line in it if listed)
   {"op": "event", "source": "<whatsmeow event, e.g. Receipt>", "payload": <its JSON>}
                                                       any event (json_format.ParseDict into neonize's class)
 """
@@ -511,6 +513,7 @@ class FakeGo:
     def joined_group(self, group: str, name: str, owner_lid: str, members: dict[str, str]) -> None:
         """The line was put in a LID-addressed group; ``members``: phone -> lid user."""
         self.groups[group] = set(members)
+        self.registered.update(members)
         ev = JoinedGroupEv(Type="new", Reason="", CreateKey="")
         info = ev.GroupInfo
         info.JID.CopyFrom(build_jid(group, server="g.us"))
@@ -587,6 +590,11 @@ class FakeGo:
             self.forget_media()
         elif op == "lid":
             self.lids[command["lid"]] = command["phone"]
+        elif op == "join":
+            self.registered.add(command["number"])
+        elif op == "group":
+            self.groups[command["id"].split("@")[0]] = set(command["members"])
+            self.registered.update(command["members"])
         elif op == "event":
             self.emit_json(command["source"], command["payload"])
 

@@ -729,3 +729,22 @@ def test_the_harness_shows_what_the_phone_got_in_the_inbox_shape(tmp_path, monke
         assert posted.id not in [e["id"] for e in harness.sent_to(CONTACT)]
     finally:
         engine.stop()
+
+
+def test_control_file_ops_make_numbers_and_groups_known_to_whatsapp(tmp_path, fake, monkeypatch):
+    import json
+
+    from tests.gateway import wait_for
+    from tests.slotworker.engines.fakego import CONTROL_ENV
+
+    monkeypatch.setenv(CONTROL_ENV, str(tmp_path / "control"))
+    folder = tmp_path / "control" / "SLOT0001"
+    folder.mkdir(parents=True)
+    engine = linked_engine(tmp_path, fake, Recorder())
+    assert engine.exists("34611000040").exists is False
+    (folder / "1.json").write_text(json.dumps({"op": "join", "number": "34611000040"}))
+    (folder / "2.json").write_text(json.dumps({"op": "group", "id": f"{GROUP}@g.us", "members": [LINE, CONTACT]}))
+    wait_for(lambda: GROUP in fake.groups and "34611000040" in fake.registered, timeout=5, what="both ops done")
+    assert engine.exists("34611000040").exists is True
+    assert engine.send(f"{GROUP}@g.us", text="Hola").id
+    engine.stop()

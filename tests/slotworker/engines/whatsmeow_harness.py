@@ -132,6 +132,7 @@ class WhatsmeowHarness:
             self.fake.joined_group(group_id, name, lids[members[0]], lids)
         else:
             self.fake.groups[group_id] = set(members)
+            self.fake.registered.update(members)  # phones in a group are on WhatsApp
         return f"{group_id}@g.us"
 
     def rename_group(self, group_id: str, name: str) -> None:
