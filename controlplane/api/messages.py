@@ -6,6 +6,7 @@ Thin views: each hands its body to messaging/outbound.py, which parses, checks a
 from apiflask import APIBlueprint
 from flask import current_app, jsonify, request
 
+from controlplane.api import ok_text
 from controlplane.api.openapi import request_body
 from controlplane.api.schemas import OK_TEXT, json_response
 
@@ -55,7 +56,7 @@ def send():
 def read():
     """Mark received messages as read (blue ticks)"""
     _outbound().read(request.get_json(silent=True))
-    return "OK"
+    return ok_text()
 
 
 @bp.post("/presence")
@@ -68,7 +69,7 @@ def read():
 def presence():
     """Show the line typing or recording in a chat, or stop"""
     _outbound().presence(request.get_json(silent=True))
-    return "OK"
+    return ok_text()
 
 
 @bp.post("/revoke")
@@ -82,7 +83,7 @@ def presence():
 def revoke():
     """Delete a message the line sent, for everyone"""
     _outbound().revoke(request.get_json(silent=True))
-    return "OK"
+    return ok_text()
 
 
 @bp.post("/edit")
@@ -97,7 +98,7 @@ def revoke():
 def edit():
     """Replace the text of a message the line sent"""
     _outbound().edit(request.get_json(silent=True))
-    return "OK"
+    return ok_text()
 
 
 @bp.route("/exists/<line>/<number>", methods=["GET"])

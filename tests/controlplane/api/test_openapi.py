@@ -10,6 +10,7 @@ import os
 import re
 
 import jsonschema_rs
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -33,6 +34,8 @@ CONTRACT = {  # the manual's table, the contract's additions and the operations 
     ("GET", "/resumeid/{slot}"), ("GET", "/kill/{line}"), ("GET", "/killid/{slot}"),
     ("POST", "/kill/{line}"), ("GET", "/slots2lines"), ("GET", "/lines2slots"), ("POST", "/send"),
     ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/qr/{slot}"), ("POST", "/cancel/{slot}"),
+    ("POST", "/read"), ("POST", "/presence"), ("POST", "/revoke"), ("POST", "/edit"),
+    ("GET", "/exists/{line}/{number}"),
 }
 
 # The operationIds generated clients are built from: changing one breaks every integrator's code, so
@@ -53,6 +56,8 @@ OPERATION_IDS = {
     ("GET", "/kill/{line}"): "killLine", ("POST", "/kill/{line}"): "killLinePost",
     ("GET", "/killid/{slot}"): "killSlot", ("POST", "/killid/{slot}"): "killSlotPost",
     ("POST", "/send"): "sendMessage", ("POST", "/media"): "downloadMedia",
+    ("POST", "/read"): "markRead", ("POST", "/presence"): "sendPresence", ("POST", "/revoke"): "revokeMessage",
+    ("POST", "/edit"): "editMessage", ("GET", "/exists/{line}/{number}"): "numberExists",
     ("GET", "/health"): "getHealth", ("GET", "/ready"): "getReadiness", ("GET", "/metrics"): "getMetrics",
 }
 # The contract's "Inbound delivery to inmovilla" table, with the schema each envelope has.
@@ -151,6 +156,22 @@ def test_media_is_plain_properties_that_generators_keep():
     assert media["properties"]["url"]["type"] == media["properties"]["data"]["type"] == "string"
     assert media["properties"]["ptt"]["type"] == ["boolean", "null"]
     assert "Exactly one of `url`" in media["description"] and "invalid_media" in media["description"]
+
+
+@pytest.mark.parametrize(("name", "fields"), [
+    ("Location", {"latitude", "longitude", "name", "address"}), ("Contact", {"name", "number", "vcard"}),
+    ("Reaction", {"message_id", "emoji"}), ("Existence", {"number", "exists", "jid"}),
+])
+def test_every_content_kind_is_plain_properties_too(name, fields):
+    kind = DOCUMENT["components"]["schemas"][name]
+    assert _combinators(kind) == [] and kind["type"] == "object" and set(kind["properties"]) == fields
+
+
+def test_send_names_every_content_kind_and_the_reply():
+    send = DOCUMENT["components"]["schemas"]["SendRequest"]
+    assert {"text", "media", "location", "contact", "reaction", "reply_to", "quoted"} <= set(send["properties"])
+    assert re.fullmatch(send["properties"]["to"]["pattern"], "120363012345678901@g.us")
+    assert re.fullmatch(send["properties"]["to"]["pattern"], "34611122233")
 
 
 def test_the_media_rule_is_kept_by_the_server(gateway):
@@ -271,6 +292,13 @@ def test_real_slots_through_every_operation_answer_as_documented(gateway, new_li
         ("POST", "/cancel/{slot}", {"slot": spare}, None, 200), ("GET", "/cancel/{slot}", {"slot": spare}, None, 422),
         ("GET", "/enroll/{slot}", {"slot": enrolled}, None, 422),
         ("POST", "/send", {}, {"line": line, "to": other, "text": "checked against the document"}, 200),
+        ("POST", "/send", {}, {"line": line, "to": other, "location": {"latitude": 40.4, "longitude": -3.7}}, 200),
+        ("POST", "/send", {}, {"line": line, "to": other, "reaction": {"message_id": "NOPE", "emoji": "👍"}}, 422),
+        ("POST", "/presence", {}, {"line": line, "to": other, "state": "composing"}, 200),
+        ("POST", "/read", {}, {"line": line, "chat": other, "message_ids": ["NOPE"]}, 422),
+        ("POST", "/revoke", {}, {"line": line, "to": other, "message_id": "NOPE"}, 422),
+        ("POST", "/edit", {}, {"line": line, "to": other, "message_id": "NOPE", "text": "x"}, 422),
+        ("GET", "/exists/{line}/{number}", {"line": line, "number": other}, None, 200),
         ("GET", "/sleep/{line}", {"line": line}, None, 200), ("GET", "/sleepid/{slot}", {"slot": enrolled}, None, 422),
         ("POST", "/send", {}, {"slot": enrolled, "to": other, "text": "asleep"}, 422),
         ("GET", "/resume/{line}", {"line": line}, None, 200),
