@@ -12,7 +12,6 @@ HTTP server of the test.
 import base64
 import importlib
 import json
-import os
 import subprocess
 import sys
 
@@ -20,12 +19,15 @@ import httpx
 import pytest
 
 from controlplane.cli import decode_qr_png
+from tests.e2e.samples import image, ogg_opus
 from tests.gateway import wait_for
+from tests.helpers import delivered_message
 from tests.httpserver import QuietHandler, serving
 
 PACKAGE = "whin_client"
-PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(1500)
+PNG = image("PNG")
 SENDER = "34611177788"
+OGG_OPUS = ogg_opus(3)
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +146,51 @@ def test_a_slots_life_through_the_generated_client(generated, gateway, receiver,
     (message,) = [models.MessageEvent.from_dict(e) for e in delivered if e["type"] == "message"]
     assert (message.from_, message.slot, message.type_) == (SENDER, slot, "message")
     assert message.payload.message["conversation"] == "Sí, ¿cuándo puedo verlo?"
+
+
+def test_every_kind_and_chat_action_through_the_generated_client(generated, gateway, receiver, new_line):
+    """Each /send kind and each chat action built from the document's typed models, on a real line."""
+    models = generated("models")
+    client = generated("client").AuthenticatedClient(
+        base_url=gateway.url, token=gateway.admin_token, timeout=httpx.Timeout(60), raise_on_unexpected_status=True)
+    line, to = new_line(), new_line()
+    gateway.enrolled_slot(line)
+    send = generated("api.messages.send_message").sync
+
+    def sent(**content):
+        answer = send(client=client, body=models.SendRequest(to=to, line=line, **content))
+        assert isinstance(answer, models.SendResult), answer
+        return answer.id
+
+    text = sent(text="El piso tiene 3 habitaciones")
+    pin = sent(location=models.Location(latitude=40.4168, longitude=-3.7038, name="Piso en Sol"))
+    card = sent(contact=models.Contact(name="Ana (agente)", number="34611177788"))
+    voice = sent(media=models.Media(data=base64.b64encode(OGG_OPUS).decode(), mimetype="audio/ogg", ptt=True))
+    quoting = sent(text="¿Le va bien el martes?", reply_to=text)
+    sent(reaction=models.Reaction(message_id=text, emoji="👍"))
+    edited = generated("api.messages.edit_message").sync(client=client, body=models.EditRequest(
+        to=to, line=line, message_id=text, text="El piso tiene 4 habitaciones"))
+    assert edited == "OK", edited
+    typing = generated("api.messages.send_presence").sync(client=client, body=models.PresenceRequest(
+        to=to, line=line, state=models.PresenceRequestState.COMPOSING))
+    assert typing == "OK", typing
+    assert generated("api.messages.revoke_message").sync(client=client, body=models.RevokeRequest(
+        to=to, line=line, message_id=card)) == "OK"
+    known = generated("api.messages.number_exists").sync(line, to, client=client)
+    assert isinstance(known, models.Existence) and known.exists is True and known.number == to, known
+
+    question = gateway.phone_sends(to, line, "¿Tiene garaje?")
+    delivered_message(receiver, line, "¿Tiene garaje?")
+    read = generated("api.messages.mark_read").sync(client=client, body=models.ReadRequest(
+        chat=to, line=line, message_ids=[question]))
+    assert read == "OK", read
+    refused = generated("api.messages.revoke_message").sync(client=client, body=models.RevokeRequest(
+        to=to, line=line, message_id=question))
+    assert isinstance(refused, models.Error) and refused.error == "not_own_message", refused
+
+    inbox = {m["id"]: m for m in gateway.inbox(to)}
+    assert (inbox[text]["text"], inbox[text].get("edited"), inbox[text]["reactions"]) == (
+        "El piso tiene 4 habitaciones", True, {line: "👍"})
+    assert (inbox[pin]["kind"], inbox[voice]["kind"], inbox[quoting]["reply_to"]) == ("location", "voice", text)
+    assert inbox[card].get("revoked") is True
+    assert question in gateway.simnet("GET", f"/phones/{to}/read-by-line")

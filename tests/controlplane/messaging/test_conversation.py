@@ -30,25 +30,12 @@ from slotworker.engines.base import (
     SendResult,
 )
 from slotworker.outage import Patience
+from tests.e2e.samples import ogg_opus
 from tests.gateway import QUEUE_KEY
 from tests.helpers import active_slot
 
 LINE, TO, MEMBER = "34666000333", "34611122233", "34622233344"
 GROUP = "120363012345678901@g.us"
-OPUS_HEAD = b"OpusHead\x01\x01\x38\x01\x80\xbb\x00\x00\x00\x00\x00"
-
-
-def ogg_page(granule: int, packet: bytes, sequence: int) -> bytes:
-    """One Ogg page holding one packet (no CRC check is made by the reader)."""
-    segments = [255] * (len(packet) // 255) + [len(packet) % 255]
-    return (b"OggS\x00\x00" + granule.to_bytes(8, "little", signed=True) + b"\x01\x00\x00\x00"
-            + sequence.to_bytes(4, "little") + b"\x00\x00\x00\x00" + bytes([len(segments)]) + bytes(segments) + packet)
-
-
-def ogg_opus(seconds: int) -> bytes:
-    """A minimal OGG/Opus file that says it lasts ``seconds`` (pre-skip 312 samples, as libopus writes)."""
-    return (ogg_page(0, OPUS_HEAD, 0) + ogg_page(0, b"OpusTags" + bytes(8), 1)
-            + ogg_page(seconds * 48000 + 312, b"\xfc" * 40, 2))
 
 
 class Engine:

@@ -11,7 +11,7 @@ from controlplane.core.errors import Refused
 from controlplane.messaging.media_fetch import MediaAllow, MediaFetcher
 from controlplane.messaging.outbound_media import MediaPreparer
 from controlplane.messaging.transcode import OPUS_MIMETYPE, Transcoder, ogg_opus_seconds
-from tests.controlplane.messaging.test_conversation import ogg_opus
+from tests.e2e.samples import ogg_opus
 
 
 @pytest.fixture(scope="module")
