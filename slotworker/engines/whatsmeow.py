@@ -319,22 +319,23 @@ class WhatsmeowEngine(Engine):
              reply: Quote | None = None) -> SendResult:
         chat = whatsmeow_send.jid(to)
         with self._refusals():
+            context = whatsmeow_send.context_info(reply, to)
             if text is not None:
-                return self._sent(chat, whatsmeow_send.text_message(text, reply, to))
+                return self._sent(chat, whatsmeow_send.text_message(text, context))
             kind = whatsmeow_send.kind_of(media)
             preview = whatsmeow_send.image_preview(media.data) if kind == "image" else None
             uploaded = self.client.upload(media.data, whatsmeow_send.media_type(kind))
-            return self._sent(chat, whatsmeow_send.media_message(media, kind, uploaded, preview, reply, to))
+            return self._sent(chat, whatsmeow_send.media_message(media, kind, uploaded, preview, context))
 
     def send_location(self, to: str, location: Location, reply: Quote | None = None) -> SendResult:
         chat = whatsmeow_send.jid(to)
         with self._refusals():
-            return self._sent(chat, whatsmeow_send.location_message(location, reply, to))
+            return self._sent(chat, whatsmeow_send.location_message(location, whatsmeow_send.context_info(reply, to)))
 
     def send_contact(self, to: str, contact: Contact, reply: Quote | None = None) -> SendResult:
         chat = whatsmeow_send.jid(to)
         with self._refusals():
-            return self._sent(chat, whatsmeow_send.contact_message(contact, reply, to))
+            return self._sent(chat, whatsmeow_send.contact_message(contact, whatsmeow_send.context_info(reply, to)))
 
     def react(self, to: str, reaction: Reaction) -> SendResult:
         chat = whatsmeow_send.jid(to)

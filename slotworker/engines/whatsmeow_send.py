@@ -108,8 +108,7 @@ def image_preview(data: bytes) -> tuple[int, int, bytes]:
     return width, height, out.getvalue()
 
 
-def media_message(media: OutboundMedia, kind: str, uploaded, preview=None, quote: Quote | None = None,
-                  chat: str = ""):
+def media_message(media: OutboundMedia, kind: str, uploaded, preview=None, context=None):
     """The message for an uploaded file (``uploaded``: neonize's UploadResponse)."""
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
@@ -132,22 +131,23 @@ def media_message(media: OutboundMedia, kind: str, uploaded, preview=None, quote
         part.JPEGThumbnail = media.thumbnail
     if kind == "document" and media.filename:
         part.fileName = part.title = media.filename
-    _quote_into(part, quote, chat)
+    if context is not None:
+        part.contextInfo.CopyFrom(context)
     return message
 
 
-def text_message(text: str, quote: Quote | None = None, chat: str = ""):
+def text_message(text: str, context=None):
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
-    if quote is None:
+    if context is None:
         return Message(conversation=text)
     message = Message()
     message.extendedTextMessage.text = text
-    _quote_into(message.extendedTextMessage, quote, chat)
+    message.extendedTextMessage.contextInfo.CopyFrom(context)
     return message
 
 
-def location_message(location: Location, quote: Quote | None = None, chat: str = ""):
+def location_message(location: Location, context=None):
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
     message = Message()
@@ -157,28 +157,30 @@ def location_message(location: Location, quote: Quote | None = None, chat: str =
         part.name = location.name
     if location.address:
         part.address = location.address
-    _quote_into(part, quote, chat)
+    if context is not None:
+        part.contextInfo.CopyFrom(context)
     return message
 
 
-def contact_message(contact: Contact, quote: Quote | None = None, chat: str = ""):
+def contact_message(contact: Contact, context=None):
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
     message = Message()
     message.contactMessage.displayName = contact.name
     message.contactMessage.vcard = contact.vcard
-    _quote_into(message.contactMessage, quote, chat)
+    if context is not None:
+        message.contactMessage.contextInfo.CopyFrom(context)
     return message
 
 
-def _quote_into(part, quote: Quote | None, chat: str) -> None:
-    """contextInfo of a reply: the quoted id, its author and (when the caller gave it) the message."""
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+def context_info(quote: Quote | None, chat: str):
+    """The contextInfo of a reply (None without one): the quoted id, its author and, when the caller
+    gave it, the quoted message. Built before any upload, so a bad quote costs nothing."""
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, Message
 
     if quote is None:
-        return
-    context = part.contextInfo
-    context.stanzaID = quote.message_id
+        return None
+    context = ContextInfo(stanzaID=quote.message_id)
     author = quote.sender or (None if is_group(chat) else chat.rpartition("@")[0] or chat)
     if author:
         context.participant = address(author)
@@ -192,6 +194,7 @@ def _quote_into(part, quote: Quote | None, chat: str) -> None:
             if field.message_type is not None and "contextInfo" in sub.DESCRIPTOR.fields_by_name:
                 sub.ClearField("contextInfo")
         context.quotedMessage.CopyFrom(quoted)
+    return context
 
 
 # --- changes to earlier messages ---

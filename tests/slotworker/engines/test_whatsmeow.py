@@ -525,9 +525,14 @@ def test_a_reply_carries_the_quoted_id_its_author_and_the_quoted_message(linked,
 def test_a_quoted_message_that_is_no_message_is_refused_before_anything_is_sent(linked, fake):
     from slotworker.engines.base import Quote, SendRefused
 
-    with pytest.raises(SendRefused) as refused:
-        linked.send(CONTACT, text="x", reply=Quote(message_id="3EB0Q", message={"conversation": {"nested": 1}}))
-    assert refused.value.code == "send_failed" and not fake.outbox
+    bad = Quote(message_id="3EB0Q", message={"conversation": {"nested": 1}})
+    for attempt in (lambda: linked.send(CONTACT, text="x", reply=bad),
+                    lambda: linked.send(CONTACT, media=OutboundMedia(data=b"%PDF", mimetype="application/pdf"),
+                                        reply=bad)):
+        with pytest.raises(SendRefused) as refused:
+            attempt()
+        assert refused.value.code == "send_failed"
+    assert not fake.outbox and not [c for c in fake.calls if c[0] == "Upload"]  # nothing uploaded for nothing
 
 
 def test_a_contact_card_is_the_given_vcard(linked, fake):

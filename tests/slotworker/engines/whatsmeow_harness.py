@@ -204,7 +204,7 @@ class WhatsmeowHarness:
         if group:
             entry["group"] = group
         message, context = out.message, None
-        if message.conversation:
+        if message.HasField("conversation"):
             entry.update(kind="text", text=message.conversation)
         elif message.HasField("extendedTextMessage"):
             entry.update(kind="text", text=message.extendedTextMessage.text)
