@@ -15,15 +15,8 @@ import requests
 
 from controlplane.core import slotfiles
 from controlplane.core.whatsapp_media import Decryptor, MediaCorrupt, media_of
-from slotworker.engines.base import (
-    Download,
-    Engine,
-    EngineUnavailable,
-    MediaRefused,
-    OutboundMedia,
-    SendRefused,
-    SendResult,
-)
+from slotworker.engines.base import Download, Engine, EngineUnavailable, MediaRefused
+from slotworker.engines.sim_send import SimConversation
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +69,7 @@ def _offline(notice: dict) -> Offline:
     return Offline(reason, details)
 
 
-class SimEngine(Engine):
+class SimEngine(SimConversation, Engine):  # sending and the rest of a conversation: sim_send.py
     name = "sim"
 
     def __init__(self, slot_id, slot_dir, settings, events):
@@ -248,31 +241,6 @@ class SimEngine(Engine):
         if response.status_code != 200:
             raise EngineUnavailable(f"WhatsApp refused a pairing code ({response.status_code})")
         return response.json()["code"]
-
-    # --- sending ---
-
-    def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None) -> SendResult:
-        creds = self.credentials()
-        if creds is None or not self._connected.is_set():
-            raise EngineUnavailable("not connected to WhatsApp")
-        body: dict = {"to": to}
-        if text is not None:
-            body["text"] = text
-        if media is not None:
-            body["media"] = {"data": base64.b64encode(media.data).decode("ascii"), "mimetype": media.mimetype,
-                             "filename": media.filename, "caption": media.caption}
-        try:
-            # A fresh connection: the session's pool is busy with the long poll on another thread.
-            response = requests.post(self._device_url(creds, "send"), json=body, headers=self._auth(creds),
-                                     timeout=10)
-        except requests.RequestException as err:
-            raise EngineUnavailable(f"WhatsApp unreachable ({type(err).__name__})") from None
-        if response.status_code == 422:
-            raise SendRefused(response.json().get("error", "refused"), response.json().get("detail", ""))
-        if response.status_code != 200:
-            raise EngineUnavailable(f"WhatsApp answered {response.status_code}")
-        sent = response.json()
-        return SendResult(id=sent["id"], timestamp=int(sent["timestamp"]))
 
     # --- media and the LID store ---
 

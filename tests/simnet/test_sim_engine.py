@@ -1,22 +1,35 @@
-"""The sim engine against a real simnet server: events by source, offline notices, media downloads
-and the LID store."""
+"""The sim engine against a real simnet server: events by source, offline notices, media downloads,
+the LID store, and everything it does in a conversation (sending every kind, reading, typing,
+exists) with simnet's refusals as the engine's."""
 
 import base64
+import io
 import threading
 
 import pytest
+from PIL import Image
 from werkzeug.serving import make_server
 
 from controlplane.core import slotfiles
 from controlplane.core.config import Settings
 from slotworker.engines import sim as sim_module
-from slotworker.engines.base import EngineUnavailable, MediaRefused
+from slotworker.engines.base import (
+    Contact,
+    EngineUnavailable,
+    Location,
+    MediaRefused,
+    OutboundMedia,
+    Quote,
+    Reaction,
+    SendRefused,
+)
 from slotworker.engines.sim import CREDENTIALS_FILE, SimEngine
 from tests.gateway import free_port, wait_for
 from tests.simnet.server import SimServer
 from tests.slotworker.engines.harness import Recorder
 
-LINE, PHONE = "34666123456", "34611222333"
+LINE, PHONE, OTHER_LINE = "34666123456", "34611222333", "34666999888"
+VCARD = "BEGIN:VCARD\nVERSION:3.0\nFN:Ana\nTEL;type=CELL;waid=34611000777:+34 611 000 777\nEND:VCARD"
 PLAIN = bytes(range(256)) * 2000 + b"end"  # ~512 KB: several download chunks
 
 
@@ -242,3 +255,155 @@ def test_a_callback_that_raises_does_not_end_the_session(sim, tmp_path):
     sim.ok("/messages", {"from": PHONE, "to": LINE, "text": "dos"})
     recorder.wait_event("Message", lambda p: p["Message"].get("conversation") == "dos", timeout=15)
     engine.stop()
+
+
+# --- a conversation ---
+
+def inbox_entry(sim: SimServer, phone: str, message_id: str) -> dict:
+    (entry,) = [e for e in sim.network.inbox(phone) if e["id"] == message_id]
+    return entry
+
+
+def received(sim: SimServer, device: dict) -> list[dict]:
+    """The Message payloads held for a device (another line), acknowledged."""
+    held = sim.events(device)
+    if held:
+        sim.events(device, after=held[-1]["seq"])
+    return [e["payload"] for e in held if e["source"] == "Message"]
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_every_kind_reaches_another_line_as_whatsapps_message(connected, sim):
+    engine, _ = connected
+    other = sim.link(OTHER_LINE)
+    text = engine.send(OTHER_LINE, text="Hola")
+    video = engine.send(OTHER_LINE, media=OutboundMedia(b"\x00\x00\x00\x18ftypmp42", "video/mp4", caption="Visita",
+                                                         seconds=12, thumbnail=b"\xff\xd8thumb"))
+    voice = engine.send(OTHER_LINE, media=OutboundMedia(b"OggS opus", "audio/ogg; codecs=opus", ptt=True, seconds=3))
+    pin = engine.send_location(OTHER_LINE, Location(40.4, -3.7, name="Ático"))
+    card = engine.send_contact(OTHER_LINE, Contact("Ana", VCARD))
+    got = {p["Info"]["ID"]: p["Message"] for p in received(sim, other)}
+    assert got[text.id] == {"conversation": "Hola"}
+    assert (got[video.id]["videoMessage"]["seconds"], got[video.id]["videoMessage"]["caption"]) == (12, "Visita")
+    assert base64.b64decode(got[video.id]["videoMessage"]["JPEGThumbnail"]) == b"\xff\xd8thumb"
+    assert (got[voice.id]["audioMessage"]["PTT"], got[voice.id]["audioMessage"]["seconds"]) == (True, 3)
+    assert got[pin.id]["locationMessage"] == {"degreesLatitude": 40.4, "degreesLongitude": -3.7, "name": "Ático"}
+    assert got[card.id]["contactMessage"] == {"displayName": "Ana", "vcard": VCARD}
+    assert len({text.id, video.id, voice.id, pin.id, card.id}) == 5 and text.timestamp > 1_700_000_000
+
+
+def test_a_reply_carries_the_quoted_id_author_and_message(connected, sim):
+    engine, recorder = connected
+    other = sim.link(OTHER_LINE)
+    question = sim.ok("/messages", {"from": OTHER_LINE, "to": LINE, "text": "¿Tiene garaje?"})["id"]
+    quoted = recorder.wait_event("Message", lambda p: p["Info"]["ID"] == question)["Message"]
+    received(sim, other)
+    answer = engine.send(OTHER_LINE, text="Sí", reply=Quote(question, sender=OTHER_LINE, message=quoted))
+    (payload,) = received(sim, other)
+    context = payload["Message"]["extendedTextMessage"]["contextInfo"]
+    assert (payload["Info"]["ID"], context["stanzaID"], context["participant"]) == (
+        answer.id, question, f"{OTHER_LINE}@s.whatsapp.net")
+    assert context["quotedMessage"] == {"conversation": "¿Tiene garaje?"}
+    entry = inbox_entry(sim, OTHER_LINE, answer.id)
+    assert (entry["reply_to"], entry["quoted_text"]) == (question, "¿Tiene garaje?")
+
+
+def test_react_revoke_and_edit_change_the_phones_inbox(connected, sim):
+    engine, _ = connected
+    first, second = engine.send(PHONE, text="uno"), engine.send(PHONE, text="dos")
+    reacted = engine.react(PHONE, Reaction(first.id, "👍", from_me=True))
+    assert reacted.id not in (first.id, second.id)
+    engine.edit(PHONE, second.id, "dos, corregido")
+    engine.revoke(PHONE, first.id)
+    one, two = inbox_entry(sim, PHONE, first.id), inbox_entry(sim, PHONE, second.id)
+    assert (one["revoked"], one["reactions"], "text" in one) == (True, {LINE: "👍"}, False)
+    assert (two["text"], two["edited"]) == ("dos, corregido", True)
+    question = sim.ok("/messages", {"from": PHONE, "to": LINE, "text": "¿Hay ascensor?"})["id"]
+    engine.react(PHONE, Reaction(question, "❤️", from_me=False, sender=PHONE))
+    assert sim.network.inbox(PHONE)[-1]["reaction"] == {"message_id": question, "emoji": "❤️"}
+
+
+def test_read_typing_and_exists(connected, sim):
+    engine, _ = connected
+    ids = [sim.ok("/messages", {"from": PHONE, "to": LINE, "text": "hola"})["id"]]
+    assert engine.mark_read(PHONE, ids) is None
+    assert sim.network.read_by_line(PHONE) == ids
+    engine.send_presence(PHONE, "recording")
+    assert sim.network.chat_state(PHONE) == {LINE: "recording"}
+    known = engine.exists(PHONE)
+    assert (known.exists, known.jid) == (True, f"{PHONE}@s.whatsapp.net")
+    unknown = engine.exists("34699000111")
+    assert (unknown.exists, unknown.jid) == (False, None)
+
+
+def test_a_group_the_line_is_in_and_one_it_is_not(connected, sim):
+    engine, _ = connected
+    gid = sim.ok("/groups", {"name": "Visitas", "members": [LINE, PHONE]})["id"]
+    sent = engine.send(gid, text="Hola a todos")
+    engine.send_presence(gid, "composing")
+    posted = sim.ok("/messages", {"from": PHONE, "group": gid, "text": "hola"})["id"]
+    engine.mark_read(gid, [posted], sender=PHONE)
+    assert [e["id"] for e in sim.network.group_inbox(gid)] == [sent.id]
+    assert sim.network.read_by_line(PHONE) == [posted]
+    elsewhere = sim.ok("/groups", {"name": "Otra", "members": [PHONE]})["id"]
+    for call in (lambda: engine.send(elsewhere, text="x"), lambda: engine.send_presence(elsewhere, "paused"),
+                 lambda: engine.send_location("120363000000000000@g.us", Location(1.0, 2.0)),
+                 lambda: engine.mark_read(elsewhere, [posted], sender=PHONE)):
+        with pytest.raises(SendRefused) as refused:
+            call()
+        assert refused.value.code == "not_in_group" and refused.value.detail
+
+
+@pytest.mark.parametrize(("call", "code"), [
+    (lambda e: e.send(PHONE, media=OutboundMedia(b"not a picture", "image/jpeg")), "invalid_media"),
+    (lambda e: e.send(PHONE, media=OutboundMedia(b"", "application/pdf")), "invalid_media"),
+    (lambda e: e.send_location(PHONE, Location(123.0, 0.0)), "send_failed"),
+    (lambda e: e.edit(PHONE, "3EB0NOTMINE", "x"), "send_failed"),
+    (lambda e: e.react(PHONE, Reaction("3EB0UNKNOWN", "👍", from_me=False)), "send_failed"),
+    (lambda e: e.send_presence(PHONE, "dancing"), "send_failed"),
+])
+def test_simnets_refusals_are_the_engines_codes(connected, sim, call, code):
+    engine, _ = connected
+    with pytest.raises(SendRefused) as refused:
+        call(engine)
+    assert refused.value.code == code and refused.value.detail
+    assert sim.network.inbox(PHONE) == []
+
+
+def test_an_image_that_decodes_is_sent(connected, sim):
+    engine, _ = connected
+    sent = engine.send(PHONE, media=OutboundMedia(_png(), "image/png", filename="salon.png", caption="El salón"))
+    assert inbox_entry(sim, PHONE, sent.id)["kind"] == "image"
+
+
+def test_every_conversation_call_needs_a_connection_and_simnet(connected, sim, tmp_path):
+    engine, _ = connected
+    calls = [lambda: engine.send(PHONE, text="x"), lambda: engine.send_location(PHONE, Location(1.0, 2.0)),
+             lambda: engine.send_contact(PHONE, Contact("Ana", VCARD)), lambda: engine.revoke(PHONE, "3EB0AA"),
+             lambda: engine.react(PHONE, Reaction("3EB0AA", "👍", from_me=True)),
+             lambda: engine.edit(PHONE, "3EB0AA", "x"), lambda: engine.mark_read(PHONE, ["3EB0AA"]),
+             lambda: engine.send_presence(PHONE, "paused"), lambda: engine.exists(PHONE)]
+    engine.base_url = f"http://127.0.0.1:{free_port()}"  # simnet unreachable
+    for call in calls:
+        with pytest.raises(EngineUnavailable):
+            call()
+    engine.stop()
+    never = engine_for(sim, tmp_path, Recorder())  # linked, never connected
+    for call in [lambda: never.exists(PHONE), lambda: never.send_presence(PHONE, "paused")]:
+        with pytest.raises(EngineUnavailable):
+            call()
+    assert sim.network.inbox(PHONE) == [] and sim.network.chat_state(PHONE) == {}
+
+
+def test_a_logged_out_device_is_unavailable_not_refused(connected, sim):
+    engine, recorder = connected
+    sim.ok(f"/phones/{LINE}/unlink")
+    recorder.wait("on_logged_out")
+    engine._connected.set()  # the session has not noticed yet
+    with pytest.raises(EngineUnavailable):
+        engine.exists(PHONE)

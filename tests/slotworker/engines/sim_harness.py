@@ -111,8 +111,27 @@ class SimHarness:
     def unlink(self, line: str) -> None:
         requests.post(f"{self.url}/phones/{line}/unlink", timeout=5).raise_for_status()
 
+    def join(self, number: str) -> None:
+        """That number is now on WhatsApp."""
+        self._post("/phones", {"number": number})
+
+    def _get(self, path: str):
+        response = requests.get(f"{self.url}{path}", timeout=5)
+        assert response.status_code == 200, (path, response.status_code, response.text)
+        return response.json()
+
     def sent_to(self, number: str) -> list[dict]:
-        return self.network.inbox(number)
+        """What the phone shows from the lines, as simnet's inbox entries, oldest first."""
+        return self._get(f"/phones/{number}/inbox")
+
+    def sent_to_group(self, group_id: str) -> list[dict]:
+        return self._get(f"/groups/{group_id}/inbox")
+
+    def read_by_line(self, number: str) -> list[str]:
+        return self._get(f"/phones/{number}/read-by-line")
+
+    def chat_state(self, number: str) -> dict:
+        return self._get(f"/phones/{number}/chat-state")
 
     def go_offline(self) -> None:
         self.server.shutdown()
