@@ -154,6 +154,34 @@ def test_reactions_edits_and_revocations_have_whatsapps_shape(sim, device):
     assert payload["Message"]["protocolMessage"]["type"] == "REVOKE" and ev.Info.Edit == "7"
 
 
+def test_a_phone_sends_locations_contacts_and_replies_as_whatsapp_builds_them(sim, device):
+    vcard = "BEGIN:VCARD\nVERSION:3.0\nFN:Luis\nEND:VCARD"
+    question = sim.ok("/messages", {"from": PHONE, "to": LINE, "location": {"latitude": 41.39, "longitude": 2.17,
+                                                                           "address": "Pl. Catalunya"}})["id"]
+    ev, _ = only(sim, device, "Message")
+    assert (ev.Info.ID, ev.Message.locationMessage.degreesLatitude, ev.Message.locationMessage.address) == (
+        question, 41.39, "Pl. Catalunya")
+    drain(sim, device)
+    sim.ok("/messages", {"from": PHONE, "to": LINE, "contact": {"name": "Luis", "vcard": vcard},
+                         "reply_to": question})
+    ev, _ = only(sim, device, "Message")
+    card = ev.Message.contactMessage
+    assert (card.displayName, card.vcard, card.contextInfo.stanzaID) == ("Luis", vcard, question)
+    assert card.contextInfo.participant == f"{PHONE}@s.whatsapp.net"  # simnet knows who wrote it
+    assert sim.network.inbox(LINE) == []  # a phone's messages are no line's: no inbox
+
+
+def test_the_lines_own_phone_reacting_edits_and_revoking_change_the_contacts_inbox(sim, device):
+    first = sim.ok("/messages", {"from": LINE, "to": PHONE, "text": "uno"})["id"]
+    second = sim.ok("/messages", {"from": LINE, "to": PHONE, "text": "dos"})["id"]
+    sim.ok("/messages", {"from": LINE, "to": PHONE, "reaction": {"message_id": first, "emoji": "👍"}})
+    sim.ok("/messages", {"from": LINE, "to": PHONE, "edit": {"message_id": first, "text": "uno bis"}})
+    sim.ok("/messages", {"from": LINE, "to": PHONE, "revoke": {"message_id": second}})
+    one, two = sim.network.inbox(PHONE)
+    assert (one["id"], one["text"], one["edited"], one["reactions"]) == (first, "uno bis", True, {LINE: "👍"})
+    assert (two["id"], two["revoked"], "text" in two) == (second, True, False)
+
+
 def test_a_phone_edits_only_its_own_messages_of_that_chat(sim, device):
     theirs = sim.ok("/messages", {"from": THIRD, "to": LINE, "text": "otro chat"})["id"]
     for body in ({"edit": {"message_id": theirs, "text": "x"}}, {"revoke": {"message_id": "3EB0NOPE"}},
