@@ -2,6 +2,7 @@
 
 import base64
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -12,11 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.assertions import assert_json_error
+from tests.e2e.samples import image
 from tests.gateway import wait_for
 from tests.httpserver import QuietHandler, serving
 
 TO = "34622000001"
-JPEG = b"\xff\xd8\xff\xe0" + os.urandom(2000)
+JPEG = image("JPEG")  # a real one: a linked device refuses to send an image that does not decode
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,9 @@ def test_send_media_given_as_base64_data(gateway, sender):
     response = gateway.api("POST", "/send", json={"line": line, "to": TO, "media": media})
     assert response.status_code == 200, response.text
     (got,) = [m for m in gateway.inbox(TO) if m["id"] == response.json()["id"]]
-    assert got["media"] == media
+    digest = hashlib.sha256(JPEG).hexdigest()
+    assert (got["kind"], got["media"]["ptt"], got["media"]["sha256"]) == ("image", False, digest)
+    assert {name: got["media"][name] for name in media} == media
 
 
 def test_send_media_fetched_from_a_url(gateway, sender, media_server):
