@@ -11,7 +11,17 @@ import pytest
 from google.protobuf import json_format
 from neonize.events import EVENT_TO_INT, ReceiptEv
 
-from slotworker.engines.base import EngineUnavailable, MediaRefused, OutboundMedia, SendResult
+from slotworker.engines.base import (
+    Contact,
+    EngineUnavailable,
+    Location,
+    MediaRefused,
+    OutboundMedia,
+    Quote,
+    Reaction,
+    SendRefused,
+    SendResult,
+)
 from tests.slotworker.engines.harness import Recorder
 from tests.slotworker.engines.sim_harness import SimHarness
 from tests.slotworker.engines.whatsmeow_harness import WhatsmeowHarness
@@ -376,3 +386,135 @@ def test_an_engine_selecting_only_messages_never_gets_a_receipt(harness, tmp_pat
             assert ("unsubscribed", "Receipt") in harness.fake.calls  # ...though the network sent one
     finally:
         engine.stop()
+
+
+# --- outbound: every kind an agent sends from a phone (issue 13), as the phone shows it ---
+
+def _entry(harness, number: str, message_id: str) -> dict:
+    return next(e for e in harness.sent_to(number) if e["id"] == message_id)
+
+
+def _ogg_opus() -> bytes:
+    """A minimal OGG/Opus stream: what a voice note carries (the control plane converts to it)."""
+    head = b"OpusHead\x01\x01\x38\x01\x80\xbb\x00\x00\x00\x00\x00"
+    return b"OggS\x00\x02" + bytes(20) + head + b"OggS\x00\x04" + bytes(20) + bytes(100)
+
+
+@pytest.mark.parametrize("mimetype, data, kind, extra", [
+    ("image/png", None, "image", {"caption": "El salón"}),
+    ("video/mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(500), "video", {"caption": "La visita", "seconds": 12}),
+    ("audio/mpeg", b"ID3" + bytes(700), "audio", {"seconds": 7}),
+    ("audio/ogg; codecs=opus", None, "voice", {"ptt": True, "seconds": 3}),
+    ("application/pdf", PDF, "document", {"filename": "contrato.pdf"}),
+])
+def test_each_media_kind_reaches_the_phone_as_that_kind(harness, linked, mimetype, data, kind, extra):
+    engine, _ = linked
+    data = data or (_png() if kind == "image" else _ogg_opus())
+    sent = engine.send(SENDER, media=OutboundMedia(data=data, mimetype=mimetype, **extra))
+    entry = _entry(harness, SENDER, sent.id)
+    assert entry["kind"] == kind
+    assert entry["media"]["sha256"] == hashlib.sha256(data).hexdigest()  # the file itself, not a copy of a copy
+    assert entry["media"]["mimetype"].split(";")[0] == mimetype.split(";")[0]
+    assert entry["media"].get("ptt", False) is (kind == "voice")
+    for name in ("caption", "filename", "seconds"):
+        if name in extra:
+            assert entry["media"][name] == extra[name]
+
+
+def test_a_location_and_a_contact_card(harness, linked):
+    engine, _ = linked
+    pin = engine.send_location(SENDER, Location(40.4168, -3.7038, name="Ático en Sol", address="Puerta del Sol 1"))
+    card = engine.send_contact(SENDER, Contact("Ana Agente", VCARD))
+    assert pin.id != card.id
+    location = _entry(harness, SENDER, pin.id)
+    assert location["kind"] == "location"
+    assert location["location"] == {"latitude": 40.4168, "longitude": -3.7038, "name": "Ático en Sol",
+                                    "address": "Puerta del Sol 1"}
+    contact = _entry(harness, SENDER, card.id)
+    assert (contact["kind"], contact["contact"]) == ("contact", {"name": "Ana Agente", "vcard": VCARD})
+
+
+VCARD = "BEGIN:VCARD\nVERSION:3.0\nFN:Ana Agente\nTEL;type=CELL;waid=34611000777:+34 611 000 777\nEND:VCARD"
+
+
+def test_a_reply_quotes_the_message_it_answers(harness, linked):
+    engine, recorder = linked
+    question = harness.deliver(SENDER, LINE, "¿Tiene garaje?")
+    quoted = event(recorder, "Message", lambda p: p["Info"]["ID"] == question)["Message"]
+    answer = engine.send(SENDER, text="Sí, dos plazas", reply=Quote(question, sender=SENDER, message=quoted))
+    entry = _entry(harness, SENDER, answer.id)
+    assert (entry["kind"], entry["text"], entry["reply_to"]) == ("text", "Sí, dos plazas", question)
+    assert entry["quoted_text"] == "¿Tiene garaje?"
+    pin = engine.send_location(SENDER, Location(40.0, -3.0), reply=Quote(question, sender=SENDER))
+    assert _entry(harness, SENDER, pin.id)["reply_to"] == question
+
+
+def test_a_reaction_lands_on_its_message_and_an_empty_one_removes_it(harness, linked):
+    engine, _ = linked
+    first = engine.send(SENDER, text="Le envío las fotos")
+    second = engine.send(SENDER, text="¿Le va bien el jueves?")
+    engine.react(SENDER, Reaction(second.id, "👍", from_me=True))
+    assert _entry(harness, SENDER, second.id)["reactions"] == {LINE: "👍"}
+    assert not _entry(harness, SENDER, first.id).get("reactions")
+    engine.react(SENDER, Reaction(second.id, "", from_me=True))
+    assert not _entry(harness, SENDER, second.id).get("reactions")
+
+
+def test_a_revoke_deletes_and_an_edit_changes_what_the_phone_shows(harness, linked):
+    engine, _ = linked
+    wrong = engine.send(SENDER, text="El precio es 1.000 €")
+    typo = engine.send(SENDER, text="Nos vemos a las 10")
+    engine.revoke(SENDER, wrong.id)
+    engine.edit(SENDER, typo.id, "Nos vemos a las 11")
+    revoked, edited = _entry(harness, SENDER, wrong.id), _entry(harness, SENDER, typo.id)
+    assert revoked.get("revoked") is True and "1.000" not in str(revoked)
+    assert (edited.get("edited"), edited["text"]) == (True, "Nos vemos a las 11")
+
+
+def test_a_read_mark_reaches_the_phone(harness, linked):
+    engine, _ = linked
+    ids = [harness.deliver(SENDER, LINE, "Hola"), harness.deliver(SENDER, LINE, "¿Sigue libre?")]
+    engine.mark_read(SENDER, ids)
+    assert sorted(harness.read_by_line(SENDER)) == sorted(ids)
+
+
+@pytest.mark.parametrize("state", ["composing", "recording", "paused"])
+def test_typing_reaches_the_phone(harness, linked, state):
+    engine, _ = linked
+    engine.send_presence(SENDER, state)
+    assert harness.chat_state(SENDER) == {LINE: state}
+
+
+def test_exists_is_true_for_a_number_on_whatsapp_and_false_otherwise(harness, linked):
+    engine, _ = linked
+    harness.join("34611000555")
+    known = engine.exists("34611000555")
+    assert (known.exists, known.jid) == (True, "34611000555@s.whatsapp.net")
+    assert engine.exists("34699999999").exists is False
+
+
+def test_a_group_the_line_is_in_gets_the_message_and_one_it_is_not_in_is_refused(harness, linked):
+    engine, recorder = linked
+    gid = harness.create_group("Visitas", [LINE, SENDER])
+    event(recorder, "JoinedGroup")
+    sent = engine.send(gid, text="Hola a todos")
+    assert [(e["id"], e["text"]) for e in harness.sent_to_group(gid)] == [(sent.id, "Hola a todos")]
+    other = harness.create_group("Otra agencia", ["34611000888", SENDER])
+    with pytest.raises(SendRefused) as refused:
+        engine.send(other, text="¿Hola?")
+    assert refused.value.code == "not_in_group"
+
+
+def test_every_conversation_call_while_not_connected_is_engine_unavailable(harness, tmp_path):
+    engine = harness.engine(tmp_path / "slots" / "SLOT0001", Recorder())
+    calls = [lambda: engine.send_location(SENDER, Location(1.0, 2.0)),
+             lambda: engine.send_contact(SENDER, Contact("Ana", VCARD)),
+             lambda: engine.react(SENDER, Reaction("3EB0AA", "👍", from_me=False, sender=SENDER)),
+             lambda: engine.mark_read(SENDER, ["3EB0AA"]),
+             lambda: engine.send_presence(SENDER, "composing"),
+             lambda: engine.revoke(SENDER, "3EB0AA"),
+             lambda: engine.edit(SENDER, "3EB0AA", "x"),
+             lambda: engine.exists(SENDER)]
+    for call in calls:
+        with pytest.raises(EngineUnavailable):
+            call()
