@@ -8,6 +8,7 @@ does not answer within WHIN_SEND_TIMEOUT the command is withdrawn when still unr
 not turn into a late send that the integrator's retry would double.
 """
 
+import math
 import time
 
 from controlplane.core import protocol
@@ -38,7 +39,8 @@ class RateLimited(GatewayError):
     status = 429
 
     def __init__(self, retry_after: float):
-        super().__init__("rate_limited", f"Too many messages from this line; retry in {retry_after:.0f} s.")
+        seconds = max(1, math.ceil(retry_after))  # as the Retry-After header says it (api/errors.py)
+        super().__init__("rate_limited", f"Too many messages from this line; retry in {seconds} s.")
         self.retry_after = retry_after
 
 
