@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 
+from tests.e2e.samples import ogg_opus
 from tests.gateway import wait_for
 from tests.helpers import SENDER, delivered_message, rq_job_keys
 
@@ -50,6 +51,21 @@ def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gat
     for text in inbound:
         delivered_message(own_receiver, line, text, timeout=30)
     assert {m.get("text") for m in gw.inbox(SENDER)} >= set(outbound)  # they did leave
+    # Every other kind and chat action: a pin, a card, a quote, an edit, a reaction, a voice note.
+    place, person, edit = (f"{kind}-secret-{uuid.uuid4().hex}" for kind in ("place", "person", "edit"))
+    first = gw.api("POST", "/send", json={"line": line, "to": SENDER, "text": outbound[0]}).json()["id"]
+    reply_to = gw.phone_sends(SENDER, line, inbound[0] + "-q")
+    delivered_message(own_receiver, line, inbound[0] + "-q", timeout=30)
+    for body in ({"location": {"latitude": 40.1, "longitude": -3.2, "name": place, "address": place}},
+                 {"contact": {"name": person, "number": "34611177788"}},
+                 {"text": outbound[1] + "-r", "reply_to": reply_to, "quoted": {"conversation": inbound[0] + "-q"}},
+                 {"reaction": {"message_id": reply_to, "emoji": "🏠"}},
+                 {"media": {"data": base64.b64encode(ogg_opus(2)).decode(), "mimetype": "audio/ogg", "ptt": True}}):
+        response = gw.api("POST", "/send", json={"line": line, "to": SENDER, **body})
+        assert response.status_code == 200, response.text
+    edited = gw.api("POST", "/edit", json={"line": line, "to": SENDER, "message_id": first, "text": edit})
+    assert edited.status_code == 200, edited.text
+    outbound += [place, person, edit, outbound[1] + "-r"]
     # A photo and a voice note, each with a marker of its own, fetched through POST /media.
     media = {"image/png": b"\x89PNG\r\n\x1a\n" + f"photo-secret-{uuid.uuid4().hex}".encode() + os.urandom(40_000),
              "audio/ogg": b"OggS" + f"voice-secret-{uuid.uuid4().hex}".encode() + os.urandom(20_000)}
