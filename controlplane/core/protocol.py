@@ -1,8 +1,9 @@
 """The slot protocol: the commands a slot's worker takes from Redis and the replies it writes back.
 
 Both sides use these types: the control plane builds a command and reads its reply (outbound.py,
-lifecycle.py), the worker reads the command and builds the reply (slotworker/commands.py). The
-queue in between (commands.py) carries plain dicts, one JSON object each, and this is the wire:
+inbound_media.py, lifecycle.py), the worker reads the command and builds the reply
+(slotworker/commands.py). The queue in between (commands.py) carries plain dicts, one JSON object
+each, and this is the wire:
 
   {"op": "logout", "reason": "killed"}                       no reply
   {"op": "send", "sealed": "<sealed.py token>", "reply": "<id>", "deadline": 1764170060.5}
@@ -13,6 +14,11 @@ queue in between (commands.py) carries plain dicts, one JSON object each, and th
       -> {"ok": true, "size": 52311}  or a failure, then on
          the same reply list binary frames (media_frame): b"c" + a sealed chunk, …, b"e" + the size in
          ASCII, or b"f" + a failure's JSON midway (the reader then drops what it has: not whole)
+  {"op": "send_location" | "send_contact" | "react" | "revoke" | "edit", "sealed": …, "reply": …,
+   "deadline": …}  -> {"ok": true, "id": "3EB0…", "timestamp": 1764170000}  or a failure
+  {"op": "read" | "presence", "sealed": …, "reply": …, "deadline": …}  -> {"ok": true}  or a failure
+  {"op": "exists", "sealed": …, "reply": …, "deadline": …}
+      -> {"ok": true, "exists": true, "jid": "34611122233@s.whatsapp.net"}  or a failure
   a failure: {"ok": false, "error": "<machine code>", "detail": "<sentence>"}
 
 ``reply`` (where the answer goes) and ``deadline`` (unix seconds; after it nobody reads the answer)
