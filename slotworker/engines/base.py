@@ -169,45 +169,37 @@ class Engine(ABC):
              reply: Quote | None = None) -> SendResult:
         """Send a text or a media message, quoting ``reply`` when given."""
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def send_location(self, to: str, location: Location, reply: Quote | None = None) -> SendResult:
         """Send a location pin."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def send_contact(self, to: str, contact: Contact, reply: Quote | None = None) -> SendResult:
         """Send a contact card."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def react(self, to: str, reaction: Reaction) -> SendResult:
         """React to a message of the chat (an empty emoji removes the reaction)."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def mark_read(self, chat: str, message_ids: list[str], sender: str | None = None) -> None:
         """Mark received messages of the chat as read; ``sender`` is their author in a group."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def send_presence(self, to: str, state: str) -> None:
         """Show "composing", "recording" or "paused" in the chat."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def revoke(self, to: str, message_id: str) -> SendResult:
         """Delete a message the line sent, for everyone."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def edit(self, to: str, message_id: str, text: str) -> SendResult:
         """Replace the text of a message the line sent."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
-    # TODO(issue 13): abstract once both engines implement it
+    @abstractmethod
     def exists(self, number: str) -> Existence:
         """Whether the phone number is on WhatsApp."""
-        raise NotSupported(f"The {self.name} engine cannot do this yet.")
 
     @abstractmethod
     def download(self, message: dict, max_bytes: int) -> Download:
