@@ -13,6 +13,9 @@ COMMANDS = [
     protocol.Send(sealed="gAAAA-sealed", reply="r1", deadline=1764170060.5),
     protocol.PairCode(line="34666123456", reply="r2", deadline=1764170060.5),
     protocol.Download(sealed="gAAAA-sealed-message", reply="r3", deadline=1764170060.5),
+    *(op(sealed="gAAAA-sealed", reply=f"r-{op.op.value}", deadline=1764170060.5) for op in (
+        protocol.SendLocation, protocol.SendContact, protocol.React, protocol.Read, protocol.Presence,
+        protocol.Revoke, protocol.Edit, protocol.Exists)),
 ]
 
 
@@ -35,6 +38,9 @@ def test_the_wire_is_todays():
     assert protocol.parse_command({"op": "logout"}) == protocol.Logout(reason="logout")
     assert protocol.Sent("3EB0", 1764170000).to_dict() == {"ok": True, "id": "3EB0", "timestamp": 1764170000}
     assert protocol.PairingCode("ABCD-EFGH").to_dict() == {"ok": True, "code": "ABCD-EFGH"}
+    assert protocol.Edit(sealed="s").to_dict() == {"op": "edit", "sealed": "s"}
+    assert protocol.Done().to_dict() == {"ok": True}
+    assert protocol.Existence(False, None).to_dict() == {"ok": True, "exists": False, "jid": None}
     assert protocol.Failure("engine_timeout", "late").to_dict() == {"ok": False, "error": "engine_timeout",
                                                                     "detail": "late"}
 
@@ -48,9 +54,20 @@ def test_the_wire_is_todays():
     (protocol.Download(sealed="s"), protocol.MediaHeader(52311)),
     (protocol.Download(sealed="s"), protocol.MediaHeader(None)),
     (protocol.Download(sealed="s"), protocol.Failure("media_gone", "404")),
+    (protocol.SendLocation(sealed="s"), protocol.Sent("3EB1", 1764170001)),
+    (protocol.React(sealed="s"), protocol.Failure("not_in_group", "not a member")),
+    (protocol.Read(sealed="s"), protocol.Done()),
+    (protocol.Presence(sealed="s"), protocol.Failure(protocol.NOT_SUPPORTED, "not yet")),
+    (protocol.Exists(sealed="s"), protocol.Existence(True, "34611122233@s.whatsapp.net")),
+    (protocol.Exists(sealed="s"), protocol.Existence(False, None)),
 ])
 def test_every_reply_round_trips_through_json(command, reply):
     assert command.read_reply(json.loads(json.dumps(reply.to_dict()))) == reply
+
+
+def test_an_exists_reply_without_a_boolean_is_refused():
+    with pytest.raises(protocol.ProtocolError):
+        protocol.Exists(sealed="s").read_reply({"ok": True, "exists": "yes"})
 
 
 def test_a_failure_without_detail_reads_as_an_empty_one():
