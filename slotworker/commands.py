@@ -96,7 +96,7 @@ class CommandHandler:
         def send(message: dict):
             media = message.get("media")
             return self.engine.send(message["to"], text=message.get("text"), media=media and _media(media),
-                                    **_reply(message))
+                                    reply=_quote(message))
         return self._conversation(command, send)
 
     def send_location(self, command: protocol.SendLocation) -> protocol.Reply:
@@ -104,13 +104,13 @@ class CommandHandler:
             place = message["location"]
             location = Location(float(place["latitude"]), float(place["longitude"]), place.get("name"),
                                 place.get("address"))
-            return self.engine.send_location(message["to"], location, **_reply(message))
+            return self.engine.send_location(message["to"], location, reply=_quote(message))
         return self._conversation(command, send)
 
     def send_contact(self, command: protocol.SendContact) -> protocol.Reply:
         def send(message: dict):
             card = message["contact"]
-            return self.engine.send_contact(message["to"], Contact(card["name"], card["vcard"]), **_reply(message))
+            return self.engine.send_contact(message["to"], Contact(card["name"], card["vcard"]), reply=_quote(message))
         return self._conversation(command, send)
 
     def react(self, command: protocol.React) -> protocol.Reply:
@@ -186,10 +186,7 @@ def _media(media: dict) -> OutboundMedia:
                          seconds=media.get("seconds"), thumbnail=thumbnail and base64.b64decode(thumbnail))
 
 
-def _reply(message: dict) -> dict:
-    """The engine's ``reply`` keyword, only when there is a reply: an engine that has not grown the
-    keyword yet still sends everything else."""
+def _quote(message: dict) -> Quote | None:
+    """The message a reply quotes, or None."""
     reply = message.get("reply")
-    if not reply:
-        return {}
-    return {"reply": Quote(reply["message_id"], reply.get("sender"), reply.get("message"))}
+    return Quote(reply["message_id"], reply.get("sender"), reply.get("message")) if reply else None

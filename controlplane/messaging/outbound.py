@@ -150,8 +150,8 @@ class Outbound:
         return {"id": answer.id, "timestamp": answer.timestamp}
 
     def exists(self, line_text: str, number_text: str) -> dict:
+        number = requests.parse_number(number_text)  # a malformed request is refused before any lookup
         slot = self.lifecycle.serving_slot(line_text, None, "check a number")
-        number = requests.parse_number(number_text)
         self._take(slot.line, "exists")
         answer = self._expect(self._ask(slot, protocol.Exists, {"number": number}), protocol.Existence)
         return {"number": number, "exists": answer.exists, "jid": answer.jid}

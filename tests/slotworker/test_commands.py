@@ -16,18 +16,10 @@ from tests.gateway import QUEUE_KEY
 SEALER = Sealer(QUEUE_KEY)
 
 
-class OldEngine:
-    """An engine whose send() has not grown the ``reply`` keyword yet."""
-
+class Engine:
     def __init__(self):
         self.sent = []
 
-    def send(self, to, text=None, media=None):
-        self.sent.append((to, text, media))
-        return SendResult("OUT1", 1764170000)
-
-
-class Engine(OldEngine):
     def send(self, to, text=None, media=None, reply=None):
         self.sent.append((to, text, media, reply))
         return SendResult("OUT2", 1764170001)
@@ -47,11 +39,11 @@ def handler(engine) -> CommandHandler:
                           teardown=lambda reason: None, media_max_bytes=1000)
 
 
-def test_a_send_without_a_reply_does_not_pass_the_reply_keyword():
-    engine = OldEngine()
+def test_a_send_without_a_reply_quotes_nothing():
+    engine = Engine()
     answer = handler(engine).send(protocol.Send(sealed=SEALER.seal({"to": "34611122233", "text": "Hola"})))
-    assert answer == protocol.Sent("OUT1", 1764170000)
-    assert engine.sent == [("34611122233", "Hola", None)]
+    assert answer == protocol.Sent("OUT2", 1764170001)
+    assert engine.sent == [("34611122233", "Hola", None, None)]
 
 
 def test_a_reply_and_every_media_detail_reach_the_engine_typed():

@@ -185,7 +185,7 @@ class SendingEngine(EchoingEngine):
         super().__init__(*args)
         self.sent: list[str] = []
 
-    def send(self, to, text=None, media=None):
+    def send(self, to, text=None, media=None, reply=None):
         self.sent.append(to)
         return SendResult(id="3EB0SENT", timestamp=int(time.time()))
 
