@@ -8,8 +8,11 @@ does not answer within WHIN_SEND_TIMEOUT the command is withdrawn when still unr
 not turn into a late send that the integrator's retry would double.
 """
 
+import logging
 import math
 import time
+
+import redis
 
 from controlplane.core import protocol
 from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
@@ -30,6 +33,8 @@ __all__ = ["MAX_CAPTION", "MAX_TEXT", "COSTS", "EDIT_WINDOW", "Outbound", "RateL
 COSTS = {"text": 1.0, "media": 1.0, "location": 1.0, "contact": 1.0, "reaction": 0.25, "edit": 0.5,
          "revoke": 0.5, "exists": 0.5, "read": 0.1, "presence": 0.1}
 EDIT_WINDOW = 20 * 60  # whatsmeow.EditWindow: WhatsApp refuses an edit after 20 minutes
+
+log = logging.getLogger(__name__)
 
 _SEND_OPS = {"text": protocol.Send, "media": protocol.Send, "location": protocol.SendLocation,
              "contact": protocol.SendContact, "reaction": protocol.React}
@@ -97,7 +102,8 @@ class Outbound:
             message[request.kind] = getattr(request, request.kind)
         answer = self._sent(slot, _SEND_OPS[request.kind], message)
         if request.kind != "reaction":  # a reaction is not a message one can act on
-            self.index.record_sent(slot.line, request.to, answer.id, answer.timestamp, text=request.kind == "text")
+            self._indexing(lambda: self.index.record_sent(slot.line, request.to, answer.id, answer.timestamp,
+                                                          text=request.kind == "text"))
         return {"id": answer.id, "timestamp": answer.timestamp}
 
     # --- the chat actions ---
@@ -132,7 +138,7 @@ class Outbound:
         self._own(slot.line, request.to, request.message_id, "delete")
         self._take(slot.line, "revoke")
         answer = self._sent(slot, protocol.Revoke, {"to": request.to, "message_id": request.message_id})
-        self.index.forget(slot.line, request.to, request.message_id)
+        self._indexing(lambda: self.index.forget(slot.line, request.to, request.message_id))
         return {"id": answer.id, "timestamp": answer.timestamp}
 
     def edit(self, body) -> dict:
@@ -175,6 +181,15 @@ class Outbound:
             raise Refused("not_own_message", f"Message {message_id} is not the line's own: WhatsApp lets only its "
                                              f"author {to_do} it.")
         return found
+
+    @staticmethod
+    def _indexing(change) -> None:
+        """After WhatsApp took it: Redis failing now must not answer an error for what was done, or the
+        integrator's retry would do it twice. The index then misses it (a later act on it is refused)."""
+        try:
+            change()
+        except redis.RedisError as err:
+            log.warning("the message index was not updated (%s)", type(err).__name__)
 
     def _take(self, line: str, kind: str) -> None:
         wait = self.limiter.acquire(line, COSTS[kind])

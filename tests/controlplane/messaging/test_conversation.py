@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from controlplane.core import keys
 from controlplane.core.config import Settings
@@ -347,3 +348,15 @@ def test_the_index_holds_no_number_or_id_in_the_clear(store, outbound, engine, r
     assert dump.count(keys.message_key(LINE, "")) == 2
     assert TO not in dump and "SECRETID1" not in dump and "OUT1" not in dump and "Hola" not in dump
     assert 0 < redis_client.ttl(next(redis_client.scan_iter(keys.message_key(LINE, "*")))) <= 7 * 24 * 3600
+
+
+def test_a_message_sent_is_answered_even_when_redis_fails_to_index_it(outbound, engine, monkeypatch):
+    def fails(*args, **kwargs):
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(outbound.index, "record", fails)
+    assert send(outbound, text="Hola")["id"] == "OUT1"  # not a 503 that a retry would send twice
+    monkeypatch.setattr(outbound.index, "forget", fails)
+    outbound.index.find = lambda *args: IndexedMessage(True, LINE, int(time.time()), True)
+    outbound.revoke({"line": LINE, "to": TO, "message_id": "OUT1"})
+    assert engine.calls[-1] == ("revoke", TO, "OUT1")
