@@ -9,6 +9,7 @@ that kind (a QuickTime video, a WAV audio that is not a voice note, a PDF as a v
 
 import base64
 import binascii
+import mimetypes
 
 from controlplane.core.errors import Refused
 from controlplane.messaging.media_fetch import MediaFetcher
@@ -33,6 +34,11 @@ def kind_of(mimetype: str, ptt: bool) -> str:
     if ptt:
         return "voice"
     return {"image": "image", "video": "video", "audio": "audio"}.get(family, "document")
+
+
+def default_filename(mimetype: str) -> str:
+    """A document's name when the caller gave none: both engines then show the same one."""
+    return "document" + (mimetypes.guess_extension(base_type(mimetype)) or "")
 
 
 class MediaPreparer:
@@ -68,6 +74,8 @@ class MediaPreparer:
         for name in ("filename", "caption"):
             if media.get(name):
                 prepared[name] = media[name]
+        if kind == "document" and "filename" not in prepared:  # a phone shows a nameless one as "Untitled"
+            prepared["filename"] = default_filename(mimetype)
         if len(data) > self.max_bytes:
             raise Refused("media_too_large", f"The media is larger than {self.max_bytes} bytes.")
         return {"data": base64.b64encode(data).decode("ascii"), **prepared}

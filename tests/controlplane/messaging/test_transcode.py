@@ -90,3 +90,13 @@ def test_without_ffmpeg_media_go_without_details_and_other_voice_notes_are_refus
     with pytest.raises(Refused) as refused:
         preparer(ffmpeg="").prepare({"data": base64.b64encode(mp3).decode(), "mimetype": "audio/mpeg", "ptt": True})
     assert refused.value.code == "voice_note_needs_ffmpeg"
+
+
+@pytest.mark.parametrize("given, shown", [
+    ({"mimetype": "application/pdf"}, "document.pdf"),
+    ({"mimetype": "application/octet-stream"}, "document.bin"),
+    ({"mimetype": "application/pdf", "filename": "contrato.pdf"}, "contrato.pdf"),
+])
+def test_a_document_always_has_a_name_the_phone_shows(given, shown):
+    prepared = preparer(ffmpeg="").prepare({"data": base64.b64encode(b"%PDF-1.4 x").decode(), **given})
+    assert prepared["filename"] == shown
