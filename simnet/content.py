@@ -60,9 +60,9 @@ def quoted_text(message: Message | None) -> str | None:
             or message.videoMessage.caption or message.documentMessage.caption or None)
 
 
-def reply(data: dict, participant: Callable[[str | None], JID]) -> tuple[ContextInfo | None, dict]:
+def reply(data: dict, participant: Callable[[str | None], JID | None]) -> tuple[ContextInfo | None, dict]:
     """The ContextInfo of a reply and the inbox's ``reply_to``/``quoted_text`` (none without ``reply_to``);
-    ``participant(quoted_sender)`` is the quoted message's author as the chat names it."""
+    ``participant(quoted_sender)`` is the quoted message's author as the chat names it (None: unnamed)."""
     reply_to, quoted, author = data.get("reply_to"), data.get("quoted"), data.get("quoted_sender")
     if reply_to is None:
         if quoted is not None or author is not None:
@@ -128,7 +128,7 @@ def _media(value, message_id: str, context, server: MediaServer, base_url: str, 
 def _decodes(data: bytes) -> bool:
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.verify()
+            image.load()  # decodes the pixels: verify() alone passes a truncated JPEG
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False
     return True

@@ -105,6 +105,15 @@ class Groups:
             raise SimError(422, "not_a_member", "Only a member posts in a group.")
         return gid, list(info["members"])
 
+    def member_or_not_in_group(self, gid, line: str) -> tuple[str, list[str]]:
+        """(the group id, its members) for a line's device acting in a group: 422 ``not_in_group`` when
+        there is no such group or the line is not a member (the engines' refusal, as WhatsApp has it)."""
+        try:
+            return self.members(gid, line)
+        except SimError:
+            raise SimError(422, "not_in_group", "The line is not a member of this group, or there is no such "
+                           "group.") from None
+
     def saved(self) -> dict:
         return {"groups": self.groups}
 

@@ -22,13 +22,6 @@ class LineActions:
         self.read_by_line: dict[str, list[str]] = {}
         self.chat_states: dict[str, dict[str, str]] = {}
 
-    def _group(self, chat, line: str) -> tuple[str, list[str]]:
-        try:
-            return self.groups.members(chat, line)
-        except SimError:
-            raise SimError(422, "not_in_group", "The line is not a member of this group, or there is no such "
-                           "group.") from None
-
     def read(self, device_id: str, secret, chat, ids, sender) -> dict:
         """``{"chat", "ids", "sender"?}``: the line read those messages (in a group: ``sender``'s)."""
         line = self.devices.authenticate(device_id, secret).line
@@ -36,7 +29,7 @@ class LineActions:
             raise SimError(422, "invalid_ids", "'ids' is a non-empty list of message ids.")
         gid = None
         if is_group(chat):
-            gid, _ = self._group(chat, line)
+            gid, _ = self.groups.member_or_not_in_group(chat, line)
             if sender is None:
                 raise SimError(422, "invalid_sender", "In a group, 'sender' names the messages' author.")
             author = number(sender, "sender")
@@ -53,7 +46,7 @@ class LineActions:
         if state not in STATES:
             raise SimError(422, "invalid_state", "'state' is composing, recording or paused.")
         if is_group(to):
-            gid, members = self._group(to, line)
+            gid, members = self.groups.member_or_not_in_group(to, line)
             self.chat_states.setdefault(f"{gid}@{GROUP_SERVER}", {})[line] = state
             payload = notices.chat_presence(line, state, gid)
             return {"devices": sum(self.devices.deliver(m, "ChatPresence", payload) for m in members if m != line)}

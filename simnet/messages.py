@@ -51,11 +51,7 @@ class Messages:
         device = self.devices.authenticate(device_id, secret)
         line, target = device.line, data.get("to")
         if is_group(target):
-            try:
-                gid, members = self.groups.members(target, line)
-            except SimError:
-                raise SimError(422, "not_in_group", "The line is not a member of this group, or there is no such "
-                               "group.") from None
+            gid, members = self.groups.member_or_not_in_group(target, line)
             to = None
         else:
             gid, members, to = None, [], number(target, "to")
@@ -77,12 +73,11 @@ class Messages:
             receivers = [(to, Where(chat=payloads.pn(sender), sender=payloads.pn(sender)))]
             own = Where(chat=chat, sender=payloads.pn(sender), from_me=True)
         if kind in content.ON_TARGET:
-            build = self._on_target(kind, data[kind], sent, sender, to, gid, chat, shown)
+            build = self._on_target(kind, data[kind], sent, sender, to, gid, chat, shown, device)
         else:
             def author(quoted_sender: str | None):
-                who = (number(quoted_sender, "quoted_sender") if quoted_sender else
-                       self.phones.author(data.get("reply_to")) or to or sender)
-                return payloads.lid(who) if gid else payloads.pn(who)
+                who = self._quoted_author(data.get("reply_to"), quoted_sender, sender, to, gid, device)
+                return None if who is None else payloads.lid(who) if gid else payloads.pn(who)
 
             context, quoted = content.reply(data, author)
             made = content.new_message(kind, data[kind], sent, context, self.media, base_url, strict=device)
@@ -98,14 +93,32 @@ class Messages:
             self.devices.deliver(sender, "Message", build(own))
         return sent, now, reached
 
+    def _quoted_author(self, reply_to, quoted_sender, sender: str, to: str | None, gid: str | None,
+                       device: bool) -> str | None:
+        """Who a reply names as the quoted message's author (None: contextInfo.participant left out).
+        A linked device names it as whatsmeow does: ``quoted_sender``, else the chat's contact, none in
+        a group; one that contradicts simnet's record of a message of this chat is refused as
+        ``unknown_message`` (that quote names no message there). A phone's client knows who wrote it."""
+        given = number(quoted_sender, "quoted_sender") if quoted_sender else None
+        if not device:
+            return given or self.phones.author(reply_to) or to
+        named = given or (None if gid else to)
+        quoted = self.phones.in_chat(reply_to, sender, to, gid)
+        if quoted is not None and named is not None and named != quoted["from"]:
+            raise SimError(422, "unknown_message", "'quoted_sender' is not who wrote the quoted message of this "
+                           "chat: that quote names no message.")
+        return named
+
     def _on_target(self, kind: str, value, sent: str, sender: str, to: str | None, gid: str | None, chat,
-                   shown: bool) -> Callable[[Where], dict]:
+                   shown: bool, device: bool) -> Callable[[Where], dict]:
         """A reaction (to any message of the chat), an edit or a revocation (of the sender's own):
         applied onto the inbox entry it names; where -> its payload."""
         if not isinstance(value, dict):
             raise SimError(422, f"invalid_{kind}", f"'{kind}' is an object with 'message_id'.")
         target_id = value.get("message_id")
         target = self.phones.target(target_id, sender, to, gid, own=kind != "reaction")
+        if kind == "reaction":
+            _check_key(value, target, sender, gid, required=device)
         author = payloads.lid(target["from"]) if gid else payloads.pn(target["from"])
         key = payloads.key(chat, target_id, from_me=target["from"] == sender, participant=author if gid else None)
         inboxes = self.phones.inboxes
@@ -123,3 +136,21 @@ class Messages:
             return lambda where: payloads.edit(sent, where, key, body)
         inboxes.revoke(sender, to, gid, target_id)
         return lambda where: payloads.revoke(sent, where, key)
+
+
+def _check_key(reaction: dict, target: dict, sender: str, gid: str | None, required: bool) -> None:
+    """The key a reaction names (``from_me``, ``sender``: whatsmeow's BuildMessageKey inputs) against
+    simnet's record of its message: ``from_me`` is whether ``sender`` wrote it, ``sender`` (when given)
+    its author, needed in a group for another's message. A mismatch is ``unknown_message``: on WhatsApp
+    that key names no message of the chat, and the reaction lands nowhere. A linked device must name
+    them; a phone's client may leave them to simnet."""
+    from_me, author = reaction.get("from_me"), reaction.get("sender")
+    if from_me is None and author is None and not required:
+        return
+    if not isinstance(from_me, bool):
+        raise SimError(422, "invalid_reaction", "'reaction.from_me' is true or false: whether the line wrote the "
+                       "message.")
+    author = None if author is None else number(author, "reaction.sender")
+    if (from_me != (target["from"] == sender) or (author is not None and author != target["from"])
+            or (gid and not from_me and author is None)):
+        raise SimError(422, "unknown_message", "The reaction's key (from_me, sender) names no message of this chat.")

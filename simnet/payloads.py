@@ -3,6 +3,10 @@ UndecryptableMessageEv), turned into JSON exactly as the real engine does (json_
 with the proto field names), filled in as whatsmeow fills them (read from its message.go/send.go and
 neonize's goneonize/utils/encoder.go): Info.Timestamp in Unix milliseconds, Raw = Message, an edit
 as the protocolMessage MESSAGE_EDIT with IsEdit and Info.Edit "1", a revocation as REVOKE with "7".
+Info.Type and Info.MediaType as whatsmeow's send.go getTypeFromMessage/getMediaTypeFromMessage set
+the stanza's: "media" with image/video/audio/ptt/document, a contact "media" with "vcard", a
+reaction "reaction", and "text" with no media type for a text, a location (whatsmeow names none for
+it), an edit and a revocation.
 """
 
 import time
@@ -73,10 +77,12 @@ def message_event(message_id: str, where: Where, content: Message, kind: str = "
     return as_json(ev)
 
 
-def reply_context(stanza_id: str, participant: JID, quoted: Message | None) -> ContextInfo:
+def reply_context(stanza_id: str, participant: JID | None, quoted: Message | None) -> ContextInfo:
     """What a reply carries (whatsmeow's and neonize's build_reply_message): the quoted message's id,
-    its author, and the quoted message itself when the sender had it."""
-    context = ContextInfo(stanzaID=stanza_id, participant=jid_text(participant))
+    its author when known, and the quoted message itself when the sender had it."""
+    context = ContextInfo(stanzaID=stanza_id)
+    if participant is not None:
+        context.participant = jid_text(participant)
     if quoted is not None:
         context.quotedMessage.CopyFrom(quoted)
     return context
@@ -112,7 +118,7 @@ def contact(message_id: str, where: Where, name: str, vcard: str, context: Conte
     card.displayName, card.vcard = name, vcard
     if context is not None:
         card.contextInfo.CopyFrom(context)
-    return message_event(message_id, where, content)
+    return message_event(message_id, where, content, kind="media", media_type="vcard")
 
 
 MEDIA_FIELD = {"image": "imageMessage", "video": "videoMessage", "audio": "audioMessage",

@@ -51,15 +51,20 @@ class Phones:
 
     def target(self, target_id, sender: str, to: str | None, group: str | None, own: bool) -> dict:
         """A message of the chat (``own``: one ``sender`` wrote) that a reaction, edit or revocation names."""
-        found = self.messages.get(target_id) if isinstance(target_id, str) else None
-        if found is not None and group is not None:
-            in_chat = found.get("group") == group
-        else:
-            in_chat = found is not None and {found["from"], found.get("to")} == {sender, to}
-        if not in_chat or (own and found["from"] != sender):
+        found = self.in_chat(target_id, sender, to, group)
+        if found is None or (own and found["from"] != sender):
             whose = "that this phone sent " if own else ""
             raise SimError(422, "unknown_message", f"'message_id' names no message {whose}in this chat.")
         return found
+
+    def in_chat(self, message, sender: str, to: str | None, group: str | None) -> dict | None:
+        """simnet's record of a message of the chat ``sender`` writes in (``to`` or ``group``), or None."""
+        found = self.messages.get(message) if isinstance(message, str) else None
+        if found is None:
+            return None
+        if group is not None:
+            return found if found.get("group") == group else None
+        return found if {found["from"], found.get("to")} == {sender, to} else None
 
     def author(self, message: str) -> str | None:
         found = self.messages.get(message) if isinstance(message, str) else None

@@ -1,9 +1,11 @@
 """The sim engine's side of a conversation: what it asks simnet's device API to send or do.
 
-``to``/``chat`` is a phone number or a group JID, passed as is. simnet knows who wrote each message
-of a chat, so a reaction needs only its message id. Refusals become the engine's: EngineUnavailable
-when not connected or simnet is unreachable, SendRefused ``not_in_group`` / ``invalid_media`` as
-simnet names them and ``send_failed`` for any other refusal.
+``to``/``chat`` is a phone number or a group JID, passed as is. A reaction carries its key as
+whatsmeow builds one (message id, ``from_me``, the author), and a reply its quoted author; simnet
+checks them against who wrote that message and refuses a key that names no message of the chat, as
+it would land nowhere on WhatsApp. Refusals become the engine's: EngineUnavailable when not
+connected, simnet is unreachable or its answer is not understood, SendRefused ``not_in_group`` /
+``invalid_media`` as simnet names them and ``send_failed`` for any other refusal.
 """
 
 import base64
@@ -48,10 +50,15 @@ def reply_body(reply: Quote | None) -> dict:
 
 
 class SimConversation:
-    """Mixed into SimEngine, whose credentials, connection flag and device URLs it uses."""
+    """Mixed into SimEngine. What it needs from it: ``credentials()`` (the device's id and secret, None
+    when not enrolled), ``_connected`` (a threading.Event set while connected), ``_device_url(creds,
+    action)`` (simnet's URL of that device call), ``_auth(creds)`` (its headers) and
+    ``_json(response)`` (the answer's JSON object, {} when it is not one)."""
 
     def send(self, to: str, text: str | None = None, media: OutboundMedia | None = None,
              reply: Quote | None = None) -> SendResult:
+        if (text is None) == (media is None):
+            raise SendRefused("send_failed", "exactly one of text or media")
         content = {"text": text} if media is None else {"media": media_body(media)}
         return self._send({"to": to, **content, **reply_body(reply)})
 
@@ -64,7 +71,9 @@ class SimConversation:
         return self._send({"to": to, "contact": {"name": contact.name, "vcard": contact.vcard}, **reply_body(reply)})
 
     def react(self, to: str, reaction: Reaction) -> SendResult:
-        return self._send({"to": to, "reaction": {"message_id": reaction.message_id, "emoji": reaction.emoji}})
+        key = _present({"message_id": reaction.message_id, "emoji": reaction.emoji, "from_me": bool(reaction.from_me),
+                        "sender": reaction.sender})
+        return self._send({"to": to, "reaction": key})
 
     def revoke(self, to: str, message_id: str) -> SendResult:
         return self._send({"to": to, "revoke": {"message_id": message_id}})
@@ -79,12 +88,16 @@ class SimConversation:
         self._device_call("POST", "presence", {"to": to, "state": state})
 
     def exists(self, number: str) -> Existence:
-        answer = self._device_call("GET", f"exists/{quote(number, safe='')}")
+        answer = self._device_call("GET", f"exists/{quote(number.lstrip('+'), safe='')}")
         return Existence(exists=answer.get("exists") is True, jid=answer.get("jid"))
 
     def _send(self, body: dict) -> SendResult:
         sent = self._device_call("POST", "send", body)
-        return SendResult(id=sent["id"], timestamp=int(sent["timestamp"]))
+        message_id, timestamp = sent.get("id"), sent.get("timestamp")
+        if not isinstance(message_id, str) or not message_id or isinstance(timestamp, bool) \
+                or not isinstance(timestamp, int):
+            raise EngineUnavailable("WhatsApp's answer was not understood")
+        return SendResult(id=message_id, timestamp=timestamp)
 
     def _device_call(self, method: str, action: str, body: dict | None = None) -> dict:
         creds = self.credentials()

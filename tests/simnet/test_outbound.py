@@ -159,7 +159,7 @@ def test_an_image_that_does_not_decode_is_invalid_media_from_a_device(sim, devic
     ({"media": {"data": "aGk=", "mimetype": "audio/ogg", "ptt": "yes"}}, "invalid_media"),
     ({"media": {"data": "aGk=", "mimetype": "audio/ogg", "seconds": -1}}, "invalid_media"),
     ({"media": {"data": "aGk=", "mimetype": "video/mp4", "thumbnail": "not base64!"}}, "invalid_media"),
-    ({"reaction": {"message_id": "3EB0NOPE", "emoji": "👍"}}, "unknown_message"),
+    ({"reaction": {"message_id": "3EB0NOPE", "emoji": "👍", "from_me": True}}, "unknown_message"),
     ({"edit": {"message_id": "3EB0NOPE", "text": "x"}}, "unknown_message"),
 ])
 def test_bad_device_sends_are_422_and_reach_nobody(sim, device, other, body, code):
@@ -214,14 +214,14 @@ def test_reactions_edits_and_revocations_from_a_device_reach_a_line_and_change_i
     second = send(sim, device, to=OTHER_LINE, text="El precio es 1.000 €")
     messages(sim, other)
 
-    send(sim, device, to=OTHER_LINE, reaction={"message_id": first["id"], "emoji": "👍"})
+    send(sim, device, to=OTHER_LINE, reaction={"message_id": first["id"], "emoji": "👍", "from_me": True})
     reaction = only_message(sim, other).Message.reactionMessage
     assert (reaction.text, reaction.key.ID, reaction.key.fromMe) == ("👍", first["id"], True)
     assert reaction.key.remoteJID == f"{OTHER_LINE}@s.whatsapp.net"
     assert entry(sim, OTHER_LINE, first["id"])["reactions"] == {LINE: "👍"}
-    send(sim, device, to=OTHER_LINE, reaction={"message_id": first["id"], "emoji": "❤️"})
+    send(sim, device, to=OTHER_LINE, reaction={"message_id": first["id"], "emoji": "❤️", "from_me": True})
     assert entry(sim, OTHER_LINE, first["id"])["reactions"] == {LINE: "❤️"}
-    send(sim, device, to=OTHER_LINE, reaction={"message_id": first["id"], "emoji": ""})
+    send(sim, device, to=OTHER_LINE, reaction={"message_id": first["id"], "emoji": "", "from_me": True})
     assert "reactions" not in entry(sim, OTHER_LINE, first["id"])
     messages(sim, other)
 
@@ -246,8 +246,9 @@ def test_reactions_edits_and_revocations_from_a_device_reach_a_line_and_change_i
 
 def test_a_reaction_on_the_phones_own_message_is_shown_as_a_reaction_entry(sim, device):
     question = sim.ok("/messages", {"from": PHONE, "to": LINE, "text": "¿Sigue libre?"})["id"]
-    reacted = send(sim, device, to=PHONE, reaction={"message_id": question, "emoji": "👍"})
-    send(sim, device, to=PHONE, reaction={"message_id": question, "emoji": "🙏"})
+    reacted = send(sim, device, to=PHONE, reaction={"message_id": question, "emoji": "👍", "from_me": False})
+    send(sim, device, to=PHONE, reaction={"message_id": question, "emoji": "🙏", "from_me": False,
+                                                       "sender": PHONE})
     (shown,) = sim.network.inbox(PHONE)
     assert (shown["id"], shown["kind"], shown["reaction"]) == (reacted["id"], "reaction",
                                                                {"message_id": question, "emoji": "🙏"})
@@ -288,7 +289,8 @@ def test_a_device_posts_in_a_group_it_is_in_and_is_refused_elsewhere(sim, device
     assert sorted(r.MessageSource.Sender.User for r in receipts) == sorted([lid_of(PHONE), lid_of(OTHER_LINE)])
     assert all(r.MessageSource.Chat.User == group and r.MessageIDs == [sent["id"]] for r in receipts)
 
-    send(sim, device, to=group, reaction={"message_id": sent["id"], "emoji": "👋"})  # the bare id works too
+    # the bare id works too
+    send(sim, device, to=group, reaction={"message_id": sent["id"], "emoji": "👋", "from_me": True})
     reaction = only_message(sim, other).Message.reactionMessage
     assert (reaction.key.remoteJID, reaction.key.fromMe) == (gid, True)
     (shown,) = requests.get(f"{sim.url}/groups/{gid}/inbox", timeout=5).json()
@@ -396,3 +398,102 @@ def test_reads_typing_and_group_inboxes_survive_a_restart(sim, device, tmp_path)
     again = Network(tmp_path / "simnet")
     assert [e["id"] for e in again.group_inbox(gid)] == [sent["id"]]
     assert (again.read_by_line(PHONE), again.chat_state(PHONE)) == (["3EB0AA"], {LINE: "composing"})
+
+
+# --- keys and quotes checked against who wrote the message ---
+
+def test_a_device_reaction_whose_key_names_no_message_of_the_chat_is_unknown_message(sim, device, other):
+    mine = send(sim, device, to=OTHER_LINE, text="Le envío las fotos")["id"]
+    theirs = sim.ok("/messages", {"from": OTHER_LINE, "to": LINE, "text": "Gracias"})["id"]
+    messages(sim, other)
+    for key in ({"message_id": mine, "from_me": False}, {"message_id": theirs, "from_me": True},
+                {"message_id": theirs, "from_me": False, "sender": THIRD},
+                {"message_id": mine, "from_me": True, "sender": OTHER_LINE}):
+        refused(sim.device(device, "POST", "send", json={"to": OTHER_LINE, "reaction": {**key, "emoji": "👍"}}),
+                "unknown_message")
+    refused(sim.device(device, "POST", "send", json={"to": OTHER_LINE,
+                                                     "reaction": {"message_id": mine, "emoji": "👍"}}),
+            "invalid_reaction")
+    assert messages(sim, other) == [] and all("reactions" not in e for e in sim.network.inbox(OTHER_LINE))
+    send(sim, device, to=OTHER_LINE, reaction={"message_id": theirs, "emoji": "👍", "from_me": False,
+                                               "sender": OTHER_LINE})
+    reaction = only_message(sim, other).Message.reactionMessage
+    assert (reaction.key.ID, reaction.key.fromMe) == (theirs, False)
+
+    gid = sim.ok("/groups", {"name": "Visitas", "members": [LINE, PHONE, OTHER_LINE]})["id"]
+    posted = sim.ok("/messages", {"from": PHONE, "group": gid, "text": "hola"})["id"]
+    for key in ({"from_me": False}, {"from_me": False, "sender": OTHER_LINE}, {"from_me": True}):
+        refused(sim.device(device, "POST", "send", json={"to": gid, "reaction": {"message_id": posted, "emoji": "👋",
+                                                                                 **key}}), "unknown_message")
+    messages(sim, other)
+    send(sim, device, to=gid, reaction={"message_id": posted, "emoji": "👋", "from_me": False, "sender": PHONE})
+    key = only_message(sim, other).Message.reactionMessage.key
+    assert (key.ID, key.fromMe, key.participant) == (posted, False, f"{lid_of(PHONE)}@lid")
+
+
+def test_a_device_reply_naming_the_wrong_author_is_unknown_message(sim, device, other):
+    mine = send(sim, device, to=OTHER_LINE, text="Tiene garaje")["id"]
+    theirs = sim.ok("/messages", {"from": OTHER_LINE, "to": LINE, "text": "¿Y trastero?"})["id"]
+    messages(sim, other)
+    for reply in ({"reply_to": mine}, {"reply_to": mine, "quoted_sender": OTHER_LINE},
+                  {"reply_to": theirs, "quoted_sender": LINE}):
+        refused(sim.device(device, "POST", "send", json={"to": OTHER_LINE, "text": "Sí", **reply}), "unknown_message")
+    assert messages(sim, other) == [] and [e["id"] for e in sim.network.inbox(OTHER_LINE)] == [mine]
+    send(sim, device, to=OTHER_LINE, text="Sí", reply_to=mine, quoted_sender=LINE)
+    assert only_message(sim, other).Message.extendedTextMessage.contextInfo.participant == f"{LINE}@s.whatsapp.net"
+    send(sim, device, to=OTHER_LINE, text="Sí", reply_to="3EB0ELSEWHERE")  # a message simnet never saw: as named
+    context = only_message(sim, other).Message.extendedTextMessage.contextInfo
+    assert (context.stanzaID, context.participant) == ("3EB0ELSEWHERE", f"{OTHER_LINE}@s.whatsapp.net")
+
+
+def test_a_group_reply_with_no_known_author_names_nobody(sim, device, other):
+    gid = sim.ok("/groups", {"name": "Visitas", "members": [LINE, PHONE, OTHER_LINE]})["id"]
+    posted = sim.ok("/messages", {"from": PHONE, "group": gid, "text": "¿A qué hora?"})["id"]
+    messages(sim, other)
+    for reply_to in (posted, "3EB0ELSEWHERE"):  # as whatsmeow: no quoted_sender in a group, no participant
+        send(sim, device, to=gid, text="A las cinco", reply_to=reply_to)
+        context = only_message(sim, other).Message.extendedTextMessage.contextInfo
+        assert context.stanzaID == reply_to and not context.participant
+    send(sim, device, to=gid, text="A las cinco", reply_to=posted, quoted_sender=PHONE)
+    assert only_message(sim, other).Message.extendedTextMessage.contextInfo.participant == f"{lid_of(PHONE)}@lid"
+    # a phone quoting a message simnet never saw names nobody either, never itself
+    sim.ok("/messages", {"from": PHONE, "group": gid, "text": "Vale", "reply_to": "3EB0ELSEWHERE"})
+    assert not only_message(sim, other).Message.extendedTextMessage.contextInfo.participant
+
+
+# --- Info.Type and Info.MediaType as whatsmeow's stanza carries them ---
+
+def test_each_kind_carries_whatsmeows_type_and_media_type(sim, device, other):
+    sent = {}
+    for kind, body in (("text", {"text": "Hola"}),
+                       ("reply", {"text": "Sí", "reply_to": "3EB0ELSEWHERE"}),
+                       ("image", {"media": {"data": b64(png()), "mimetype": "image/png"}}),
+                       ("video", {"media": {"data": b64(b"\x00video"), "mimetype": "video/mp4"}}),
+                       ("audio", {"media": {"data": b64(b"\x00audio"), "mimetype": "audio/mpeg"}}),
+                       ("voice", {"media": {"data": b64(b"OggS"), "mimetype": "audio/ogg; codecs=opus", "ptt": True}}),
+                       ("document", {"media": {"data": b64(b"%PDF"), "mimetype": "application/pdf"}}),
+                       ("location", {"location": {"latitude": 40, "longitude": -3}}),
+                       ("contact", {"contact": {"name": "Ana", "vcard": VCARD}})):
+        sent[kind] = send(sim, device, to=OTHER_LINE, **body)["id"]
+    sent["reaction"] = send(sim, device, to=OTHER_LINE, reaction={"message_id": sent["text"], "emoji": "👍",
+                                                                   "from_me": True})["id"]
+    sent["edit"] = send(sim, device, to=OTHER_LINE, edit={"message_id": sent["text"], "text": "Hola de nuevo"})["id"]
+    sent["revoke"] = send(sim, device, to=OTHER_LINE, revoke={"message_id": sent["image"]})["id"]
+    got = {ev.Info.ID: (ev.Info.Type, ev.Info.MediaType) for ev, _ in messages(sim, other)}
+    # whatsmeow's send.go getTypeFromMessage / getMediaTypeFromMessage (it names no media type for a location)
+    assert {kind: got[message_id] for kind, message_id in sent.items()} == {
+        "text": ("text", ""), "reply": ("text", ""), "image": ("media", "image"), "video": ("media", "video"),
+        "audio": ("media", "audio"), "voice": ("media", "ptt"), "document": ("media", "document"),
+        "location": ("text", ""), "contact": ("media", "vcard"), "reaction": ("reaction", ""),
+        "edit": ("text", ""), "revoke": ("text", "")}
+
+
+def test_a_truncated_jpeg_is_invalid_media_from_a_device(sim, device):
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, "JPEG")
+    whole = buffer.getvalue()
+    refused(sim.device(device, "POST", "send", json={"to": PHONE, "media": {"data": b64(whole[:len(whole) // 2]),
+                                                                            "mimetype": "image/jpeg"}}),
+            "invalid_media")
+    assert sim.network.inbox(PHONE) == []
+    assert entry(sim, PHONE, send(sim, device, to=PHONE, media={"data": b64(whole), "mimetype": "image/jpeg"})["id"])

@@ -407,3 +407,67 @@ def test_a_logged_out_device_is_unavailable_not_refused(connected, sim):
     engine._connected.set()  # the session has not noticed yet
     with pytest.raises(EngineUnavailable):
         engine.exists(PHONE)
+
+
+def test_a_reaction_carries_its_key_and_one_naming_no_message_of_the_chat_is_refused(connected, sim):
+    engine, _ = connected
+    mine = engine.send(PHONE, text="¿Le va bien el jueves?")
+    theirs = sim.ok("/messages", {"from": PHONE, "to": LINE, "text": "Sí"})["id"]
+    for wrong in (Reaction(mine.id, "👍", from_me=False), Reaction(theirs, "👍", from_me=True),
+                  Reaction(theirs, "👍", from_me=False, sender=OTHER_LINE)):
+        with pytest.raises(SendRefused) as refused:
+            engine.react(PHONE, wrong)
+        assert refused.value.code == "send_failed" and "names no message" in refused.value.detail
+    assert "reactions" not in inbox_entry(sim, PHONE, mine.id) and len(sim.network.inbox(PHONE)) == 1
+    engine.react(PHONE, Reaction(mine.id, "👍", from_me=True))
+    assert inbox_entry(sim, PHONE, mine.id)["reactions"] == {LINE: "👍"}
+
+    gid = sim.ok("/groups", {"name": "Visitas", "members": [LINE, PHONE, OTHER_LINE]})["id"]
+    posted = sim.ok("/messages", {"from": PHONE, "group": gid, "text": "hola"})["id"]
+    for wrong in (Reaction(posted, "👋", from_me=False), Reaction(posted, "👋", from_me=False, sender=OTHER_LINE)):
+        with pytest.raises(SendRefused):
+            engine.react(gid, wrong)
+    engine.react(gid, Reaction(posted, "👋", from_me=False, sender=PHONE))
+
+
+def test_a_reply_naming_the_wrong_author_of_the_quoted_message_is_refused(connected, sim):
+    engine, _ = connected
+    mine = engine.send(PHONE, text="El piso tiene garaje")
+    for wrong in (Quote(mine.id), Quote(mine.id, sender=PHONE)):  # None names the chat's contact, as whatsmeow
+        with pytest.raises(SendRefused) as refused:
+            engine.send(PHONE, text="y trastero", reply=wrong)
+        assert refused.value.code == "send_failed"
+    answer = engine.send(PHONE, text="y trastero", reply=Quote(mine.id, sender=LINE))
+    assert inbox_entry(sim, PHONE, answer.id)["reply_to"] == mine.id
+    assert [e["id"] for e in sim.network.inbox(PHONE)] == [mine.id, answer.id]
+
+
+@pytest.mark.parametrize("media", [None, OutboundMedia(b"%PDF-1.4", "application/pdf")])
+def test_send_takes_exactly_one_of_text_or_media(connected, sim, media):
+    engine, _ = connected
+    with pytest.raises(SendRefused) as refused:
+        engine.send(PHONE, text="hola" if media else None, media=media)
+    assert (refused.value.code, refused.value.detail) == ("send_failed", "exactly one of text or media")
+    assert sim.network.inbox(PHONE) == []
+
+
+def test_exists_takes_a_number_with_or_without_plus(connected, sim):
+    engine, _ = connected
+    sim.ok("/phones", {"number": PHONE})
+    assert engine.exists("+" + PHONE) == engine.exists(PHONE)
+    assert engine.exists("+" + PHONE).exists is True
+
+
+def test_a_send_answer_without_an_id_is_engine_unavailable(connected, sim):
+    engine, _ = connected
+
+    def odd(environ, start):
+        start("200 OK", [("Content-Type", "application/json")])
+        return [b'{"timestamp": 1700000000}']
+
+    server = make_server("127.0.0.1", 0, odd, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    engine.base_url = f"http://127.0.0.1:{server.server_port}"
+    with pytest.raises(EngineUnavailable, match="not understood"):
+        engine.send(PHONE, text="hola")
+    server.shutdown()
