@@ -2,6 +2,7 @@
 
 import logging
 import math
+import re
 
 import redis
 from flask import Request, jsonify, request
@@ -51,6 +52,9 @@ class JsonRequest(Request):
       recursion limit (200,000 `[`), and get_json(silent=True) let it through as a 500. Every route
       reads its body through get_json (request.json too), so this is the one place that knows the
       cause: a 422 `invalid_json`.
+    - JSON may escape a lone UTF-16 surrogate (``"\\ud800"``), which is no character: it cannot be
+      encoded as UTF-8, so sealing it (sealed.py) or writing it anywhere failed as a 500. Refused
+      here, once for every field of every route, as `invalid_json`.
     """
 
     @cached_property
@@ -62,9 +66,32 @@ class JsonRequest(Request):
 
     def get_json(self, force: bool = False, silent: bool = False, cache: bool = True):
         try:
-            return super().get_json(force=force, silent=silent, cache=cache)
+            body = super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:
             raise Refused("invalid_json", "The JSON body is nested too deeply to read.") from None
+        if _has_surrogate(body):
+            raise Refused("invalid_json", "The JSON body has a lone UTF-16 surrogate (\\ud800-\\udfff), which is "
+                                          "not a character: send text as UTF-8, or escape each character whole.")
+        return body
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(body) -> bool:
+    """Whether any string of a parsed JSON body (a key or a value, at any depth) holds a lone surrogate."""
+    pending = [body]
+    while pending:  # not recursive: a body may nest as deep as json.loads reads
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def register(app) -> None:

@@ -151,15 +151,23 @@ def _check_media(media) -> dict:
         raise Refused("invalid_media", "'media.mimetype' is needed with 'data', e.g. image/jpeg.")
     if len(media.get("caption") or "") > MAX_CAPTION:
         raise Refused("invalid_media", f"'media.caption' has at most {MAX_CAPTION} characters.")
-    if "url" in media and urlparse(media["url"]).scheme not in ("http", "https"):
+    if "url" in media and _scheme(media["url"]) not in ("http", "https"):
         raise Refused("invalid_media", "'media.url' must be an http or https URL.")
     return media
 
 
+def _scheme(url: str) -> str | None:
+    try:
+        return urlparse(url).scheme
+    except ValueError:  # "http://[::1": urlparse refuses what it cannot split
+        return None
+
+
 def _coordinate(location: dict, name: str, limit: float) -> float:
     value = location.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not -limit <= value <= limit:
+    # An int is compared before isfinite, which cannot turn one of 400 digits into a float.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -limit <= value <= limit \
+            or not math.isfinite(value):
         raise Refused("invalid_location", f"'location.{name}' is a number from {-limit:g} to {limit:g} (degrees).")
     return float(value)
 

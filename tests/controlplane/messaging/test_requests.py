@@ -25,6 +25,9 @@ def body(**fields) -> dict:
     (body(location={"latitude": True, "longitude": 0}), "invalid_location"),
     (body(location={"latitude": float("nan"), "longitude": 0}), "invalid_location"),
     (body(location={"longitude": 0}), "invalid_location"),
+    (body(location={"latitude": 10**400, "longitude": 1}), "invalid_location"),  # no float holds it
+    (body(location={"latitude": -(10**400), "longitude": 1}), "invalid_location"),
+    (body(media={"url": "http://[::1"}), "invalid_media"),  # urlparse: "Invalid IPv6 URL"
     (body(location={"latitude": 0, "longitude": 0, "name": 7}), "invalid_location"),
     (body(location=[40.4, -3.7]), "invalid_location"),
     (body(contact={"name": "Ana"}), "invalid_contact"),
