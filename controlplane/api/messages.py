@@ -35,8 +35,9 @@ def _outbound():
 @bp.doc(operation_id="sendMessage", responses={
     200: json_response("SendResult", "The engine accepted the message."),
     422: f"Bad request ({_TARGET}, `invalid_number`, `invalid_to`, `missing_content`, `invalid_content`, "
-         "`invalid_text`, `invalid_media`, `media_unreachable`, `media_too_large`, `unsupported_media_type`, "
-         "`voice_note_needs_ffmpeg`, `invalid_location`, `invalid_contact`, `invalid_reaction`, `invalid_reply`), "
+         "`invalid_text`, `invalid_media`, `media_unreachable`, `media_too_large`, `media_too_long`, `media_timeout`, "
+         "`unsupported_media_type`, `voice_note_needs_ffmpeg`, `invalid_location`, `invalid_contact`, "
+         "`invalid_reaction`, `invalid_reply`), "
          f"a reaction or reply to a message the line does not have ({_UNKNOWN}), or {_CANNOT}.",
     **_COMMON,
 })

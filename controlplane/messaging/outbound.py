@@ -21,7 +21,7 @@ from controlplane.core.sealed import Sealer
 from controlplane.messaging import requests
 from controlplane.messaging.media_fetch import MediaAllow, MediaFetcher
 from controlplane.messaging.message_index import IndexedMessage, MessageIndex, is_group
-from controlplane.messaging.outbound_media import MediaPreparer
+from controlplane.messaging.outbound_media import MediaPreparer, prepare_budget
 from controlplane.messaging.ratelimit import RateLimiter
 from controlplane.messaging.requests import MAX_CAPTION, MAX_TEXT, SendRequest, parse_send_request
 from controlplane.messaging.transcode import Transcoder
@@ -58,8 +58,11 @@ class Outbound:
         self.limiter = RateLimiter(self.store.redis, settings.send_rate_per_minute, settings.send_burst)
         self.index = MessageIndex(self.store.redis, self.sealer, settings.message_index_ttl)
         # media.url: public addresses and WHIN_MEDIA_ALLOW only, bounded in time and size (media_fetch.py).
-        fetcher = MediaFetcher(MediaAllow(settings.media_allow), settings.media_max_bytes, settings.media_timeout)
-        self.media = MediaPreparer(fetcher, Transcoder(settings.ffmpeg), settings.media_max_bytes)
+        # The fetch and ffmpeg share one budget that, with the slot's WHIN_SEND_TIMEOUT, fits the proxy's timeout.
+        budget = prepare_budget(settings.send_timeout)
+        fetcher = MediaFetcher(MediaAllow(settings.media_allow), settings.media_max_bytes,
+                               min(settings.media_timeout, budget))
+        self.media = MediaPreparer(fetcher, Transcoder(settings.ffmpeg), settings.media_max_bytes, budget)
 
     # --- POST /send ---
 
