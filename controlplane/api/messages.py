@@ -38,7 +38,8 @@ def _outbound():
          "`invalid_text`, `invalid_media`, `media_unreachable`, `media_too_large`, `media_too_long`, `media_timeout`, "
          "`unsupported_media_type`, `voice_note_needs_ffmpeg`, `invalid_location`, `invalid_contact`, "
          "`invalid_reaction`, `invalid_reply`), "
-         f"a reaction or reply to a message the line does not have ({_UNKNOWN}), or {_CANNOT}.",
+         f"a reaction or reply to a message the line does not have ({_UNKNOWN}) or to a group message whose "
+         f"author is known only by a @lid (`unknown_sender`), or {_CANNOT}.",
     **_COMMON,
 })
 def send():
@@ -51,7 +52,7 @@ def send():
 @bp.doc(operation_id="markRead", responses={
     200: OK_TEXT,
     422: f"Bad request ({_TARGET}, `invalid_chat`, `invalid_message_ids`), {_UNKNOWN}, `not_received` (the line's "
-         f"own message), or {_CANNOT}.",
+         f"own message), `unknown_sender` (a group message whose author is known only by a @lid), or {_CANNOT}.",
     **_COMMON,
 })
 def read():

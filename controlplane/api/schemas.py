@@ -20,6 +20,7 @@ from controlplane.messaging.requests import (
     MAX_READ_IDS,
     MAX_TEXT,
     MAX_VCARD,
+    PHONE_JID_PATTERN,
     PRESENCE_STATES,
 )
 
@@ -30,8 +31,11 @@ LINE = {"type": "string", "pattern": f"^{LINE_PATTERN}$", "example": "3466612345
 # What the gateway answers: ids are upper-cased, so answers are narrower than what SLOT_ID accepts.
 ANSWER_SLOT = {"type": "string", "pattern": "^[A-Z0-9]{8}$", "example": "AB12CD34"}
 STATUS = {"type": "string", "enum": [s.value for s in SlotStatus], "example": "active"}
-TO = {"type": "string", "pattern": f"^({LINE_PATTERN}|{GROUP_PATTERN})$", "example": "34611122233",
-      "description": "A phone number (international, without '+') or a group id (`120363…@g.us`) the line is in."}
+TO = {"type": "string", "pattern": f"^({LINE_PATTERN}|{PHONE_JID_PATTERN}|{GROUP_PATTERN})$",
+      "example": "34611122233",
+      "description": "A phone number (international, without '+'), or the webhook's `chat` for it "
+                     "(`34611122233@s.whatsapp.net`, with or without its `:device`), or a group id (`120363…@g.us`) "
+                     "the line is in."}
 MESSAGE_ID = {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID, "example": "3EB0A1B2C3D4E5F6A7B8C9D0",
               "description": "WhatsApp's message id, as the webhook (`message_id`) or /send (`id`) gave it."}
 
@@ -211,7 +215,8 @@ COMPONENTS = {
         },
     },
     "ReadRequest": _action(["chat", "message_ids"], {
-        "chat": {**TO, "description": "The chat the messages arrived in: a phone number or a group id."},
+        "chat": {**TO, "description": "The chat the messages arrived in: the webhook's `chat` as it is, or the "
+                                      "phone number, or a group id."},
         "message_ids": {"type": "array", "minItems": 1, "maxItems": MAX_READ_IDS, "items": MESSAGE_ID},
     }, {"line": "34666123456", "chat": "34611122233", "message_ids": ["3EB0A1B2C3D4E5F6A7B8C9D0"]}),
     "PresenceRequest": _action(["to", "state"], {

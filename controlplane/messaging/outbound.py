@@ -85,7 +85,8 @@ class Outbound:
         slot = self.lifecycle.serving_slot(request.line, request.slot, "send")
         message = {"to": request.to}
         if request.reply_to is not None:
-            quoted = self._known(slot.line, request.to, request.reply_to, "reply to")
+            quoted = self._authored(self._known(slot.line, request.to, request.reply_to, "reply to"), request.to,
+                                    request.reply_to)
             reply = {"message_id": request.reply_to}
             if quoted.sender:
                 reply["sender"] = quoted.sender
@@ -93,7 +94,8 @@ class Outbound:
                 reply["message"] = request.quoted
             message["reply"] = reply
         if request.kind == "reaction":
-            target = self._known(slot.line, request.to, request.reaction["message_id"], "react to")
+            target = self._authored(self._known(slot.line, request.to, request.reaction["message_id"], "react to"),
+                                    request.to, request.reaction["message_id"])
             reaction = {**request.reaction, "from_me": target.from_me}
             if not target.from_me and target.sender:
                 reaction["sender"] = target.sender
@@ -116,7 +118,8 @@ class Outbound:
         slot = self._slot(request.target, "mark messages as read")
         by_sender: dict[str | None, list[str]] = {}
         for message_id in request.message_ids:
-            found = self._known(slot.line, request.chat, message_id, "mark as read")
+            found = self._authored(self._known(slot.line, request.chat, message_id, "mark as read"), request.chat,
+                                   message_id)
             if found.from_me:
                 raise Refused("not_received", f"Message {message_id} is the line's own: only received messages "
                                               "are marked as read.")
@@ -176,6 +179,16 @@ class Outbound:
             raise Refused("unknown_message", f"The line has no message {message_id} in that chat to {to_do} (or it is "
                                              f"older than the gateway remembers: "
                                              f"{self.settings.message_index_ttl / 86400:g} days).")
+        return found
+
+    @staticmethod
+    def _authored(found: IndexedMessage, chat: str, message_id: str) -> IndexedMessage:
+        """In a group WhatsApp names a message by its author too: one whose author's number the slot
+        never learnt (an unresolved @lid) cannot be named, rather than named wrong."""
+        if is_group(chat) and not found.from_me and not found.sender:
+            raise Refused("unknown_sender", f"The author of message {message_id} in that group is known only by "
+                                            "a private id (@lid), not a number: WhatsApp cannot be told whose "
+                                            "message it is.")
         return found
 
     def _own(self, line: str, chat: str, message_id: str, to_do: str) -> IndexedMessage:

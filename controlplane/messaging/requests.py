@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from controlplane.core import ids
 from controlplane.core.errors import Refused
+from controlplane.messaging.message_index import chat_of
 
 MAX_TEXT = 65536  # WhatsApp's own limit for a text message
 MAX_CAPTION = 1024
@@ -25,6 +26,9 @@ MAX_QUOTED_JSON = 64 * 1024
 MAX_READ_IDS = 100
 GROUP_PATTERN = r"[0-9]{5,20}(-[0-9]{5,20})?@g\.us"
 _GROUP = re.compile(GROUP_PATTERN)
+# A phone's JID as the webhook's ``chat`` gives it, its device (":12") too: the number it names.
+PHONE_JID_PATTERN = rf"{ids.LINE_PATTERN}(:[0-9]{{1,5}})?@s\.whatsapp\.net"
+_PHONE_JID = re.compile(PHONE_JID_PATTERN)
 PRESENCE_STATES = ("composing", "recording", "paused")
 CONTENT_FIELDS = ("text", "media", "location", "contact", "reaction")
 
@@ -73,14 +77,19 @@ def parse_target(body: dict, what: str = "send") -> Target:
 
 
 def parse_chat(value, name: str = "to") -> str:
-    """A phone number (international, without '+') or a group's JID (``120363…@g.us``)."""
+    """A phone number (international, without '+'), or a group's JID (``120363…@g.us``); a phone's
+    JID as the webhook's ``chat`` gives it (``34611122233@s.whatsapp.net``, with or without its
+    device) names its number, normalized as the message index does (message_index.chat_of)."""
     code = "invalid_number" if name == "to" else f"invalid_{name}"
     if not isinstance(value, str):
         raise Refused(code, f"'{name}' must be a string: a phone number or a group id (…@g.us).")
     if "@" in value:
+        if _PHONE_JID.fullmatch(value):
+            return chat_of(value)
         if not _GROUP.fullmatch(value):
             raise Refused("invalid_to" if name == "to" else code,
-                          f"'{name}' is a phone number (34611122233) or a group id such as 120363012345678901@g.us.")
+                          f"'{name}' is a phone number (34611122233, or the webhook's 34611122233@s.whatsapp.net) "
+                          "or a group id such as 120363012345678901@g.us.")
         return value
     try:
         return ids.parse_line(value)

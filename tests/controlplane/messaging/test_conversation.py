@@ -238,6 +238,27 @@ def test_read_marks_received_messages_one_call_per_author_in_a_group(outbound, e
                             ("mark_read", TO, ["D1"], None)]
 
 
+def test_the_webhooks_chat_finds_what_the_index_recorded_from_the_webhook(outbound, engine):
+    fields = {"message_id": "W1", "chat": f"{TO}:7@s.whatsapp.net", "from": TO, "from_me": False}
+    assert outbound.index.record_event(LINE, fields, {"Message": {"conversation": "hola"}, "Info": {}})
+    outbound.read({"line": LINE, "chat": fields["chat"], "message_ids": ["W1"]})
+    send(outbound, to=f"{TO}@s.whatsapp.net", text="ok", reply_to="W1")
+    assert engine.calls[0] == ("mark_read", TO, ["W1"], None)
+    assert engine.calls[1][1] == TO  # the engine is given the number, as for any chat
+
+
+def test_a_group_message_whose_author_is_only_a_lid_cannot_be_acted_on(outbound, engine):
+    fields = {"message_id": "L1", "chat": GROUP, "from": None, "from_lid": "123456789012345@lid", "from_me": False}
+    assert outbound.index.record_event(LINE, fields, {"Message": {"conversation": "hola"}, "Info": {}})
+    for act in (lambda: outbound.read({"line": LINE, "chat": GROUP, "message_ids": ["L1"]}),
+                lambda: send(outbound, to=GROUP, reaction={"message_id": "L1", "emoji": "👍"}),
+                lambda: send(outbound, to=GROUP, text="sí", reply_to="L1")):
+        with pytest.raises(Refused) as refused:
+            act()
+        assert refused.value.code == "unknown_sender"
+    assert engine.calls == []
+
+
 def test_presence_reaches_the_engine(outbound, engine):
     outbound.presence({"line": LINE, "to": TO, "state": "recording"})
     assert engine.calls == [("send_presence", TO, "recording")]

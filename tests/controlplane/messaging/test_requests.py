@@ -15,7 +15,9 @@ def body(**fields) -> dict:
 
 
 @pytest.mark.parametrize(("given", "code"), [
-    (body(to="34611122233@s.whatsapp.net", text="hi"), "invalid_to"),
+    (body(to="34611@s.whatsapp.net", text="hi"), "invalid_to"),  # too few digits for a number
+    (body(to="34611122233@lid", text="hi"), "invalid_to"),
+    (body(to="34611122233:x@s.whatsapp.net", text="hi"), "invalid_to"),
     (body(to="1203@g.us", text="hi"), "invalid_to"),
     (body(to="+34611122233", text="hi"), "invalid_number"),
     (body(text="hi", location={"latitude": 1, "longitude": 1}), "invalid_content"),
@@ -66,6 +68,13 @@ def test_each_kind_parses_to_its_content():
                                                                           "vcard": given.strip()}
     named = parse_send_request(body(contact={"vcard": given, "name": "Centro"}))
     assert named.contact["name"] == "Centro"
+
+
+def test_the_webhooks_own_chat_names_its_number():
+    for jid in ("34611122233@s.whatsapp.net", "34611122233:12@s.whatsapp.net"):
+        assert parse_send_request(body(to=jid, text="hi")).to == TO
+        assert requests.parse_read({"line": LINE, "chat": jid, "message_ids": ["X"]}).chat == TO
+    assert requests.parse_presence({"line": LINE, "to": GROUP, "state": "paused"}).to == GROUP
 
 
 def test_a_vcard_escapes_what_vcard_reserves():
