@@ -12,7 +12,10 @@ neonize's quirks handled here:
     disconnect as expected, connectionevents.go): we reconnect once a ban expires, never otherwise;
   - a plain str is sent as extendedTextMessage: texts are sent as Message(conversation=...), and
     every outbound message is built by whatsmeow_send (neonize's send_audio/send_video need ffmpeg);
-  - the default QR handler draws on stdout and Go prints there too: stdout is a log, never data.
+  - the default QR handler draws on stdout and Go prints there too: stdout is a log, never data;
+  - whatsmeow wants one SendPresence after connecting (else recipients see "-" for the name): the
+    line announces itself unavailable, which sets the name and leaves the owner's phone its
+    notifications; it is available only while it shows typing or recording.
 """
 
 import logging
@@ -23,7 +26,7 @@ from contextlib import contextmanager
 from google.protobuf import json_format
 
 from controlplane.core import slotfiles
-from slotworker.engines import whatsmeow_media, whatsmeow_send
+from slotworker.engines import whatsmeow_groups, whatsmeow_media, whatsmeow_send
 from slotworker.engines.base import (
     Contact,
     Download,
@@ -66,6 +69,7 @@ class WhatsmeowEngine(Engine):
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._ban_timer: threading.Timer | None = None
+        self._groups = whatsmeow_groups.Groups()  # how each group addresses its members, for the engine's life
 
     # --- the slot's files ---
 
@@ -226,7 +230,13 @@ class WhatsmeowEngine(Engine):
         self.events.on_paired(ev.ID.User)
 
     def _on_connected(self, _client, _ev) -> None:
+        from neonize.utils.enum import Presence
+
         self._connected.set()
+        try:
+            self.client.send_presence(Presence.UNAVAILABLE)  # whatsmeow: the server then has the push name
+        except Exception as err:  # e.g. no push name yet: the line still works
+            log.warning("slot %s: announcing the line's presence failed: %s", self.slot_id, type(err).__name__)
         self.events.on_connected()
 
     def _on_disconnected(self, _client, _ev) -> None:
@@ -248,6 +258,7 @@ class WhatsmeowEngine(Engine):
         def forward(_client, ev) -> None:
             # Lossless: the protobuf as JSON that json_format.ParseDict turns back into the same event.
             self.events.on_event(source, json_format.MessageToDict(ev, preserving_proto_field_name=True))
+            self._groups.on_event(source, ev)  # a group joined or changed: how it addresses its members
 
         forward.__name__ = f"_on_{source}"
         return forward
@@ -319,7 +330,9 @@ class WhatsmeowEngine(Engine):
              reply: Quote | None = None) -> SendResult:
         chat = whatsmeow_send.jid(to)
         with self._refusals():
-            context = whatsmeow_send.context_info(reply, to)
+            if (text is None) == (media is None):
+                raise SendRefused("send_failed", "A message carries exactly one of text or media.")
+            context = whatsmeow_send.context_info(reply, self._quote_author(chat, to, reply))
             if text is not None:
                 return self._sent(chat, whatsmeow_send.text_message(text, context))
             kind = whatsmeow_send.kind_of(media)
@@ -330,17 +343,22 @@ class WhatsmeowEngine(Engine):
     def send_location(self, to: str, location: Location, reply: Quote | None = None) -> SendResult:
         chat = whatsmeow_send.jid(to)
         with self._refusals():
-            return self._sent(chat, whatsmeow_send.location_message(location, whatsmeow_send.context_info(reply, to)))
+            context = whatsmeow_send.context_info(reply, self._quote_author(chat, to, reply))
+            return self._sent(chat, whatsmeow_send.location_message(location, context))
 
     def send_contact(self, to: str, contact: Contact, reply: Quote | None = None) -> SendResult:
         chat = whatsmeow_send.jid(to)
         with self._refusals():
-            return self._sent(chat, whatsmeow_send.contact_message(contact, whatsmeow_send.context_info(reply, to)))
+            context = whatsmeow_send.context_info(reply, self._quote_author(chat, to, reply))
+            return self._sent(chat, whatsmeow_send.contact_message(contact, context))
 
     def react(self, to: str, reaction: Reaction) -> SendResult:
         chat = whatsmeow_send.jid(to)
         with self._refusals():
-            return self._sent(chat, whatsmeow_send.reaction_message(chat, reaction))
+            author = None
+            if whatsmeow_send.names_author(chat, reaction.from_me) and reaction.sender:
+                author = self._groups.member_address(self.client, chat, reaction.sender)
+            return self._sent(chat, whatsmeow_send.reaction_message(chat, reaction, author))
 
     def revoke(self, to: str, message_id: str) -> SendResult:
         chat = whatsmeow_send.jid(to)
@@ -353,24 +371,37 @@ class WhatsmeowEngine(Engine):
             return self._sent(chat, whatsmeow_send.edit_message(chat, message_id, text))
 
     def mark_read(self, chat: str, message_ids: list[str], sender: str | None = None) -> None:
+        """In a group: one group-info IQ each time (whatsmeow_groups says why), the author by LID
+        in a LID-addressed group."""
         from neonize.utils.enum import ReceiptType
 
         where = whatsmeow_send.jid(chat)
-        group = whatsmeow_send.is_group(chat)
-        # whatsmeow names the author (participant) only in a group; in a chat with a phone it is the phone
-        author = whatsmeow_send.jid(sender) if sender else (whatsmeow_send.empty_jid() if group else where)
         with self._refusals():
-            if group:
-                self._member_of(where)
+            if whatsmeow_send.is_group(chat):
+                if not sender:  # whatsmeow would send a receipt without its participant, which WhatsApp ignores
+                    raise SendRefused("send_failed", "In a group, a read receipt names the messages' author "
+                                                     "(sender).")
+                self._groups.check_member(self.client, where)
+                author = whatsmeow_send.jid(self._groups.member_address(self.client, where, sender))
+            else:  # whatsmeow names the author (participant) only in a group; in a chat it is the phone
+                author = whatsmeow_send.jid(sender) if sender else where
             self.client.mark_read(*message_ids, chat=where, sender=author, receipt=ReceiptType.READ)
 
     def send_presence(self, to: str, state: str) -> None:
+        """Typing or recording makes the line available for as long (chat states are widely seen to
+        show only then), paused unavailable again. In a group: one group-info IQ each time."""
+        from neonize.utils.enum import Presence
+
         where = whatsmeow_send.jid(to)
         with self._refusals():
             presence, media = whatsmeow_send.presence_of(state)
             if whatsmeow_send.is_group(to):
-                self._member_of(where)
+                self._groups.check_member(self.client, where)
+            if state != "paused":
+                self.client.send_presence(Presence.AVAILABLE)
             self.client.send_chat_presence(where, presence, media)
+            if state == "paused":
+                self.client.send_presence(Presence.UNAVAILABLE)
 
     def exists(self, number: str) -> Existence:
         from neonize.utils.jid import Jid2String
@@ -392,10 +423,14 @@ class WhatsmeowEngine(Engine):
             return Existence(exists=True, jid=whatsmeow_send.address(number))
         return Existence(exists=True, jid=Jid2String(whatsmeow_send.jid(found.JID.User)))
 
-    def _member_of(self, group) -> None:
-        """Sending to a group checks membership in whatsmeow; a receipt or a chat state does not:
-        ask for the group's info, which fails for a group the line is not in (or that does not exist)."""
-        self.client.get_group_info(group)
+    def _quote_author(self, chat, to: str, quote: Quote | None) -> str | None:
+        """The quoted message's author as the chat names it: in a chat with a phone, that phone
+        unless the quote says otherwise (the line itself); in a group, the member (None: unknown)."""
+        if quote is None:
+            return None
+        if whatsmeow_send.is_group(to):
+            return self._groups.member_address(self.client, chat, quote.sender) if quote.sender else None
+        return whatsmeow_send.address(quote.sender or chat.User)
 
     def _own_jid(self):
         """The line's own JID: the paired one from device.json (get_me() is a Go call that aborts the
@@ -421,8 +456,9 @@ class WhatsmeowEngine(Engine):
             yield
         except (EngineUnavailable, SendRefused):
             raise
-        except NeonizeError as err:
-            raise whatsmeow_send.refusal(str(err), self._connected.is_set()) from None
+        except NeonizeError as err:  # whatsmeow's text names JIDs: the type only, in the log and the answer
+            log.warning("slot %s: WhatsApp refused a request: %s", self.slot_id, type(err).__name__)
+            raise whatsmeow_send.refusal(str(err), self._connected.is_set(), type(err).__name__) from None
         except (EncodeError, DecodeError) as err:  # proto2 required fields missing, an unreadable answer
             raise SendRefused("send_failed", f"The message could not be encoded: {type(err).__name__}") from None
         except Exception as err:  # never a crash of the slot for one message; the type only (no content)

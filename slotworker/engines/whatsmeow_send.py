@@ -11,7 +11,10 @@ Keys (reactions, revokes, edits) follow whatsmeow's ``BuildMessageKey`` (send.go
 chat, ``fromMe`` whether the target is the line's own, ``participant`` its author only in a group.
 A reply is the sub-message's ``contextInfo`` (``stanzaID``, ``participant``, ``quotedMessage``), as
 neonize's ``_make_quoted_message``; a text reply must be an ``extendedTextMessage`` (a
-``conversation`` has no contextInfo).
+``conversation`` has no contextInfo). In a group the author is named as the group addresses its
+members: ``<lid>@lid`` in a LID-addressed group, ``<phone>@s.whatsapp.net`` otherwise (a phone
+JID in a LID group's key is accepted by the server and never shown); the engine works the address
+out (``member_address``) and hands it here ready.
 
 whatsmeow's own errors read here (errors.go, group.go): sending to a group first fetches its members,
 failing with ``failed to get group members: you're not participating in that group`` (IQ 403) or
@@ -35,6 +38,7 @@ from slotworker.engines.base import (
 
 USER_SERVER = "s.whatsapp.net"
 GROUP_SERVER = "g.us"
+LID_SERVER = "lid"
 VOICE_MIMETYPE = "audio/ogg; codecs=opus"  # WhatsApp's voice note type (PTT)
 THUMBNAIL_PIXELS = 100  # the JPEG preview inside an image message (WhatsApp's are ~100 px)
 NOT_IN_GROUP = ("you're not participating in that group", "that group does not exist")
@@ -71,6 +75,13 @@ def is_group(to: str) -> bool:
 
 def address(phone: str) -> str:
     return f"{phone}@{USER_SERVER}"
+
+
+def lid_addressed(info) -> bool:
+    """Whether a group (neonize's GroupInfo) names its members by LID. whatsmeow reads the group's
+    ``addressing_mode``, which neonize 0.5.2's GroupInfo drops; its participants show it: in a
+    LID-addressed group each one's JID is the ``@lid`` (whatsmeow's parseParticipant)."""
+    return any(p.JID.Server == LID_SERVER for p in info.Participants)
 
 
 # --- content ---
@@ -173,17 +184,17 @@ def contact_message(contact: Contact, context=None):
     return message
 
 
-def context_info(quote: Quote | None, chat: str):
-    """The contextInfo of a reply (None without one): the quoted id, its author and, when the caller
-    gave it, the quoted message. Built before any upload, so a bad quote costs nothing."""
+def context_info(quote: Quote | None, author: str | None):
+    """The contextInfo of a reply (None without one): the quoted id, its author (an address,
+    "…@s.whatsapp.net" or "…@lid"; None: not named) and, when the caller gave it, the quoted
+    message. Built before any upload, so a bad quote costs nothing."""
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, Message
 
     if quote is None:
         return None
     context = ContextInfo(stanzaID=quote.message_id)
-    author = quote.sender or (None if is_group(chat) else chat.rpartition("@")[0] or chat)
     if author:
-        context.participant = address(author)
+        context.participant = author
     if quote.message:
         try:
             quoted = json_format.ParseDict(quote.message, Message(), ignore_unknown_fields=True)
@@ -199,24 +210,31 @@ def context_info(quote: Quote | None, chat: str):
 
 # --- changes to earlier messages ---
 
+def names_author(chat, from_me: bool) -> bool:
+    """Whether a key names its message's author: another's message in a group (BuildMessageKey)."""
+    return not from_me and chat.Server not in (USER_SERVER, LID_SERVER, "msgr")
+
+
 def message_key(chat, message_id: str, from_me: bool, author: str | None):
-    """whatsmeow's BuildMessageKey: the author (participant) only for another's message in a group."""
+    """whatsmeow's BuildMessageKey: the author (participant, an address) only for another's message
+    in a group."""
     from neonize.proto.waCommon.WACommon_pb2 import MessageKey
     from neonize.utils.jid import Jid2String
 
     key = MessageKey(remoteJID=Jid2String(chat), ID=message_id, fromMe=from_me)
-    if not from_me and chat.Server not in (USER_SERVER, "lid", "msgr"):
+    if names_author(chat, from_me):
         if not author:
             raise SendRefused("send_failed", "The author of that group message is needed to name it.")
-        key.participant = address(author)
+        key.participant = author
     return key
 
 
-def reaction_message(chat, reaction: Reaction):
+def reaction_message(chat, reaction: Reaction, author: str | None = None):
+    """``author``: the reacted message's author as the chat addresses it (needed in a group)."""
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
     message = Message()
-    message.reactionMessage.key.CopyFrom(message_key(chat, reaction.message_id, reaction.from_me, reaction.sender))
+    message.reactionMessage.key.CopyFrom(message_key(chat, reaction.message_id, reaction.from_me, author))
     message.reactionMessage.text = reaction.emoji  # "" removes it
     message.reactionMessage.senderTimestampMS = int(time.time() * 1000)
     return message
@@ -248,11 +266,12 @@ def presence_of(state: str):
 
 # --- what whatsmeow's errors mean ---
 
-def refusal(error: str, connected: bool) -> Exception:
-    """A neonize error (whatsmeow's text) as EngineUnavailable or SendRefused."""
+def refusal(error: str, connected: bool, kind: str) -> Exception:
+    """A neonize error (whatsmeow's text; ``kind`` its type's name) as EngineUnavailable or SendRefused.
+    whatsmeow's text names JIDs (phone numbers): it is read here, never passed on to the API."""
     text = error.lower()
     if not connected or any(s in text for s in UNAVAILABLE):
         return EngineUnavailable("the connection to WhatsApp dropped")
     if any(s in text for s in NOT_IN_GROUP):
         return SendRefused("not_in_group", "The line is not a member of that group (or it does not exist).")
-    return SendRefused("send_failed", f"WhatsApp did not accept the message: {error[:200]}")
+    return SendRefused("send_failed", f"WhatsApp refused the request ({kind}).")

@@ -10,7 +10,8 @@ neonize's TempBanReason values; an edit's ``Message`` the ``protocolMessage`` ME
 Media: ``upload`` encrypts a file as a phone does (controlplane.core.whatsapp_media.encrypt) onto
 the fake media server (``media``, by directPath) and returns the ``Message`` that refers to it;
 ``DownloadAny`` fetches, checks and decrypts it as whatsmeow does and fails with whatsmeow's own
-error text (errors.go, download.go).
+error text (errors.go, download.go). What the line sends (SendMessage, Upload, MarkRead, presences,
+IsOnWhatsApp, group info, the LID store) is played by the ``SendDoubles`` mixin (fakego_send.py).
 
 A folder through which a test drives the FakeGo inside another process (a slot worker of a test
 gateway): the test writes ``<folder>/<slot id>/<name>.json``; FakeGo takes each file (renamed
@@ -61,28 +62,17 @@ from neonize.events import (
 from neonize.proto.Neonize_pb2 import (
     JID,
     AddressingMode,
-    BuildMessageReturnFunction,
     ChatPresence,
     ConnectFailureReason,
-    Device,
     DownloadReturnFunction,
-    GetGroupInfoReturnFunction,
-    GetJIDFromStoreReturnFunction,
-    GroupInfo,
-    IsOnWhatsAppResponse,
-    IsOnWhatsAppReturnFunction,
     PairPhoneReturnFunction,
-    SendMessageReturnFunction,
-    SendResponse,
     UndecryptableMessage,
-    UploadResponse,
-    UploadReturnFunction,
 )
-from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message, ProtocolMessage
-from neonize.utils.jid import Jid2String, build_jid
+from neonize.utils.jid import build_jid
 
 from controlplane.core import whatsapp_media
+from tests.slotworker.engines.fakego_send import SendDoubles
 
 CONTROL_ENV = "WHIN_TEST_FAKE_GO_CONTROL"
 
@@ -99,15 +89,6 @@ ERR_MEDIA_CONN = "failed to refresh media connections: websocket not connected"
 # whatsmeow's DownloadAny looks at these top-level fields only, in this order.
 DOWNLOADABLE = ("imageMessage", "videoMessage", "audioMessage", "documentMessage", "stickerMessage")
 OFFLINE_SOURCES = ("TemporaryBan", "StreamReplaced", "ClientOutdated")
-# whatsmeow's errors for what the line sends (errors.go; send.go wraps the group ones)
-ERR_NOT_CONNECTED = "websocket not connected"
-ERR_NOT_IN_GROUP = "you're not participating in that group"  # group info IQ 403
-ERR_NO_GROUP = "that group does not exist"  # group info IQ 404
-ERR_GROUP_MEMBERS = "failed to get group members: "
-ERR_NO_IDS = "no message IDs specified"
-ERR_NOTHING_RETURNED = "Function returned nothing."  # neonize's Go: IsOnWhatsApp answered an empty list
-# whatsmeow's MediaType as neonize passes it to Upload: the key family of the encryption
-UPLOAD_KINDS = {0: "image", 1: "video", 2: "audio", 3: "document"}
 
 
 def media_field(mimetype: str) -> str:
@@ -120,7 +101,7 @@ def media_field(mimetype: str) -> str:
     return "documentMessage"
 
 
-class FakeGo:
+class FakeGo(SendDoubles):
     def __init__(self, reachable: bool = True, hang: bool = False, echo_logout: bool = True,
                  auto_receipts: bool = True):
         self.reachable = reachable
@@ -130,19 +111,11 @@ class FakeGo:
         self.echo_logout = echo_logout
         self.auto_receipts = auto_receipts  # the recipient's phone acknowledges what we send: DELIVERED
         self.calls: list[tuple] = []
-        self.sent: list[tuple[str, Message]] = []
-        self.outbox: list[Outgoing] = []  # the same, in full: each SendMessage that WhatsApp accepted
-        self.uploads: dict[str, tuple[bytes, int]] = {}  # directPath -> (the plain file, neonize's MediaType)
-        self.groups: dict[str, set[str]] = {}  # WhatsApp's groups: id (no server) -> member phones
-        self.registered: set[str] = set()  # the phone numbers on WhatsApp (IsOnWhatsApp: "in")
-        self.lid_answers = False  # IsOnWhatsApp answers with the number's @lid (addressing_mode=lid)
-        self.reads: list[tuple[str, str, list[str], bytes]] = []  # MarkRead: (chat, sender, ids, receipt type)
-        self.presences: list[tuple[str, str, int, int]] = []  # SendChatPresence: (user, server, state, media)
+        self._init_send()  # sent, outbox, uploads, groups, lid_groups, registered, lids, reads, presences
         self.connected = False
         self.line: str | None = None
         self.media: dict[str, bytes] = {}  # the media server: directPath -> encrypted file
         self.media_reachable = True
-        self.lids: dict[str, str] = {}  # whatsmeow's LID store: lid user -> phone number
         self.banned_until = 0.0  # while in the future, every connect is refused with a TemporaryBan
         self.subscribed: set[int] = set()
         self.running = threading.Event()
@@ -213,144 +186,12 @@ class FakeGo:
         self.calls.append(("PairPhone",))
         return PairPhoneReturnFunction(Code="ABCD-EFGH").SerializePartialToString()
 
-    def SendMessage(self, uuid, to, to_len, message, message_len):
-        print("SendMessage: Go writes lines like this to stdout", flush=True)  # never data for us
-        target, sent = JID.FromString(to), Message.FromString(message)
-        self.calls.append(("SendMessage", target.User, target.Server))
-        if not self.connected:  # whatsmeow's first query (devices, group members) has no socket
-            error = f"failed to get device list: {ERR_NOT_CONNECTED}"
-            return SendMessageReturnFunction(Error=error).SerializeToString()
-        if target.Server == "g.us":  # whatsmeow fetches the group's members first (group info IQ)
-            error = self._group_error(target.User)
-            if error:
-                return SendMessageReturnFunction(Error=ERR_GROUP_MEMBERS + error).SerializeToString()
-        else:
-            self.registered.add(target.User)  # a phone that received messages is a known phone
-        self.sent.append((target.User, sent))
-        response = SendResponse(ID=f"3EB0FAKE{len(self.sent):08d}", Timestamp=int(time.time()), ServerID=0)
-        self.outbox.append(Outgoing(target.User, target.Server, response.ID, response.Timestamp, sent))
-        if self.auto_receipts and target.Server != "g.us":  # on Go's event thread, after SendMessage returned
-            timer = threading.Timer(0.05, self._delivered, args=(target.User, response.ID))
-            timer.daemon = True
-            timer.start()
-        return SendMessageReturnFunction(SendResponse=response).SerializePartialToString()
-
-    def Upload(self, uuid, data, size, media_type):
-        """whatsmeow's Upload: encrypted with the key family of ``media_type`` onto the media server."""
-        self.calls.append(("Upload", size, media_type))
-        if not self.connected:
-            return UploadReturnFunction(Error=f"failed to refresh media connections: {ERR_NOT_CONNECTED}"
-                                        ).SerializeToString()
-        plain = bytes(data[:size])
-        encrypted = whatsapp_media.encrypt(plain, UPLOAD_KINDS.get(media_type, "document"))
-        path = f"/v/t62.7118-24/{next(self._paths)}_{encrypted.file_enc_sha256.hex()[:16]}.enc?ccb=11-4"
-        self.media[path] = encrypted.data
-        self.uploads[path] = (plain, media_type)
-        return UploadReturnFunction(UploadResponse=UploadResponse(
-            url=f"https://mmg.whatsapp.net{path}", DirectPath=path, Handle="", MediaKey=encrypted.media_key,
-            FileEncSHA256=encrypted.file_enc_sha256, FileSHA256=encrypted.file_sha256,
-            FileLength=encrypted.file_length)).SerializePartialToString()
-
-    def GetMe(self, uuid):
-        self.calls.append(("GetMe",))
-        if not self.running.is_set():
-            raise RuntimeError("Go panic: nil pointer dereference (GetMe without a client)")
-        me = build_jid(self.line or "")
-        me.Device = 7
-        return Device(JID=me, Platform="android", BussinessName="", PushName="", Initialized=True).SerializeToString()
-
-    def BuildReaction(self, uuid, chat, chat_len, sender, sender_len, message_id, reaction):
-        """whatsmeow's BuildReaction with its BuildMessageKey (send.go)."""
-        self.calls.append(("BuildReaction",))
-        chat_jid, sender_jid = JID.FromString(chat), JID.FromString(sender)
-        key = MessageKey(remoteJID=Jid2String(chat_jid), ID=message_id.decode(), fromMe=True)
-        if sender_jid.User and sender_jid.User != self.line:
-            key.fromMe = False
-            if chat_jid.Server not in ("s.whatsapp.net", "lid", "msgr"):
-                key.participant = f"{sender_jid.User}@{sender_jid.Server}"
-        message = Message()
-        message.reactionMessage.key.CopyFrom(key)
-        message.reactionMessage.text = reaction.decode()
-        message.reactionMessage.senderTimestampMS = int(time.time() * 1000)
-        return BuildMessageReturnFunction(Message=message).SerializeToString()
-
-    def MarkRead(self, uuid, ids, timestamp, chat, chat_len, sender, sender_len, receipt):
-        """A C string: b"" when the receipt went out. whatsmeow sends it to any chat, member or not."""
-        message_ids = [i for i in ids.decode().split(" ") if i]
-        chat_jid, sender_jid = JID.FromString(chat), JID.FromString(sender)
-        self.calls.append(("MarkRead", message_ids, chat_jid.User, receipt))
-        if not message_ids:
-            return ERR_NO_IDS.encode()
-        if not self.connected:
-            return ERR_NOT_CONNECTED.encode()
-        self.reads.append((chat_jid.User, sender_jid.User, message_ids, receipt))
-        return b""
-
-    def SendChatPresence(self, uuid, jid, jid_len, state, media):
-        """state 0 composing / 1 paused, media 0 text / 1 audio (neonize.utils.enum); a C string."""
-        target = JID.FromString(jid)
-        self.calls.append(("SendChatPresence", target.User, state, media))
-        if not self.connected:
-            return ERR_NOT_CONNECTED.encode()
-        self.presences.append((target.User, target.Server, state, media))
-        return b""
-
-    def IsOnWhatsApp(self, uuid, numbers, size):
-        """whatsmeow's usync query: numbers in international format with the "+", Query echoing it."""
-        self.calls.append(("IsOnWhatsApp", numbers.decode()))
-        if not self.connected:
-            return IsOnWhatsAppReturnFunction(Error=f"failed to send usync query: {ERR_NOT_CONNECTED}"
-                                              ).SerializeToString()
-        answers = []
-        for query in numbers.decode().split(" "):
-            phone = query[1:] if query.startswith("+") else None  # without the +: not a number WhatsApp knows
-            found = build_jid(phone or query)
-            if phone in self.registered and self.lid_answers:
-                lid = str(10**14 + int(phone) % (9 * 10**14))
-                self.lids[lid] = phone  # whatsmeow stores the LID <-> phone mapping it was told
-                found = build_jid(lid, server="lid")
-            answers.append(IsOnWhatsAppResponse(Query=query, JID=found, IsIn=phone in self.registered))
-        if not answers:
-            return IsOnWhatsAppReturnFunction(Error=ERR_NOTHING_RETURNED).SerializeToString()
-        return IsOnWhatsAppReturnFunction(IsOnWhatsAppResponse=answers).SerializeToString()
-
-    def GetGroupInfo(self, uuid, jid, size):
-        group = JID.FromString(jid)
-        self.calls.append(("GetGroupInfo", group.User))
-        error = ERR_NOT_CONNECTED if not self.connected else self._group_error(group.User)
-        if error:
-            return GetGroupInfoReturnFunction(Error=error).SerializeToString()
-        info = GroupInfo(JID=build_jid(group.User, server="g.us"))
-        for phone in sorted(self.groups[group.User]):
-            participant = info.Participants.add(IsAdmin=False, IsSuperAdmin=False)
-            participant.JID.CopyFrom(build_jid(phone))
-            participant.PhoneNumber.CopyFrom(build_jid(phone))
-        return GetGroupInfoReturnFunction(GroupInfo=info).SerializePartialToString()
-
-    def _group_error(self, group: str) -> str | None:
-        if group not in self.groups:
-            return ERR_NO_GROUP
-        if self.line not in self.groups[group]:
-            return ERR_NOT_IN_GROUP
-        return None
-
     def DownloadAny(self, uuid, message, size):
         self.calls.append(("DownloadAny",))
         try:
             return DownloadReturnFunction(Binary=self._download(Message.FromString(message))).SerializeToString()
         except _GoError as err:
             return DownloadReturnFunction(Error=str(err)).SerializeToString()
-
-    def GetPNFromLID(self, uuid, jid, size):
-        self.calls.append(("GetPNFromLID",))
-        if not self.running.is_set():
-            raise RuntimeError("Go panic: nil pointer dereference (store lookup without a client)")
-        lid = JID.FromString(jid)
-        phone = self.lids.get(lid.User) if lid.Server == "lid" else None
-        # whatsmeow's store answers an unknown LID with an empty JID and no error
-        found = build_jid(phone) if phone else JID(User="", Server="", RawAgent=0, Device=0, Integrator=0,
-                                                     IsEmpty=True)
-        return GetJIDFromStoreReturnFunction(Jid=found).SerializeToString()
 
     # --- the media server ---
 
@@ -513,7 +354,9 @@ class FakeGo:
     def joined_group(self, group: str, name: str, owner_lid: str, members: dict[str, str]) -> None:
         """The line was put in a LID-addressed group; ``members``: phone -> lid user."""
         self.groups[group] = set(members)
+        self.lid_groups.add(group)
         self.registered.update(members)
+        self.lids.update({lid: phone for phone, lid in members.items()})  # whatsmeow learns them from the group
         ev = JoinedGroupEv(Type="new", Reason="", CreateKey="")
         info = ev.GroupInfo
         info.JID.CopyFrom(build_jid(group, server="g.us"))
@@ -601,16 +444,6 @@ class FakeGo:
     def unlink(self) -> None:
         self.connected = False
         self.emit(LoggedOutEv(OnConnect=False, Reason=ConnectFailureReason.LOGGED_OUT))
-
-
-class Outgoing:
-    """One message WhatsApp accepted from the line: to whom (user, server), its id and time."""
-
-    def __init__(self, user: str, server: str, message_id: str, timestamp: int, message: Message):
-        self.user, self.server, self.id, self.timestamp, self.message = user, server, message_id, timestamp, message
-
-    def __repr__(self):
-        return f"Outgoing({self.user}@{self.server}, {self.id}, {[f.name for f, _ in self.message.ListFields()]})"
 
 
 class _GoError(Exception):

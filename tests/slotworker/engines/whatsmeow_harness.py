@@ -4,7 +4,11 @@ the events whatsmeow would deliver.
 What the line sent is read back from what FakeGo's SendMessage received (``fake.outbox``), as the
 recipient's phone would show it: simnet's inbox entry shape (``sent_to``), the media fetched and
 decrypted from FakeGo's media server by the message's own reference (so its ``sha256`` is that of
-the bytes the phone gets), reactions, edits and revokes applied onto the message they name.
+the bytes the phone gets), reactions, edits and revokes applied onto the message they name. A
+change lands only where its key points, as on a phone: ``remoteJID`` this chat and, for another's
+message in a group, ``participant`` that member as the group addresses it (``<lid>@lid`` in a
+LID-addressed group, as every group made here is). A reaction on a message the phone sent itself
+(``fromMe`` false) is an entry of its own, kind ``reaction``, as simnet shows it.
 """
 
 import hashlib
@@ -18,7 +22,8 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message, ProtocolMessage
 
 from controlplane.core.config import Settings
 from slotworker.engines.whatsmeow import WhatsmeowEngine
-from tests.slotworker.engines.fakego import FakeGo, Outgoing, _GoError
+from tests.slotworker.engines.fakego import FakeGo, _GoError
+from tests.slotworker.engines.fakego_send import Outgoing
 from tests.slotworker.engines.harness import Recorder
 
 
@@ -48,9 +53,7 @@ class WhatsmeowHarness:
 
     def _lid(self, phone: str) -> str:
         """A phone's LID, which whatsmeow's LID store learns from WhatsApp (group metadata, usync)."""
-        lid = str(10**14 + int(phone) % (9 * 10**14))
-        self.fake.lids[lid] = phone
-        return lid
+        return self.fake.learn_lid(phone)
 
     def _message(self, sender: str, message: Message, **where) -> str:
         message_id = self._id()
@@ -132,6 +135,7 @@ class WhatsmeowHarness:
             self.fake.joined_group(group_id, name, lids[members[0]], lids)
         else:
             self.fake.groups[group_id] = set(members)
+            self.fake.lid_groups.add(group_id)
             self.fake.registered.update(members)  # phones in a group are on WhatsApp
         return f"{group_id}@g.us"
 
@@ -166,16 +170,19 @@ class WhatsmeowHarness:
 
     def sent_to(self, number: str) -> list[dict]:
         """What that phone shows from the line, as inbox entries, oldest first."""
-        return self._entries(lambda out: out.server == "s.whatsapp.net" and out.user == number, number)
+        return self._entries(lambda out: out.server == "s.whatsapp.net" and out.user == number, number,
+                             chat=f"{number}@s.whatsapp.net")
 
     def sent_to_group(self, group_id: str) -> list[dict]:
         """The same for what the line posted in that group."""
         bare = group_id.split("@")[0]
-        return self._entries(lambda out: out.server == "g.us" and out.user == bare, group_id, group=group_id)
+        return self._entries(lambda out: out.server == "g.us" and out.user == bare, group_id,
+                             chat=f"{bare}@g.us", group=group_id)
 
     def read_by_line(self, number: str) -> list[str]:
         """Ids of that phone's messages the line marked as read (in their chat, or in a group by it)."""
-        return [i for chat, sender, ids, _ in self.fake.reads if number in (chat, sender) for i in ids]
+        return [i for chat, sender, ids, _ in self.fake.reads if number in (chat, self._phone_of(sender))
+                for i in ids]
 
     def chat_state(self, number: str) -> dict:
         """{line: "composing" | "recording" | "paused"}: the latest the line showed in the chat."""
@@ -186,14 +193,31 @@ class WhatsmeowHarness:
         state, media = states[-1]  # neonize.utils.enum: state 0 composing / 1 paused, media 0 text / 1 audio
         return {self.fake.line: "paused" if state == 1 else "recording" if media == 1 else "composing"}
 
-    def _entries(self, where, to: str, group: str | None = None) -> list[dict]:
+    def _phone_of(self, address: str) -> str:
+        """The phone a "user@server" address names (an @lid through whatsmeow's store)."""
+        user, _, server = address.partition("@")
+        return self.fake.lids.get(user, "") if server == "lid" else user
+
+    def _lands(self, key, chat: str, group: str | None) -> bool:
+        """Whether a key points into this chat, and in a group at a member as the group names them."""
+        if key.remoteJID != chat:
+            return False
+        if not group or key.fromMe:
+            return True
+        _, _, server = key.participant.partition("@")
+        bare = group.split("@")[0]
+        wanted = "lid" if bare in self.fake.lid_groups else "s.whatsapp.net"
+        return server == wanted and self._phone_of(key.participant) in self.fake.groups.get(bare, ())
+
+    def _entries(self, where, to: str, chat: str, group: str | None = None) -> list[dict]:
         entries: list[dict] = []
         for out in [o for o in self.fake.outbox if where(o)]:
             message = out.message
             if message.HasField("reactionMessage"):
-                self._react(entries, message.reactionMessage)
+                if self._lands(message.reactionMessage.key, chat, group):
+                    self._react(entries, out, to, group)
             elif message.HasField("editedMessage") or message.HasField("protocolMessage"):
-                self._change(entries, message)
+                self._change(entries, message, chat)
             else:
                 entries.append(self._entry(out, to, group))
         return entries
@@ -252,27 +276,51 @@ class WhatsmeowHarness:
             media["sha256"] = f"undownloadable: {err}"
         return media
 
-    def _react(self, entries: list[dict], reaction) -> None:
-        target = next((e for e in entries if e["id"] == reaction.key.ID and reaction.key.fromMe), None)
+    def _react(self, entries: list[dict], out: Outgoing, to: str, group: str | None) -> None:
+        reaction = out.message.reactionMessage
+        if not reaction.key.fromMe:  # a message the phone itself sent: the reaction shows on its own
+            self._standalone(entries, out, to, group)
+            return
+        target = next((e for e in entries if e["id"] == reaction.key.ID and e["kind"] != "reaction"), None)
         if target is None:
-            return  # a message the phone itself sent: not in what it received from the line
+            return
         reactions = target.setdefault("reactions", {})
         if reaction.text:
             reactions[self.fake.line] = reaction.text
         else:
             reactions.pop(self.fake.line, None)
 
-    def _change(self, entries: list[dict], message: Message) -> None:
+    def _standalone(self, entries: list[dict], out: Outgoing, to: str, group: str | None) -> None:
+        """simnet's ``reaction`` entry: one per reacted message, its emoji the latest; "" removes it."""
+        reaction = out.message.reactionMessage
+        shown = next((e for e in entries if e["kind"] == "reaction"
+                      and e["reaction"]["message_id"] == reaction.key.ID), None)
+        if not reaction.text:
+            if shown is not None:
+                entries.remove(shown)
+        elif shown is not None:
+            shown["reaction"]["emoji"] = reaction.text
+        else:
+            entry = {"id": out.id, "from": self.fake.line, "to": to, "timestamp": int(out.timestamp),
+                     "status": "delivered", "kind": "reaction",
+                     "reaction": {"message_id": reaction.key.ID, "emoji": reaction.text}}
+            if group:
+                entry["group"] = group
+            entries.append(entry)
+
+    def _change(self, entries: list[dict], message: Message, chat: str) -> None:
         protocol = (message.editedMessage.message.protocolMessage if message.HasField("editedMessage")
                     else message.protocolMessage)
-        target = next((e for e in entries if e["id"] == protocol.key.ID and protocol.key.fromMe), None)
+        if not (protocol.key.fromMe and protocol.key.remoteJID == chat):
+            return  # only the line's own messages, in this chat
+        target = next((e for e in entries if e["id"] == protocol.key.ID and e["kind"] != "reaction"), None)
         if target is None:
             return
         if protocol.type == ProtocolMessage.MESSAGE_EDIT and target["kind"] == "text":
             target["text"] = _text_of(protocol.editedMessage)
             target["edited"] = True
         elif protocol.type == ProtocolMessage.REVOKE:
-            for field in ("text", "media", "location", "contact"):
+            for field in ("text", "media", "location", "contact", "quoted_text"):
                 target.pop(field, None)
             target["revoked"] = True
 
