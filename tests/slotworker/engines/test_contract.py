@@ -518,3 +518,31 @@ def test_every_conversation_call_while_not_connected_is_engine_unavailable(harne
     for call in calls:
         with pytest.raises(EngineUnavailable):
             call()
+
+
+def test_a_reaction_to_the_contacts_message_shows_on_their_phone(harness, linked):
+    engine, _ = linked
+    question = harness.deliver(SENDER, LINE, "¿Admiten mascotas?")
+    engine.react(SENDER, Reaction(question, "❤️", from_me=False, sender=SENDER))
+    (shown,) = [e for e in harness.sent_to(SENDER) if e["kind"] == "reaction"]
+    assert shown["reaction"] == {"message_id": question, "emoji": "❤️"}
+
+
+def test_both_engines_refuse_alike_what_is_not_one_message(harness, linked):
+    engine, recorder = linked
+    with pytest.raises(SendRefused) as both:
+        engine.send(SENDER, text="Hola", media=OutboundMedia(data=PDF, mimetype="application/pdf"))
+    assert both.value.code == "send_failed"
+    gid = harness.create_group("Visitas", [LINE, SENDER])
+    event(recorder, "JoinedGroup")
+    posted = harness.group_message(SENDER, gid, "Hola grupo")
+    with pytest.raises(SendRefused) as nameless:  # in a group, a read receipt names the author
+        engine.mark_read(gid, [posted])
+    assert nameless.value.code == "send_failed"
+
+
+def test_exists_takes_a_number_with_or_without_its_plus(harness, linked):
+    engine, _ = linked
+    harness.join("34611000556")
+    assert engine.exists("+34611000556") == engine.exists("34611000556")
+    assert engine.exists("+34611000556").exists is True
