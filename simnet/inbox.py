@@ -62,9 +62,11 @@ class Inboxes:
         entries = self._of(to, group)
         shown = next((e for e in entries if e["kind"] == "reaction" and e["from"] == sender
                       and e["reaction"]["message_id"] == target), None)
-        if shown is not None:
+        if shown is not None and not emoji:  # taken back: the phone no longer shows it
+            entries.remove(shown)
+        elif shown is not None:
             shown["reaction"]["emoji"] = emoji
-        else:
+        elif emoji:
             self.add(reaction_id, sender, to, group, "reaction", {"reaction": {"message_id": target, "emoji": emoji}})
 
     def edit(self, sender: str, to: str | None, group: str | None, target: str, text: str) -> None:

@@ -526,6 +526,8 @@ def test_a_reaction_to_the_contacts_message_shows_on_their_phone(harness, linked
     engine.react(SENDER, Reaction(question, "❤️", from_me=False, sender=SENDER))
     (shown,) = [e for e in harness.sent_to(SENDER) if e["kind"] == "reaction"]
     assert shown["reaction"] == {"message_id": question, "emoji": "❤️"}
+    engine.react(SENDER, Reaction(question, "", from_me=False, sender=SENDER))
+    assert [e for e in harness.sent_to(SENDER) if e["kind"] == "reaction"] == []
 
 
 def test_both_engines_refuse_alike_what_is_not_one_message(harness, linked):
