@@ -52,7 +52,8 @@ def send():
 @bp.doc(operation_id="markRead", responses={
     200: OK_TEXT,
     422: f"Bad request ({_TARGET}, `invalid_chat`, `invalid_message_ids`), {_UNKNOWN}, `not_received` (the line's "
-         f"own message), `unknown_sender` (a group message whose author is known only by a @lid), or {_CANNOT}.",
+         f"own message), `unknown_sender` (a group message whose author is known only by a @lid), "
+         f"`too_many_authors` (the messages of over 5 authors of a group: split them into calls), or {_CANNOT}.",
     **_COMMON,
 })
 def read():
@@ -79,7 +80,7 @@ def presence():
 @bp.doc(operation_id="revokeMessage", responses={
     200: OK_TEXT,
     422: f"Bad request ({_TARGET}, `invalid_number`, `invalid_to`, `invalid_message_id`), {_UNKNOWN}, "
-         f"`not_own_message` (not the line's own), or {_CANNOT}.",
+         f"`not_own_message` (not the line's own), `revoke_window_passed` (sent over 48 hours ago), or {_CANNOT}.",
     **_COMMON,
 })
 def revoke():

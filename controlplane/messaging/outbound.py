@@ -26,13 +26,20 @@ from controlplane.messaging.ratelimit import RateLimiter
 from controlplane.messaging.requests import MAX_CAPTION, MAX_TEXT, SendRequest, parse_send_request
 from controlplane.messaging.transcode import Transcoder
 
-__all__ = ["MAX_CAPTION", "MAX_TEXT", "COSTS", "EDIT_WINDOW", "Outbound", "RateLimited", "parse_send_request"]
+__all__ = ["MAX_CAPTION", "MAX_TEXT", "COSTS", "EDIT_WINDOW", "MAX_READ_AUTHORS", "REVOKE_WINDOW", "Outbound",
+           "RateLimited", "parse_send_request"]
 
 # What each kind takes from the line's rate limit (WHIN_SEND_RATE messages a minute): a message is
 # one; what shows less on WhatsApp's side costs less, but a burst of anything still flags a number.
 COSTS = {"text": 1.0, "media": 1.0, "location": 1.0, "contact": 1.0, "reaction": 0.25, "edit": 0.5,
          "revoke": 0.5, "exists": 0.5, "read": 0.1, "presence": 0.1}
 EDIT_WINDOW = 20 * 60  # whatsmeow.EditWindow: WhatsApp refuses an edit after 20 minutes
+# WhatsApp's "delete for everyone" works for about two days (its help pages); past that the phones go on
+# showing the message, so an OK would lie.
+REVOKE_WINDOW = 48 * 3600
+# /read in a group is one command per author, each waiting up to WHIN_SEND_TIMEOUT: a few per call
+# keeps the call within one proxy timeout.
+MAX_READ_AUTHORS = 5
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,10 @@ class Outbound:
                                               "are marked as read.")
             # whatsmeow's MarkRead takes one sender: in a group, one command per author.
             by_sender.setdefault(found.sender if is_group(request.chat) else None, []).append(message_id)
+        if len(by_sender) > MAX_READ_AUTHORS:
+            raise Refused("too_many_authors", f"These messages have {len(by_sender)} authors; WhatsApp marks one "
+                                              f"author's messages at a time, so mark those of at most "
+                                              f"{MAX_READ_AUTHORS} authors per call: split the ids into calls.")
         self._take(slot.line, "read")
         for sender, message_ids in by_sender.items():
             sealed = {"chat": request.chat, "message_ids": message_ids}
@@ -141,7 +152,11 @@ class Outbound:
     def revoke(self, body) -> dict:
         request = requests.parse_revoke(body)
         slot = self._slot(request.target, "delete a message")
-        self._own(slot.line, request.to, request.message_id, "delete")
+        found = self._own(slot.line, request.to, request.message_id, "delete")
+        if time.time() - found.timestamp > REVOKE_WINDOW:
+            raise Refused("revoke_window_passed", f"Message {request.message_id} was sent over "
+                                                  f"{REVOKE_WINDOW // 3600} hours ago: WhatsApp no longer deletes it "
+                                                  "for everyone.")
         self._take(slot.line, "revoke")
         answer = self._sent(slot, protocol.Revoke, {"to": request.to, "message_id": request.message_id})
         self._indexing(lambda: self.index.forget(slot.line, request.to, request.message_id))

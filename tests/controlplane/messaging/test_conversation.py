@@ -17,7 +17,7 @@ from controlplane.core.sealed import Sealer
 from controlplane.core.store import SlotStore
 from controlplane.lifecycle import Lifecycle
 from controlplane.messaging.message_index import IndexedMessage
-from controlplane.messaging.outbound import EDIT_WINDOW, Outbound, RateLimited
+from controlplane.messaging.outbound import EDIT_WINDOW, MAX_READ_AUTHORS, REVOKE_WINDOW, Outbound, RateLimited
 from slotworker.commands import CommandHandler
 from slotworker.engines.base import (
     Contact,
@@ -324,6 +324,27 @@ def test_an_edit_after_whatsapps_window_or_of_a_non_text_is_refused(outbound, en
     _refused(lambda: outbound.edit({"line": LINE, "to": TO, "message_id": "PIN", "text": "x"}), "not_editable")
     own_pin = send(outbound, location={"latitude": 1, "longitude": 1})
     _refused(lambda: outbound.edit({"line": LINE, "to": TO, "message_id": own_pin["id"], "text": "x"}), "not_editable")
+
+
+def test_a_revoke_after_whatsapps_window_is_refused_and_one_just_inside_goes(outbound, engine):
+    outbound.index.record(LINE, TO, "OLD", IndexedMessage(True, LINE, int(time.time() - REVOKE_WINDOW - 60), True))
+    outbound.index.record(LINE, TO, "DAY", IndexedMessage(True, LINE, int(time.time() - REVOKE_WINDOW + 600), True))
+    assert "48 hours" in _refused(lambda: outbound.revoke({"line": LINE, "to": TO, "message_id": "OLD"}),
+                                  "revoke_window_passed")
+    outbound.revoke({"line": LINE, "to": TO, "message_id": "DAY"})
+    assert [call[0] for call in engine.calls] == ["revoke"]
+
+
+def test_reading_more_authors_than_a_call_takes_is_refused_before_any_mark(outbound, engine):
+    authors = [f"3463334445{n}" for n in range(MAX_READ_AUTHORS + 1)]
+    for n, author in enumerate(authors):
+        received(outbound, f"A{n}", chat=GROUP, sender=author)
+    every = [f"A{n}" for n in range(len(authors))]
+    assert "split" in _refused(lambda: outbound.read({"line": LINE, "chat": GROUP, "message_ids": every}),
+                               "too_many_authors")
+    assert engine.calls == []
+    outbound.read({"line": LINE, "chat": GROUP, "message_ids": every[:MAX_READ_AUTHORS]})
+    assert len(engine.calls) == MAX_READ_AUTHORS
 
 
 # --- the engine's refusals and failures, through the slot ---
