@@ -13,6 +13,7 @@ and dropped: its content (a sealed message) never reaches the log.
 import base64
 import logging
 import time
+from functools import partial
 
 from controlplane.core import protocol
 from controlplane.core.sealed import Sealer
@@ -91,56 +92,63 @@ class CommandHandler:
     def logout(self, command: protocol.Logout) -> None:
         self.teardown(command.reason)
 
+    # Each handler reads the unsealed request into the engine's types first (``build``), then calls the
+    # engine (the partial it returns) outside that reading: an error after WhatsApp took a message is
+    # never mistaken for an unreadable request the caller could safely retry.
+
     def send(self, command: protocol.Send) -> protocol.Reply:
         """Send one message; the answer names the outcome and WhatsApp's id, never the content."""
-        def send(message: dict):
+        def build(message: dict):
             media = message.get("media")
-            return self.engine.send(message["to"], text=message.get("text"), media=media and _media(media),
-                                    reply=_quote(message))
-        return self._conversation(command, send)
+            return partial(self.engine.send, message["to"], text=message.get("text"),
+                           media=media and _media(media), reply=_quote(message))
+        return self._conversation(command, build)
 
     def send_location(self, command: protocol.SendLocation) -> protocol.Reply:
-        def send(message: dict):
+        def build(message: dict):
             place = message["location"]
             location = Location(float(place["latitude"]), float(place["longitude"]), place.get("name"),
                                 place.get("address"))
-            return self.engine.send_location(message["to"], location, reply=_quote(message))
-        return self._conversation(command, send)
+            return partial(self.engine.send_location, message["to"], location, reply=_quote(message))
+        return self._conversation(command, build)
 
     def send_contact(self, command: protocol.SendContact) -> protocol.Reply:
-        def send(message: dict):
+        def build(message: dict):
             card = message["contact"]
-            return self.engine.send_contact(message["to"], Contact(card["name"], card["vcard"]), reply=_quote(message))
-        return self._conversation(command, send)
+            return partial(self.engine.send_contact, message["to"], Contact(card["name"], card["vcard"]),
+                           reply=_quote(message))
+        return self._conversation(command, build)
 
     def react(self, command: protocol.React) -> protocol.Reply:
-        def react(message: dict):
+        def build(message: dict):
             given = message["reaction"]
             reaction = Reaction(given["message_id"], given["emoji"], bool(given["from_me"]), given.get("sender"))
-            return self.engine.react(message["to"], reaction)
-        return self._conversation(command, react)
+            return partial(self.engine.react, message["to"], reaction)
+        return self._conversation(command, build)
 
     def read(self, command: protocol.Read) -> protocol.Reply:
-        def read(message: dict):
-            self.engine.mark_read(message["chat"], list(message["message_ids"]), message.get("sender"))
-        return self._conversation(command, read)
+        return self._conversation(command, lambda message: partial(
+            self.engine.mark_read, message["chat"], list(message["message_ids"]), message.get("sender")))
 
     def presence(self, command: protocol.Presence) -> protocol.Reply:
-        return self._conversation(command, lambda message: self.engine.send_presence(message["to"], message["state"]))
+        return self._conversation(command, lambda message: partial(self.engine.send_presence, message["to"],
+                                                                   message["state"]))
 
     def revoke(self, command: protocol.Revoke) -> protocol.Reply:
-        return self._conversation(command, lambda message: self.engine.revoke(message["to"], message["message_id"]))
+        return self._conversation(command, lambda message: partial(self.engine.revoke, message["to"],
+                                                                   message["message_id"]))
 
     def edit(self, command: protocol.Edit) -> protocol.Reply:
-        return self._conversation(command, lambda message: self.engine.edit(message["to"], message["message_id"],
-                                                                            message["text"]))
+        return self._conversation(command, lambda message: partial(self.engine.edit, message["to"],
+                                                                   message["message_id"], message["text"]))
 
     def exists(self, command: protocol.Exists) -> protocol.Reply:
-        return self._conversation(command, lambda message: self.engine.exists(message["number"]))
+        return self._conversation(command, lambda message: partial(self.engine.exists, message["number"]))
 
-    def _conversation(self, command: protocol.Sealed, act) -> protocol.Reply:
-        """Unseal, act through the engine, and answer as the op's reply type says: a failure by its
-        code (the engine's refusal, WhatsApp out of reach, an op this engine lacks), never the content."""
+    def _conversation(self, command: protocol.Sealed, build) -> protocol.Reply:
+        """Unseal, read the request, act through the engine, and answer as the op's reply type says: a
+        failure by its code (an unreadable request, the engine's refusal, WhatsApp out of reach, an op
+        this engine lacks, an engine error whose outcome is unknown), never the content."""
         if command.deadline is not None and time.time() > command.deadline:
             return protocol.Failure(protocol.ENGINE_TIMEOUT, "The request expired before the slot took it.")
         try:
@@ -148,16 +156,22 @@ class CommandHandler:
         except ValueError:
             return protocol.Failure("send_failed", "The request does not open with this slot's WHIN_QUEUE_KEY.")
         try:
-            result = act(message)
+            act = build(message)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # say that it is unreadable, not what
+            log.warning("slot %s: a malformed %s request (%s)", self.slot_id, command.op, type(err).__name__)
+            return protocol.Failure("send_failed", "The slot could not read the request; nothing was sent.")
+        try:
+            result = act()
         except EngineUnavailable as err:
             return protocol.Failure(protocol.WHATSAPP_UNREACHABLE, str(err))
         except SendRefused as err:
             return protocol.Failure(err.code, err.detail)
         except NotSupported as err:
             return protocol.Failure(protocol.NOT_SUPPORTED, str(err))
-        except (KeyError, TypeError, ValueError) as err:  # a request this worker cannot read: say so, not what
-            log.warning("slot %s: a malformed %s request (%s)", self.slot_id, command.op, type(err).__name__)
-            return protocol.Failure("send_failed", "The slot could not read the request.")
+        except Exception as err:  # the engine broke midway: WhatsApp may have taken it, so not "failed"
+            log.warning("slot %s: the engine failed during a %s (%s)", self.slot_id, command.op, type(err).__name__)
+            return protocol.Failure(protocol.ENGINE_TIMEOUT, "The slot's engine failed while doing it: it may have "
+                                                             "been done; check before trying again.")
         if command.success is protocol.Sent:
             return protocol.Sent(id=result.id, timestamp=result.timestamp)
         if command.success is protocol.Existence:

@@ -77,3 +77,24 @@ def test_a_refusal_an_op_the_engine_lacks_or_an_unreadable_request_is_a_failure_
     answer = handler(Engine()).handlers[command.op](command)
     assert isinstance(answer, protocol.Failure) and answer.error == code
     assert "34611122233" not in answer.detail
+
+
+def test_an_engine_error_after_the_request_was_read_is_not_an_unreadable_request():
+    class Breaking(Engine):
+        def send(self, to, text=None, media=None, reply=None):
+            self.sent.append(to)
+            raise ValueError("a protobuf field, after WhatsApp took the message")
+
+    engine = Breaking()
+    answer = handler(engine).send(protocol.Send(sealed=SEALER.seal({"to": "34611122233", "text": "Hola"})))
+    assert engine.sent == ["34611122233"]
+    # It may have gone: the caller hears "done by now or never" (a 504), not "failed" (a 422 one retries).
+    assert answer.error == protocol.ENGINE_TIMEOUT and "may have been done" in answer.detail
+
+
+def test_a_request_that_does_not_read_never_reaches_the_engine():
+    engine = Engine()
+    bad_media = {"to": "34611122233", "media": {"data": 5, "mimetype": "image/png"}}
+    answer = handler(engine).send(protocol.Send(sealed=SEALER.seal(bad_media)))
+    assert (answer.error, engine.sent) == ("send_failed", [])
+    assert "nothing was sent" in answer.detail
