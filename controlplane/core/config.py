@@ -5,6 +5,7 @@ variables, so one environment describes one gateway. Paths are made absolute onc
 """
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ def _number(environ, name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than zero, got {raw!r}")
+    if not math.isfinite(value) or value <= 0:  # inf and nan read as floats, and break what counts with them
+        raise ConfigError(f"{name} must be a number greater than zero, got {raw!r}")
     return value
 
 

@@ -19,6 +19,7 @@ MAX_TEXT = 65536  # WhatsApp's own limit for a text message
 MAX_CAPTION = 1024
 MAX_PLACE_TEXT = 1024  # a location's name or address
 MAX_CONTACT_NAME = 256
+MAX_FILENAME = 255  # what a phone's file system takes
 MAX_VCARD = 16 * 1024
 MAX_MESSAGE_ID = 128
 MAX_EMOJI = 16  # code points: an emoji with its skin tone and joiners (👩🏽‍💻) is several
@@ -132,11 +133,18 @@ def _reply(body: dict, kind: str) -> tuple[str | None, dict | None]:
         raise Refused("invalid_reply", "A reaction names its message in 'reaction.message_id', not 'reply_to'.")
     reply_to = _message_id(reply_to, "invalid_reply", "reply_to")
     if quoted is not None:
-        if not isinstance(quoted, dict):
-            raise Refused("invalid_reply", "'quoted' is the payload's \"Message\" object of the message replied to.")
+        if not isinstance(quoted, dict) or not quoted \
+                or not all(isinstance(key, str) and isinstance(value, (dict, str)) for key, value in quoted.items()):
+            raise Refused("invalid_reply", "'quoted' is the payload's \"Message\" object of the message replied to "
+                                           "(such as {\"conversation\": \"…\"}).")
         if len(json.dumps(quoted)) > MAX_QUOTED_JSON:
             raise Refused("invalid_reply", f"'quoted' is over {MAX_QUOTED_JSON // 1024} KiB.")
     return reply_to, quoted
+
+
+def _has_control(text: str, newlines: bool = False) -> bool:
+    """Whether ``text`` holds a control character (Cc), newlines apart when they may be there."""
+    return any(unicodedata.category(char) == "Cc" and not (newlines and char == "\n") for char in text)
 
 
 def _check_text(text) -> str:
@@ -158,6 +166,10 @@ def _check_media(media) -> dict:
         raise Refused("invalid_media", "'media.ptt' is true (a voice note) or false.")
     if "data" in media and not media.get("mimetype"):
         raise Refused("invalid_media", "'media.mimetype' is needed with 'data', e.g. image/jpeg.")
+    filename = media.get("filename")
+    if filename is not None and (len(filename) > MAX_FILENAME or _has_control(filename) or "/" in filename):
+        raise Refused("invalid_media", f"'media.filename' is a file name of at most {MAX_FILENAME} characters, "
+                                       "without '/' or control characters.")
     if len(media.get("caption") or "") > MAX_CAPTION:
         raise Refused("invalid_media", f"'media.caption' has at most {MAX_CAPTION} characters.")
     if "url" in media and _scheme(media["url"]) not in ("http", "https"):
@@ -190,8 +202,9 @@ def _check_location(location) -> dict:
         value = location.get(name)
         if value is None:
             continue
-        if not isinstance(value, str) or len(value) > MAX_PLACE_TEXT:
-            raise Refused("invalid_location", f"'location.{name}' is a string of at most {MAX_PLACE_TEXT} characters.")
+        if not isinstance(value, str) or len(value) > MAX_PLACE_TEXT or _has_control(value, newlines=True):
+            raise Refused("invalid_location", f"'location.{name}' is a string of at most {MAX_PLACE_TEXT} characters, "
+                                              "without control characters.")
         if value:
             checked[name] = value
     return checked
@@ -219,9 +232,10 @@ def _check_contact(contact) -> dict:
     if not isinstance(contact, dict):
         raise Refused("invalid_contact", "'contact' is {\"name\", \"number\"} or {\"vcard\"}.")
     name = contact.get("name")
-    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_CONTACT_NAME):
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_CONTACT_NAME
+                             or _has_control(name)):
         raise Refused("invalid_contact", f"'contact.name' is a non-empty string of at most {MAX_CONTACT_NAME} "
-                                         "characters.")
+                                         "characters, on one line (no control characters).")
     if contact.get("vcard") is not None:
         vcard = contact["vcard"]
         if "number" in contact:
@@ -250,13 +264,26 @@ def _check_contact(contact) -> dict:
     return {"name": name, "vcard": build_vcard(name, digits)}
 
 
+_EMOJI_JOINERS = frozenset("\u200d\ufe0e\ufe0f\u20e3")  # ZWJ, text/emoji variation selectors, keycap
+
+
+def _emoji_part(char: str, keycap: bool) -> bool:
+    code = ord(char)
+    return (unicodedata.category(char) == "So" or char in _EMOJI_JOINERS
+            or 0x1F1E6 <= code <= 0x1F1FF  # regional indicators: a flag is two
+            or 0x1F3FB <= code <= 0x1F3FF  # skin tones
+            or 0xE0020 <= code <= 0xE007F  # tags: a subdivision's flag (🏴 + tags)
+            or (keycap and char in "#*0123456789"))
+
+
 def _is_emoji(text: str) -> bool:
+    """One emoji, as WhatsApp's reactions take them: symbols (So), flags and keycaps with what joins
+    them (ZWJ, variation selectors, skin tones, tags); no letters, accents, or direction marks."""
     if len(text) > MAX_EMOJI:
         return False
-    # Symbols, with the joiners, variation selectors and skin tones that build one emoji; no letters.
-    return all(unicodedata.category(char) in ("So", "Sk", "Mn", "Me", "Cf") or char in "\u200d\ufe0f\u20e3"
-               or 0x1F1E6 <= ord(char) <= 0x1F1FF or 0x1F3FB <= ord(char) <= 0x1F3FF
-               or (char in "#*0123456789" and "\u20e3" in text) for char in text)
+    keycap = "\u20e3" in text
+    has_symbol = any(unicodedata.category(char) == "So" or 0x1F1E6 <= ord(char) <= 0x1F1FF for char in text)
+    return (has_symbol or keycap) and all(_emoji_part(char, keycap) for char in text)
 
 
 def _check_reaction(reaction) -> dict:

@@ -204,3 +204,9 @@ def test_the_banner_never_shows_configured_secrets(data_dir):
 def test_a_secret_that_could_never_be_rotated_live_is_refused_at_start(data_dir, name, value):
     with pytest.raises(ConfigError, match=name):
         prepare(sim_environ(data_dir, **{name: value}))
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e400"])
+def test_a_duration_that_is_no_finite_number_is_refused_at_start(data_dir, value):
+    with pytest.raises(ConfigError, match="WHIN_MESSAGE_INDEX_TTL"):
+        prepare(sim_environ(data_dir, WHIN_MESSAGE_INDEX_TTL=value))

@@ -45,6 +45,18 @@ def body(**fields) -> dict:
     (body(reaction={"message_id": "", "emoji": "👍"}), "invalid_reaction"),
     (body(reaction={"emoji": "👍"}), "invalid_reaction"),
     (body(reaction={"message_id": "X", "emoji": None}), "invalid_reaction"),
+    (body(reaction={"message_id": "X", "emoji": "^"}), "invalid_reaction"),  # Sk, not an emoji
+    (body(reaction={"message_id": "X", "emoji": "`"}), "invalid_reaction"),
+    (body(reaction={"message_id": "X", "emoji": "\u202e"}), "invalid_reaction"),  # right-to-left override
+    (body(reaction={"message_id": "X", "emoji": "\u0301"}), "invalid_reaction"),  # a lone combining accent
+    (body(reaction={"message_id": "X", "emoji": "\u202e👍"}), "invalid_reaction"),
+    (body(text="hi", reply_to="X", quoted={"conversation": 5}), "invalid_reply"),
+    (body(text="hi", reply_to="X", quoted={}), "invalid_reply"),
+    (body(contact={"name": "Ana\rTEL;waid=34600000000:+34600000000", "number": "34611122233"}), "invalid_contact"),
+    (body(location={"latitude": 0, "longitude": 0, "address": "Sol\x001"}), "invalid_location"),
+    (body(media={"data": "AA==", "mimetype": "application/pdf", "filename": "a" * 256}), "invalid_media"),
+    (body(media={"data": "AA==", "mimetype": "application/pdf", "filename": "a\nb.pdf"}), "invalid_media"),
+    (body(media={"data": "AA==", "mimetype": "application/pdf", "filename": "../etc/passwd"}), "invalid_media"),
     (body(reaction={"message_id": "X", "emoji": "👍"}, reply_to="Y"), "invalid_reply"),
     (body(text="hi", quoted={"conversation": "q"}), "invalid_reply"),
     (body(text="hi", reply_to=""), "invalid_reply"),
@@ -61,11 +73,13 @@ def test_each_kind_parses_to_its_content():
     assert parse_send_request(body(to=GROUP, text="hola", reply_to="3EB0", quoted=None)).reply_to == "3EB0"
     pin = parse_send_request(body(location={"latitude": 40, "longitude": -3.5, "name": "", "address": "Sol 1"}))
     assert (pin.kind, pin.location) == ("location", {"latitude": 40.0, "longitude": -3.5, "address": "Sol 1"})
-    for emoji in ("👍", "❤️", "👩🏽‍💻", "🇪🇸", "1️⃣", ""):
+    for emoji in ("👍", "❤️", "👩🏽‍💻", "🇪🇸", "1️⃣", "", "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
+                  "👍🏾", "#️⃣"):
         assert parse_send_request(body(reaction={"message_id": "X", "emoji": emoji})).reaction["emoji"] == emoji
     given = "BEGIN:VCARD\nVERSION:3.0\nFN:Oficina\\, Centro\nTEL:+34911222333\nEND:VCARD\n"
     assert parse_send_request(body(contact={"vcard": given})).contact == {"name": "Oficina, Centro",
                                                                           "vcard": given.strip()}
+    assert parse_send_request(body(location={"latitude": 1, "longitude": 1, "address": "Sol 1\nMadrid"}))
     named = parse_send_request(body(contact={"vcard": given, "name": "Centro"}))
     assert named.contact["name"] == "Centro"
 
