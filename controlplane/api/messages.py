@@ -58,7 +58,7 @@ def send():
 })
 def read():
     """Mark received messages as read (blue ticks)"""
-    _outbound().read(request.get_json(silent=True))
+    _outbound().act("read", request.get_json(silent=True))
     return ok_text()
 
 
@@ -71,7 +71,7 @@ def read():
 })
 def presence():
     """Show the line typing or recording in a chat, or stop"""
-    _outbound().presence(request.get_json(silent=True))
+    _outbound().act("presence", request.get_json(silent=True))
     return ok_text()
 
 
@@ -85,7 +85,7 @@ def presence():
 })
 def revoke():
     """Delete a message the line sent, for everyone"""
-    _outbound().revoke(request.get_json(silent=True))
+    _outbound().act("revoke", request.get_json(silent=True))
     return ok_text()
 
 
@@ -100,7 +100,7 @@ def revoke():
 })
 def edit():
     """Replace the text of a message the line sent"""
-    _outbound().edit(request.get_json(silent=True))
+    _outbound().act("edit", request.get_json(silent=True))
     return ok_text()
 
 
@@ -112,4 +112,4 @@ def edit():
 })
 def exists(line: str, number: str):
     """Whether a number is on WhatsApp, asked through a line"""
-    return jsonify(_outbound().exists(line, number))
+    return jsonify(_outbound().act("exists", line, number))

@@ -52,6 +52,14 @@ class GatewayCollector:
                 sends.add_metric([name.removeprefix("send_")], value)
         yield sends
 
+        actions = CounterMetricFamily("whin_actions", "The chat actions (/read, /presence, /revoke, /edit, /exists) "
+                                      "by outcome: ok, or the refusal's code.", labels=["action", "outcome"])
+        for name, value in stats.items():
+            if name.startswith("action_"):
+                action, _, outcome = name.removeprefix("action_").partition("_")
+                actions.add_metric([action, outcome], value)
+        yield actions
+
         yield self._latency(r)
         yield self._queue(r)
         yield from self._per_slot(r, slots)

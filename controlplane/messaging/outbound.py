@@ -32,7 +32,7 @@ __all__ = ["MAX_CAPTION", "MAX_TEXT", "COSTS", "EDIT_WINDOW", "MAX_READ_AUTHORS"
 # What each kind takes from the line's rate limit (WHIN_SEND_RATE messages a minute): a message is
 # one; what shows less on WhatsApp's side costs less, but a burst of anything still flags a number.
 COSTS = {"text": 1.0, "media": 1.0, "location": 1.0, "contact": 1.0, "reaction": 0.25, "edit": 0.5,
-         "revoke": 0.5, "exists": 0.5, "read": 0.1, "presence": 0.1}
+         "revoke": 0.5, "exists": 1.0, "read": 0.1, "presence": 0.1}
 EDIT_WINDOW = 20 * 60  # whatsmeow.EditWindow: WhatsApp refuses an edit after 20 minutes
 # WhatsApp's "delete for everyone" works for about two days (its help pages); past that the phones go on
 # showing the message, so an OK would lie.
@@ -119,6 +119,17 @@ class Outbound:
         return {"id": answer.id, "timestamp": answer.timestamp}
 
     # --- the chat actions ---
+
+    def act(self, action: str, *args):
+        """A chat action's whole answer (read, presence, revoke, edit, exists), its outcome counted as
+        /send's are: whin_actions_total{action, outcome} ("ok" or the refusal's code)."""
+        try:
+            result = getattr(self, action)(*args)
+        except (GatewayError, InvalidIdentifier) as err:
+            self.store.count(f"action_{action}_{err.code}")
+            raise
+        self.store.count(f"action_{action}_ok")
+        return result
 
     def read(self, body) -> None:
         request = requests.parse_read(body)

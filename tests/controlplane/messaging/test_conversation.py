@@ -379,6 +379,23 @@ def test_every_kind_counts_against_the_rate_limit_and_cheap_ones_count_less(stor
     with pytest.raises(RateLimited):
         send(outbound, location={"latitude": 0, "longitude": 0})
     assert len(engine.calls) == 22
+    store.redis.delete(keys.rate_key(LINE))
+    outbound.exists(LINE, TO)
+    outbound.exists(LINE, TO)
+    with pytest.raises(RateLimited):  # a number check costs as much as a message
+        outbound.exists(LINE, TO)
+
+
+def test_the_chat_actions_outcomes_are_counted_as_sends_are(store, outbound, engine):
+    received(outbound, "IN1")
+    outbound.act("read", {"line": LINE, "chat": TO, "message_ids": ["IN1"]})
+    with pytest.raises(Refused):
+        outbound.act("revoke", {"line": LINE, "to": TO, "message_id": "IN1"})
+    with pytest.raises(Refused):
+        outbound.act("exists", LINE, "+34")
+    stats = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in store.redis.hgetall(keys.STATS).items()}
+    assert (stats["action_read_ok"], stats["action_revoke_not_own_message"], stats["action_exists_invalid_number"]) \
+        == (1, 1, 1)
 
 
 # --- nothing of the content in Redis ---
