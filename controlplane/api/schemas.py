@@ -10,7 +10,7 @@ what they answer matches these shapes.
 from controlplane.core.ids import LINE_PATTERN, SLOT_ID_PATTERN
 from controlplane.core.states import SlotStatus
 from controlplane.lifecycle import MAX_SLOTS_PER_REQUEST
-from controlplane.messaging.requests import (
+from controlplane.messaging.asks import (
     GROUP_PATTERN,
     MAX_CAPTION,
     MAX_CONTACT_NAME,

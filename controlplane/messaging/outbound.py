@@ -1,5 +1,5 @@
 """What a line does in a chat, carried out: /send of every kind, and /read, /presence, /revoke,
-/edit, /exists. Each is: parse (requests.py), the serving slot, the facts the message index holds
+/edit, /exists. Each is: parse (asks.py), the serving slot, the facts the message index holds
 about the message acted on (message_index.py), the line's rate limit at that kind's cost, the media
 made ready (outbound_media.py), then one command of the slot protocol (protocol.py) and its answer.
 
@@ -18,16 +18,15 @@ from controlplane.core import protocol
 from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
 from controlplane.core.ids import InvalidIdentifier
 from controlplane.core.sealed import Sealer
-from controlplane.messaging import requests
+from controlplane.messaging import asks
+from controlplane.messaging.asks import SendRequest, parse_send_request
 from controlplane.messaging.media_fetch import MediaAllow, MediaFetcher
 from controlplane.messaging.message_index import IndexedMessage, MessageIndex, is_group
 from controlplane.messaging.outbound_media import MediaPreparer, prepare_budget
 from controlplane.messaging.ratelimit import RateLimiter
-from controlplane.messaging.requests import MAX_CAPTION, MAX_TEXT, SendRequest, parse_send_request
 from controlplane.messaging.transcode import Transcoder
 
-__all__ = ["MAX_CAPTION", "MAX_TEXT", "COSTS", "EDIT_WINDOW", "MAX_READ_AUTHORS", "REVOKE_WINDOW", "Outbound",
-           "RateLimited", "parse_send_request"]
+__all__ = ["COSTS", "EDIT_WINDOW", "MAX_READ_AUTHORS", "REVOKE_WINDOW", "Outbound", "RateLimited"]
 
 # What each kind takes from the line's rate limit (WHIN_SEND_RATE messages a minute): a message is
 # one; what shows less on WhatsApp's side costs less, but a burst of anything still flags a number.
@@ -132,7 +131,7 @@ class Outbound:
         return result
 
     def read(self, body) -> None:
-        request = requests.parse_read(body)
+        request = asks.parse_read(body)
         slot = self._slot(request.target, "mark messages as read")
         by_sender: dict[str | None, list[str]] = {}
         for message_id in request.message_ids:
@@ -155,13 +154,13 @@ class Outbound:
             self._expect(self._ask(slot, protocol.Read, sealed), protocol.Done)
 
     def presence(self, body) -> None:
-        request = requests.parse_presence(body)
+        request = asks.parse_presence(body)
         slot = self._slot(request.target, "show its presence")
         self._take(slot.line, "presence")
         self._expect(self._ask(slot, protocol.Presence, {"to": request.to, "state": request.state}), protocol.Done)
 
-    def revoke(self, body) -> dict:
-        request = requests.parse_revoke(body)
+    def revoke(self, body) -> None:
+        request = asks.parse_revoke(body)
         slot = self._slot(request.target, "delete a message")
         found = self._own(slot.line, request.to, request.message_id, "delete")
         if time.time() - found.timestamp > REVOKE_WINDOW:
@@ -169,12 +168,11 @@ class Outbound:
                                                   f"{REVOKE_WINDOW // 3600} hours ago: WhatsApp no longer deletes it "
                                                   "for everyone.")
         self._take(slot.line, "revoke")
-        answer = self._sent(slot, protocol.Revoke, {"to": request.to, "message_id": request.message_id})
+        self._sent(slot, protocol.Revoke, {"to": request.to, "message_id": request.message_id})
         self._indexing(lambda: self.index.forget(slot.line, request.to, request.message_id))
-        return {"id": answer.id, "timestamp": answer.timestamp}
 
-    def edit(self, body) -> dict:
-        request = requests.parse_edit(body)
+    def edit(self, body) -> None:
+        request = asks.parse_edit(body)
         slot = self._slot(request.target, "edit a message")
         found = self._own(slot.line, request.to, request.message_id, "edit")
         if not found.text:
@@ -183,12 +181,12 @@ class Outbound:
             raise Refused("edit_window_passed", f"Message {request.message_id} was sent over {EDIT_WINDOW // 60} "
                                                 "minutes ago: WhatsApp no longer lets it be edited.")
         self._take(slot.line, "edit")
-        answer = self._sent(slot, protocol.Edit, {"to": request.to, "message_id": request.message_id,
-                                                  "text": request.text})
-        return {"id": answer.id, "timestamp": answer.timestamp}
+        # The Sent reply's id is the edit's or the revoke's own protocol message: nothing one acts on, so
+        # the API answers OK, as for /read and /presence.
+        self._sent(slot, protocol.Edit, {"to": request.to, "message_id": request.message_id, "text": request.text})
 
     def exists(self, line_text: str, number_text: str) -> dict:
-        number = requests.parse_number(number_text)  # a malformed request is refused before any lookup
+        number = asks.parse_number(number_text)  # a malformed request is refused before any lookup
         slot = self.lifecycle.serving_slot(line_text, None, "check a number")
         self._take(slot.line, "exists")
         answer = self._expect(self._ask(slot, protocol.Exists, {"number": number}), protocol.Existence)
@@ -196,7 +194,7 @@ class Outbound:
 
     # --- the steps they share ---
 
-    def _slot(self, target: requests.Target, to_do: str):
+    def _slot(self, target: asks.Target, to_do: str):
         return self.lifecycle.serving_slot(target.line, target.slot, to_do)
 
     def _known(self, line: str, chat: str, message_id: str, to_do: str) -> IndexedMessage:

@@ -14,7 +14,8 @@ from controlplane.core.sealed import Sealer
 from controlplane.core.states import SlotStatus
 from controlplane.core.store import SlotStore
 from controlplane.lifecycle import Lifecycle
-from controlplane.messaging.outbound import MAX_CAPTION, MAX_TEXT, Outbound, RateLimited, parse_send_request
+from controlplane.messaging.asks import MAX_CAPTION, MAX_TEXT, parse_send_request
+from controlplane.messaging.outbound import Outbound, RateLimited
 from tests.gateway import QUEUE_KEY
 
 LINE, TO = "34666000111", "34611122233"

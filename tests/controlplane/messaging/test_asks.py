@@ -3,8 +3,8 @@
 import pytest
 
 from controlplane.core.errors import Refused
-from controlplane.messaging import requests
-from controlplane.messaging.requests import MAX_READ_IDS, build_vcard, parse_send_request
+from controlplane.messaging import asks
+from controlplane.messaging.asks import MAX_READ_IDS, build_vcard, parse_send_request
 
 LINE, TO = "34666000111", "34611122233"
 GROUP = "120363012345678901@g.us"
@@ -87,8 +87,8 @@ def test_each_kind_parses_to_its_content():
 def test_the_webhooks_own_chat_names_its_number():
     for jid in ("34611122233@s.whatsapp.net", "34611122233:12@s.whatsapp.net"):
         assert parse_send_request(body(to=jid, text="hi")).to == TO
-        assert requests.parse_read({"line": LINE, "chat": jid, "message_ids": ["X"]}).chat == TO
-    assert requests.parse_presence({"line": LINE, "to": GROUP, "state": "paused"}).to == GROUP
+        assert asks.parse_read({"line": LINE, "chat": jid, "message_ids": ["X"]}).chat == TO
+    assert asks.parse_presence({"line": LINE, "to": GROUP, "state": "paused"}).to == GROUP
 
 
 def test_a_vcard_escapes_what_vcard_reserves():
@@ -96,21 +96,21 @@ def test_a_vcard_escapes_what_vcard_reserves():
 
 
 @pytest.mark.parametrize(("parse", "given", "code"), [
-    (requests.parse_read, {"line": LINE, "chat": TO, "message_ids": []}, "invalid_message_ids"),
-    (requests.parse_read, {"line": LINE, "chat": TO, "message_ids": ["X"] * (MAX_READ_IDS + 1)},
+    (asks.parse_read, {"line": LINE, "chat": TO, "message_ids": []}, "invalid_message_ids"),
+    (asks.parse_read, {"line": LINE, "chat": TO, "message_ids": ["X"] * (MAX_READ_IDS + 1)},
      "invalid_message_ids"),
-    (requests.parse_read, {"line": LINE, "chat": TO, "message_ids": "X"}, "invalid_message_ids"),
-    (requests.parse_read, {"line": LINE, "chat": TO, "message_ids": [7]}, "invalid_message_ids"),
-    (requests.parse_read, {"line": LINE, "chat": "x@y", "message_ids": ["X"]}, "invalid_chat"),
-    (requests.parse_read, {"line": LINE, "message_ids": ["X"]}, "invalid_chat"),
-    (requests.parse_presence, {"line": LINE, "to": TO, "state": "typing"}, "invalid_state"),
-    (requests.parse_presence, {"line": LINE, "to": TO}, "invalid_state"),
-    (requests.parse_presence, {"to": TO, "state": "paused"}, "invalid_target"),
-    (requests.parse_revoke, {"line": LINE, "to": TO}, "invalid_message_id"),
-    (requests.parse_revoke, {"line": LINE, "to": "bad", "message_id": "X"}, "invalid_number"),
-    (requests.parse_edit, {"line": LINE, "to": TO, "message_id": "X", "text": ""}, "invalid_text"),
-    (requests.parse_edit, {"line": LINE, "to": TO, "message_id": "X\n", "text": "y"}, "invalid_message_id"),
-    (requests.parse_edit, "text", "invalid_json"),
+    (asks.parse_read, {"line": LINE, "chat": TO, "message_ids": "X"}, "invalid_message_ids"),
+    (asks.parse_read, {"line": LINE, "chat": TO, "message_ids": [7]}, "invalid_message_ids"),
+    (asks.parse_read, {"line": LINE, "chat": "x@y", "message_ids": ["X"]}, "invalid_chat"),
+    (asks.parse_read, {"line": LINE, "message_ids": ["X"]}, "invalid_chat"),
+    (asks.parse_presence, {"line": LINE, "to": TO, "state": "typing"}, "invalid_state"),
+    (asks.parse_presence, {"line": LINE, "to": TO}, "invalid_state"),
+    (asks.parse_presence, {"to": TO, "state": "paused"}, "invalid_target"),
+    (asks.parse_revoke, {"line": LINE, "to": TO}, "invalid_message_id"),
+    (asks.parse_revoke, {"line": LINE, "to": "bad", "message_id": "X"}, "invalid_number"),
+    (asks.parse_edit, {"line": LINE, "to": TO, "message_id": "X", "text": ""}, "invalid_text"),
+    (asks.parse_edit, {"line": LINE, "to": TO, "message_id": "X\n", "text": "y"}, "invalid_message_id"),
+    (asks.parse_edit, "text", "invalid_json"),
 ])
 def test_a_malformed_chat_action_is_refused_with_its_code(parse, given, code):
     with pytest.raises(Refused) as refused:
@@ -119,5 +119,5 @@ def test_a_malformed_chat_action_is_refused_with_its_code(parse, given, code):
 
 
 def test_read_drops_repeated_ids():
-    assert requests.parse_read({"slot": "ab12cd34", "chat": GROUP, "message_ids": ["A", "B", "A"]}).message_ids == \
+    assert asks.parse_read({"slot": "ab12cd34", "chat": GROUP, "message_ids": ["A", "B", "A"]}).message_ids == \
         ("A", "B")
