@@ -74,6 +74,32 @@ def rq_job_keys(client) -> list:
     return client.keys(Job.redis_job_namespace_prefix + "*")
 
 
+class SlotLoop:
+    """A slot worker's command loop, reduced to ``handle``: each command popped from the slot's real
+    list is handed to it, in a thread, for as long as the ``with`` block lasts."""
+
+    def __init__(self, store, slot_id: str, handle):
+        import threading
+
+        self.store, self.slot_id, self.handle = store, slot_id, handle
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self):
+        while not self._stop.is_set():
+            raw = self.store.pop_command(self.slot_id, timeout=0.05)
+            if raw:
+                self.handle(raw)
+
+
 class AppClient:
     """The API in this process (create_app's Flask test client) on a real Redis database, with no
     supervisord, simnet or slot worker behind it: for routes that answer from validation and Redis alone.

@@ -4,7 +4,6 @@ message index the slot writes from its callbacks); only the engine is played her
 below, which records what it was asked as the engine's own types."""
 
 import base64
-import threading
 import time
 
 import pytest
@@ -33,7 +32,7 @@ from slotworker.engines.base import (
 from slotworker.outage import Patience
 from tests.e2e.samples import ogg_opus
 from tests.gateway import QUEUE_KEY
-from tests.helpers import active_slot
+from tests.helpers import SlotLoop, active_slot
 
 LINE, TO, MEMBER = "34666000333", "34611122233", "34622233344"
 GROUP = "120363012345678901@g.us"
@@ -82,29 +81,10 @@ class Engine:
         return Existence(number in self.known, f"{number}@s.whatsapp.net" if number in self.known else None)
 
 
-class Slot:
+def slot_loop(store: SlotStore, slot_id: str, engine: Engine) -> SlotLoop:
     """The slot worker's command loop: the real CommandHandler over the real list."""
-
-    def __init__(self, store: SlotStore, slot_id: str, engine: Engine):
-        self.store, self.slot_id = store, slot_id
-        self.handler = CommandHandler(slot_id, store, engine, Sealer(QUEUE_KEY), Patience(slot_id), lambda r: None,
-                                      10_000_000)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self):
-        while not self._stop.is_set():
-            raw = self.store.pop_command(self.slot_id, timeout=0.05)
-            if raw:
-                self.handler.handle(raw)
+    handler = CommandHandler(slot_id, store, engine, Sealer(QUEUE_KEY), Patience(slot_id), lambda r: None, 10_000_000)
+    return SlotLoop(store, slot_id, handler.handle)
 
 
 @pytest.fixture
@@ -126,7 +106,7 @@ def outbound(store, tmp_path):
 @pytest.fixture
 def engine(store, outbound):
     engine = Engine()
-    with Slot(store, active_slot(store, LINE), engine):
+    with slot_loop(store, active_slot(store, LINE), engine):
         yield engine
 
 

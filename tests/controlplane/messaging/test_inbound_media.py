@@ -3,7 +3,6 @@
 ``Engine`` below, since the engines' own downloads are the engine contract suite's."""
 
 import os
-import threading
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from slotworker.downloads import Downloads
 from slotworker.engines.base import Download, MediaRefused
 from slotworker.outage import Patience
 from tests.gateway import QUEUE_KEY
-from tests.helpers import active_slot
+from tests.helpers import SlotLoop, active_slot
 
 LINE = "34666000222"
 PHOTO = {"imageMessage": {"mimetype": "image/jpeg", "directPath": "/mms/image/x", "mediaKey": "a2V5",
@@ -42,28 +41,12 @@ class Engine:
         return Download(self.size, self.chunks)
 
 
-class Slot:
+class Slot(SlotLoop):
     """The slot worker's command loop, reduced to downloads: the real relay over the real list."""
 
     def __init__(self, store: SlotStore, slot_id: str, engine: Engine, max_bytes: int = 10_000):
-        self.store, self.slot_id = store, slot_id
         self.downloads = Downloads(slot_id, store, engine, Sealer(QUEUE_KEY), Patience(slot_id), max_bytes)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self):
-        while not self._stop.is_set():
-            raw = self.store.pop_command(self.slot_id, timeout=0.05)
-            if raw:
-                self.downloads.start(protocol.parse_command(raw))
+        super().__init__(store, slot_id, lambda raw: self.downloads.start(protocol.parse_command(raw)))
 
 
 @pytest.fixture
