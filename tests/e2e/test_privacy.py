@@ -3,6 +3,8 @@ nor the bytes of a photo or voice note fetched through POST /media."""
 
 import base64
 import os
+import shutil
+import subprocess
 import time
 import uuid
 
@@ -33,10 +35,24 @@ def _every_redis_value(client) -> bytes:
     return b"\n".join(chunks)
 
 
-def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gateway, new_line):
+EMOJI = "👩🏽‍💻"  # a reaction is content too: 15 bytes no key or file may hold
+
+
+def _mp3(seconds: int) -> bytes:
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "ffmpeg is not installed: `make ffmpeg` (scripts/install-ffmpeg) installs it"
+    return subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", f"sine=frequency=350:duration={seconds}",
+                           "-c:a", "libmp3lame", "-f", "mp3", "pipe:1"], capture_output=True, check=True,
+                          timeout=60).stdout
+
+
+def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gateway, new_line, tmp_path):
     import redis
 
-    gw = make_gateway(embedded_redis=True, WHIN_WEBHOOK_URL=own_receiver.url)  # its own Redis, AOF on
+    # ffmpeg converts the MP3 voice note below from memory to a pipe: its TMPDIR must stay empty.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    gw = make_gateway(embedded_redis=True, WHIN_WEBHOOK_URL=own_receiver.url, TMPDIR=str(scratch))  # AOF on
     (slot_id,) = gw.provision(1)
     line = new_line()
     gw.enroll(slot_id, line)
@@ -53,14 +69,16 @@ def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gat
     assert {m.get("text") for m in gw.inbox(SENDER)} >= set(outbound)  # they did leave
     # Every other kind and chat action: a pin, a card, a quote, an edit, a reaction, a voice note.
     place, person, edit = (f"{kind}-secret-{uuid.uuid4().hex}" for kind in ("place", "person", "edit"))
+    mp3 = _mp3(3)
     first = gw.api("POST", "/send", json={"line": line, "to": SENDER, "text": outbound[0]}).json()["id"]
     reply_to = gw.phone_sends(SENDER, line, inbound[0] + "-q")
     delivered_message(own_receiver, line, inbound[0] + "-q", timeout=30)
     for body in ({"location": {"latitude": 40.1, "longitude": -3.2, "name": place, "address": place}},
                  {"contact": {"name": person, "number": "34611177788"}},
                  {"text": outbound[1] + "-r", "reply_to": reply_to, "quoted": {"conversation": inbound[0] + "-q"}},
-                 {"reaction": {"message_id": reply_to, "emoji": "🏠"}},
-                 {"media": {"data": base64.b64encode(ogg_opus(2)).decode(), "mimetype": "audio/ogg", "ptt": True}}):
+                 {"reaction": {"message_id": reply_to, "emoji": EMOJI}},
+                 {"media": {"data": base64.b64encode(ogg_opus(2)).decode(), "mimetype": "audio/ogg", "ptt": True}},
+                 {"media": {"data": base64.b64encode(mp3).decode(), "mimetype": "audio/mpeg", "ptt": True}}):
         response = gw.api("POST", "/send", json={"line": line, "to": SENDER, **body})
         assert response.status_code == 200, response.text
     edited = gw.api("POST", "/edit", json={"line": line, "to": SENDER, "message_id": first, "text": edit})
@@ -84,7 +102,9 @@ def test_no_redis_key_log_line_or_file_keeps_message_text(own_receiver, make_gat
     files = {p: p.read_bytes() for p in gw.data_dir.rglob("*")
              if p.is_file() and "simnet" not in p.relative_to(gw.data_dir).parts}  # simnet is WhatsApp's side
     assert any(p.suffix in (".aof", ".rdb") or "appendonly" in p.name for p in files), "Redis wrote its files"
-    secrets = [t.encode() for t in inbound + outbound] + [data[4:60] for data in media.values()]
+    secrets = [t.encode() for t in inbound + outbound + [EMOJI]] + [data[4:60] for data in media.values()]
+    secrets.append(mp3[len(mp3) // 2:len(mp3) // 2 + 64])  # the voice note ffmpeg converted
+    assert list(scratch.iterdir()) == [], "ffmpeg (or the gateway) left a file in TMPDIR"
     for secret in secrets + [base64.b64encode(data[:3000]) for data in media.values()]:
         assert secret not in stored, "a Redis key holds message content"
         for path, content in files.items():
