@@ -237,21 +237,29 @@ def _check_contact(contact) -> dict:
         raise Refused("invalid_contact", f"'contact.name' is a non-empty string of at most {MAX_CONTACT_NAME} "
                                          "characters, on one line (no control characters).")
     if contact.get("vcard") is not None:
-        vcard = contact["vcard"]
         if "number" in contact:
             raise Refused("invalid_contact", "Give 'contact.vcard' or 'contact.number', not both.")
-        if not isinstance(vcard, str) or len(vcard) > MAX_VCARD:
-            raise Refused("invalid_contact", f"'contact.vcard' is a vCard of at most {MAX_VCARD} characters.")
-        lines = [line.strip().upper() for line in vcard.strip().splitlines()]
-        if not lines or lines[0] != "BEGIN:VCARD" or lines[-1] != "END:VCARD":
-            raise Refused("invalid_contact", "'contact.vcard' is a vCard: BEGIN:VCARD … END:VCARD.")
-        if not any(line.startswith("TEL") for line in lines):
-            raise Refused("invalid_contact", "'contact.vcard' has no TEL line: a contact card needs a number.")
-        name = name or _vcard_name(vcard)
-        if not name:
-            raise Refused("invalid_contact", "'contact.vcard' has no FN line: give 'contact.name'.")
-        return {"name": name, "vcard": vcard.strip()}
-    number = contact.get("number")
+        return _given_vcard(contact["vcard"], name)
+    return _built_vcard(contact.get("number"), name)
+
+
+def _given_vcard(vcard, name: str | None) -> dict:
+    """A card the caller wrote: sent as it is, named by its FN unless 'contact.name' says otherwise."""
+    if not isinstance(vcard, str) or len(vcard) > MAX_VCARD:
+        raise Refused("invalid_contact", f"'contact.vcard' is a vCard of at most {MAX_VCARD} characters.")
+    lines = [line.strip().upper() for line in vcard.strip().splitlines()]
+    if not lines or lines[0] != "BEGIN:VCARD" or lines[-1] != "END:VCARD":
+        raise Refused("invalid_contact", "'contact.vcard' is a vCard: BEGIN:VCARD … END:VCARD.")
+    if not any(line.startswith("TEL") for line in lines):
+        raise Refused("invalid_contact", "'contact.vcard' has no TEL line: a contact card needs a number.")
+    name = name or _vcard_name(vcard)
+    if not name:
+        raise Refused("invalid_contact", "'contact.vcard' has no FN line: give 'contact.name'.")
+    return {"name": name, "vcard": vcard.strip()}
+
+
+def _built_vcard(number, name: str | None) -> dict:
+    """A card built from a name and a number, as WhatsApp's phones write one."""
     if number is None:
         raise Refused("invalid_contact", "A contact card needs 'contact.number' (or a 'contact.vcard').")
     if not isinstance(number, str):
