@@ -6,11 +6,16 @@ thread waiting on Redis costs little. Two processes keep one crash from taking t
 
 import os
 
+from controlplane.core.config import data_dir_from_env
+
 bind = f"127.0.0.1:{os.environ.get('WHIN_PORT', '8080')}"
 workers = int(os.environ.get("WHIN_API_WORKERS", "2"))
 worker_class = "controlplane.api.gunicorn_worker.ThreadWorker"  # gthread, errors in JSON
 threads = int(os.environ.get("WHIN_API_THREADS", "16"))
 timeout = 60
+# gunicorn's control socket lives in this gateway's own run folder, not the per-user default
+# (~/.gunicorn/gunicorn.ctl) that two gateways of one user would share.
+control_socket = str(data_dir_from_env() / "run" / "gunicorn.ctl")
 graceful_timeout = 10
 # gunicorn's request limits, spelled out so that none is ever 0 (unlimited): a request line of 4 KiB
 # (our longest path, /paircode/<slot>/<line>, is 34 characters), at most 100 headers of 8 KiB each.

@@ -196,3 +196,18 @@ def test_two_starts_at_once_on_one_folder_make_one_gateway(tmp_path):
                 start.kill()
     wait_for(lambda: processes_of(RUN_MARK_CHECK, "twice", tmp_path / "var") == [], timeout=15,
              what="every program to be gone")
+
+
+def test_two_gateways_side_by_side_keep_their_own_control_sockets_and_stop_alone(make_gateway, tmp_path):
+    import stat
+
+    home = tmp_path / "home"  # where gunicorn would put its per-user default, shared by both
+    home.mkdir()
+    first, second = make_gateway(HOME=str(home)), make_gateway(HOME=str(home))
+    sockets = [gw.data_dir / "run" / "gunicorn.ctl" for gw in (first, second)]
+    for path in sockets:
+        wait_for(lambda path=path: path.exists(), what=f"{path}")
+        assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not (home / ".gunicorn").exists()
+    first.stop()
+    assert second.api("GET", "/health").status_code == 200 and sockets[1].exists()
