@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import redis
 
-from controlplane.core import logs
+from controlplane.core import lifeline, logs
 from controlplane.core.config import Settings
 from controlplane.core.errors import ServiceUnavailable
 from controlplane.core.states import SlotStatus
@@ -148,6 +148,7 @@ class Reconciler:
 
 def main() -> None:
     logs.configure()
+    lifeline.end_with_parent()
     settings = Settings.from_env()
     store = SlotStore.from_url(settings.redis_url)
     Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval,

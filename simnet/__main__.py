@@ -11,7 +11,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from controlplane.core import logs
+from controlplane.core import lifeline, logs
 from controlplane.core.config import Settings
 from simnet.app import create_app
 from simnet.network import Network, QrSchedule
@@ -34,6 +34,7 @@ def main() -> None:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    lifeline.end_with_parent()
     print(f"simnet listening on http://127.0.0.1:{settings.simnet_port}", flush=True)
     server.serve_forever()
 

@@ -19,7 +19,7 @@ from slotworker import lean
 os.umask(0o077)
 lean.defer_unused(os.environ.get("WHIN_ENGINE", "whatsmeow"))  # before neonize is imported: see lean.py
 
-from controlplane.core import ids, logs  # noqa: E402 - after the deferral above, on purpose
+from controlplane.core import ids, lifeline, logs  # noqa: E402 - after the deferral above, on purpose
 from controlplane.core.config import Settings  # noqa: E402
 from controlplane.core.store import SlotStore  # noqa: E402
 from controlplane.messaging.events import EventPublisher  # noqa: E402
@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    lifeline.end_with_parent()  # after the handler: a supervisord gone is a stop, drained as any other
     try:
         return runner.run()
     except Exception:

@@ -6,6 +6,7 @@ thread waiting on Redis costs little. Two processes keep one crash from taking t
 
 import os
 
+from controlplane.core import lifeline
 from controlplane.core.config import data_dir_from_env
 
 bind = f"127.0.0.1:{os.environ.get('WHIN_PORT', '8080')}"
@@ -13,6 +14,12 @@ workers = int(os.environ.get("WHIN_API_WORKERS", "2"))
 worker_class = "controlplane.api.gunicorn_worker.ThreadWorker"  # gthread, errors in JSON
 threads = int(os.environ.get("WHIN_API_THREADS", "16"))
 timeout = 60
+
+
+def on_starting(_server) -> None:
+    lifeline.end_with_parent()  # the master: its workers end with it (gunicorn sees to that)
+
+
 # gunicorn's control socket lives in this gateway's own run folder, not the per-user default
 # (~/.gunicorn/gunicorn.ctl) that two gateways of one user would share.
 control_socket = str(data_dir_from_env() / "run" / "gunicorn.ctl")

@@ -23,7 +23,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from standardwebhooks.webhooks import Webhook
 
-from controlplane.core import live_secrets, logs
+from controlplane.core import lifeline, live_secrets, logs
 from controlplane.core.config import Settings
 from controlplane.core.keys import STATS, WEBHOOK_HOLD
 from controlplane.core.sealed import Sealer
@@ -191,6 +191,7 @@ def recover_abandoned(connection: redis.Redis) -> None:
 
 def main() -> None:
     logs.configure()
+    lifeline.end_with_parent()  # rq's SIGTERM handling: a warm shutdown, the POST under way finishes
     settings = _settings()
     _webhook_secret()  # follows the secret's file from the start, busy or not (live_secrets)
     connection = bytes_connection(settings)

@@ -127,6 +127,24 @@ def test_a_killed_supervisord_takes_every_program_with_it(make_gateway, new_line
     assert alive == [], _command_lines(alive)
 
 
+def test_no_program_outlives_a_supervisord_killed_with_its_launcher(make_gateway, new_line):
+    """Nobody left to clean up: the launcher SIGKILLed first, then supervisord. Every program ends
+    by itself (the parent-death signal, core/lifeline.py)."""
+    gw = make_gateway(embedded_redis=True)
+    slot_id = gw.provision(1)[0]
+    gw.enroll(slot_id, new_line())
+    supervisord = next(p for p in psutil.Process(gw.process.pid).children() if "supervisord" in p.name()
+                       or "supervisord" in " ".join(p.cmdline()))
+    programs = supervisord.children(recursive=True)
+    assert len(programs) >= 5  # redis, simnet, api (and its workers), reconciler, the slot
+    gw.process.kill()
+    gw.process.wait(10)
+    supervisord.kill()
+    # SIGTERM, not SIGKILL: a slot drains as on any stop (its log cannot say so: supervisord held the pipe).
+    gone, alive = psutil.wait_procs(programs, timeout=20)
+    assert alive == [], _command_lines(alive)
+
+
 def _launcher(tmp_path, mark: str, **env) -> subprocess.Popen:
     environ = {**os.environ, "WHIN_ENGINE": "sim", "WHIN_DATA_DIR": str(tmp_path / "var"),
                "WHIN_PORT": str(free_port()), "WHIN_SIMNET_PORT": str(free_port()), RUN_MARK_CHECK: mark, **env}
