@@ -21,7 +21,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from controlplane import instance
-from controlplane.core import lifeline, slotfiles
+from controlplane.core import slotfiles
 from controlplane.core.config import ConfigError, Settings, data_dir_from_env, load_dotenv_file
 from controlplane.foreground import Launcher
 from controlplane.supervisor import escape
@@ -78,14 +78,14 @@ def programs(settings: Settings) -> str:
     parts = []
     if settings.embedded_redis:
         redis_dir = slotfiles.private_dir(settings.data_dir / "redis")
-        parts.append(_program("redis", lifeline.wrapped([
+        parts.append(_program("redis", [
             redis_server_binary(), "--port", "0", "--unixsocket", str(settings.run_dir / "redis.sock"),
             "--unixsocketperm", "700", "--dir", str(redis_dir), "--daemonize", "no",
             "--appendonly", "yes", "--save", "",
             # Rewrite the append-only file early and often: it keeps commands (so sealed bodies of
             # delivered events) until rewritten. The reconciler also rewrites it every few minutes.
             "--auto-aof-rewrite-min-size", "1mb",
-        ]), priority=10, settings=settings, stopwaitsecs=30))
+        ], priority=10, settings=settings, stopwaitsecs=30))
     if settings.engine == "sim":
         parts.append(_program("simnet", [python, "-m", "simnet"], priority=20, settings=settings))
     parts.append(_program("api", [python, "-m", "gunicorn", "-c", "python:controlplane.api.gunicorn_conf",

@@ -148,7 +148,7 @@ class Reconciler:
 
 def main() -> None:
     logs.configure()
-    lifeline.end_with_parent()
+    lifeline.end_with_supervisord()
     settings = Settings.from_env()
     store = SlotStore.from_url(settings.redis_url)
     Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval,

@@ -34,7 +34,7 @@ def main() -> None:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    lifeline.end_with_parent()
+    lifeline.end_with_supervisord()
     print(f"simnet listening on http://127.0.0.1:{settings.simnet_port}", flush=True)
     server.serve_forever()
 

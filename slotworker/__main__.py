@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m slotworker <SLOT_ID>", file=sys.stderr)
         return 2
+    lifeline.end_with_supervisord()  # first: a supervisord that dies while this one starts is a stop too
     slot_id = ids.parse_slot_id(argv[1])
     logs.configure(slot=slot_id)  # before neonize is imported: its basicConfig then leaves ours alone
     settings = Settings.from_env()
@@ -47,7 +48,6 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    lifeline.end_with_parent()  # after the handler: a supervisord gone is a stop, drained as any other
     try:
         return runner.run()
     except Exception:

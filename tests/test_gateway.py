@@ -60,7 +60,8 @@ def test_stop_ends_every_process_even_when_the_launcher_and_supervisord_were_kil
         (supervisord,) = launcher.children()
         started = launcher.children(recursive=True)
         assert len(started) >= 5
-        # Both killed at once: the launcher cannot end the programs, which run on without a parent.
+        # Both killed at once: the launcher cannot end the programs; the embedded Redis at least runs on
+        # without a parent (the others end with supervisord: core/lifeline.py).
         for proc in (launcher, supervisord):
             os.kill(proc.pid, signal.SIGKILL)
         gw.process.wait(10)

@@ -17,7 +17,7 @@ timeout = 60
 
 
 def on_starting(_server) -> None:
-    lifeline.end_with_parent()  # the master: its workers end with it (gunicorn sees to that)
+    lifeline.end_with_supervisord()  # the master: its workers end with it (gunicorn sees to that)
 
 
 # gunicorn's control socket lives in this gateway's own run folder, not the per-user default

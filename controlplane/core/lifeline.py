@@ -1,36 +1,40 @@
 """A program ends with the supervisord that started it, however supervisord dies.
 
-Every program supervisord runs (slot workers, the api, the reconciler, delivery workers, simnet,
-the embedded Redis) is a process group of its own, so nothing else ties its life to supervisord's:
-after a SIGKILL to supervisord (or a SIGKILL of its whole service after a slow stop), a slot worker
-would go on holding its WhatsApp session, and the next start would run a second client of the same
-device; WhatsApp then disconnects both. Linux's parent-death signal closes that gap: the kernel
-sends the program SIGTERM the moment its parent dies, and the program stops as on a normal stop
-(a slot drains its inbound events first).
+Every program supervisord runs is a process group of its own, so nothing else ties its life to
+supervisord's: after a SIGKILL to supervisord (and to `make run`, which would otherwise clean up),
+a slot worker would go on holding its WhatsApp session, and the next start would run a second
+client of the same device; WhatsApp then disconnects both. Linux's parent-death signal closes that
+gap: the kernel sends the program SIGTERM the moment supervisord dies, and the program stops as on
+a normal stop (a slot drains its inbound events, a delivery worker finishes its POST).
+
+The embedded Redis is not asked for it: dying in the same instant as its clients, it would take
+with it the events they are still writing. It outlives them, and the next start on its folder ends
+it (instance.py's orphan clean-up), as before.
 """
 
 import contextlib
 import ctypes
 import os
-import shutil
 import signal
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def end_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Ask the kernel for ``sig`` when this process's parent dies. A parent already gone (between our
-    start and this call) gets the same answer at once."""
-    parent = os.getppid()
+def end_with_supervisord(sig: int = signal.SIGTERM) -> None:
+    """Under supervisord (which sets SUPERVISOR_ENABLED for its programs), ask the kernel for ``sig``
+    when the parent dies. Run as anything else (by hand, gunicorn --daemon), nothing changes. A
+    supervisord already gone before the ask (this process's start is its window) gets ``sig`` at once."""
+    if not os.environ.get("SUPERVISOR_ENABLED"):
+        return
     with contextlib.suppress(OSError, AttributeError):  # not Linux: nothing to ask for
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    if os.getppid() != parent:
+    if not _is_supervisord(os.getppid()):
         os.kill(os.getpid(), sig)
 
 
-def wrapped(command: list[str]) -> list[str]:
-    """``command`` run so that it ends with its parent: for a program that is not ours (Redis), through
-    util-linux's setpriv, which sets the parent-death signal and then execs it (the signal survives
-    exec). Unchanged where setpriv is missing."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+def _is_supervisord(pid: int) -> bool:
+    try:
+        return b"supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc to tell: trust the parent

@@ -191,7 +191,7 @@ def recover_abandoned(connection: redis.Redis) -> None:
 
 def main() -> None:
     logs.configure()
-    lifeline.end_with_parent()  # rq's SIGTERM handling: a warm shutdown, the POST under way finishes
+    lifeline.end_with_supervisord()  # rq's SIGTERM handling: a warm shutdown, the POST under way finishes
     settings = _settings()
     _webhook_secret()  # follows the secret's file from the start, busy or not (live_secrets)
     connection = bytes_connection(settings)
