@@ -29,18 +29,6 @@ CLASSES = {"Message": MessageEv, "Receipt": ReceiptEv, "CallOffer": CallOfferEv,
            "GroupInfo": GroupInfoEv, "UndecryptableMessage": UndecryptableMessageEv}
 
 
-@pytest.fixture
-def sim(tmp_path):
-    server = SimServer(tmp_path / "simnet")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def device(sim):
-    return sim.link(LINE)
-
-
 def only(sim: SimServer, device: dict, source: str):
     """The one event held for ``device``, checked to be ``source`` and parsed into neonize's class."""
     (event,) = sim.events(device)

@@ -12,13 +12,6 @@ from tests.simnet.server import SimServer
 LINE, PHONE = "34666123456", "34611222333"
 
 
-@pytest.fixture
-def sim(tmp_path):
-    server = SimServer(tmp_path / "simnet")
-    yield server
-    server.close()
-
-
 def connect(sim: SimServer, device: dict, **body):
     return sim.device(device, "POST", "connect", json=body)
 

@@ -22,18 +22,6 @@ VCARD = "BEGIN:VCARD\nVERSION:3.0\nFN:Ana Agente\nTEL;type=CELL;waid=34611000777
 
 
 @pytest.fixture
-def sim(tmp_path):
-    server = SimServer(tmp_path / "simnet")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def device(sim):
-    return sim.link(LINE)
-
-
-@pytest.fixture
 def other(sim):
     """A second enrolled line: what it receives are the Message events of a real device."""
     return sim.link(OTHER_LINE)

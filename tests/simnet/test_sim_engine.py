@@ -33,13 +33,6 @@ VCARD = "BEGIN:VCARD\nVERSION:3.0\nFN:Ana\nTEL;type=CELL;waid=34611000777:+34 61
 PLAIN = bytes(range(256)) * 2000 + b"end"  # ~512 KB: several download chunks
 
 
-@pytest.fixture
-def sim(tmp_path):
-    server = SimServer(tmp_path / "simnet")
-    yield server
-    server.close()
-
-
 def engine_for(sim: SimServer, tmp_path, recorder, env: dict | None = None, link: bool = True) -> SimEngine:
     settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_SIMNET_PORT": str(sim.port), **(env or {})})
     slot_dir = tmp_path / "slots" / "SLOT0001"
