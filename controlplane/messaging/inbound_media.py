@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from controlplane.core import ids, protocol
-from controlplane.core.errors import EngineTimeout, GatewayError, Refused, ServiceUnavailable
+from controlplane.core.errors import EngineTimeout, GatewayError, Refused
 from controlplane.core.sealed import Sealer
 from controlplane.core.whatsapp_media import media_of
+from controlplane.messaging.slot_failures import gateway_error
 
 MAX_MESSAGE_JSON = 256 * 1024  # a photo's Message with its thumbnail is a few KiB; this crosses Redis sealed
 
@@ -129,9 +130,7 @@ class InboundMedia:
             return MediaGone("media_gone", answer.detail or "WhatsApp no longer holds this file.")
         if answer.error == "media_too_large":
             return MediaTooLarge("media_too_large", answer.detail)
-        if answer.error == protocol.WHATSAPP_UNREACHABLE:
-            return ServiceUnavailable("whatsapp_unreachable", f"Slot {slot_id} cannot reach WhatsApp right now.")
-        return Refused(answer.error, answer.detail or "The media could not be downloaded.")
+        return gateway_error(slot_id, answer, "The media could not be downloaded.")
 
     def _chunks(self, request_id: str, size: int | None, part) -> Iterator[bytes]:
         """The file's bytes as the slot sends them, from its first part on; Interrupted unless it ends

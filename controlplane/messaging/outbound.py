@@ -24,6 +24,7 @@ from controlplane.messaging.media_fetch import MediaAllow, MediaFetcher
 from controlplane.messaging.message_index import IndexedMessage, MessageIndex, is_group
 from controlplane.messaging.outbound_media import MediaPreparer, prepare_budget
 from controlplane.messaging.ratelimit import RateLimiter
+from controlplane.messaging.slot_failures import gateway_error
 from controlplane.messaging.transcode import Transcoder
 
 __all__ = ["COSTS", "EDIT_WINDOW", "MAX_READ_AUTHORS", "REVOKE_WINDOW", "Outbound", "RateLimited"]
@@ -251,11 +252,7 @@ class Outbound:
             raise EngineTimeout(f"Slot {slot.id} did not confirm the request within {timeout:g} s; it was sent by now "
                                 "or never will be.")
         if isinstance(answer, protocol.Failure):
-            if answer.error == protocol.WHATSAPP_UNREACHABLE:
-                raise ServiceUnavailable("whatsapp_unreachable", f"Slot {slot.id} cannot reach WhatsApp right now.")
-            if answer.error == protocol.ENGINE_TIMEOUT:
-                raise EngineTimeout(answer.detail)
-            raise Refused(answer.error, answer.detail or "WhatsApp refused it.")
+            raise gateway_error(slot.id, answer, "WhatsApp refused it.")
         return answer
 
     @staticmethod
