@@ -33,8 +33,11 @@ class Launcher:
     those become its children). Popen only spawns; its poll() would reap supervisord behind our back.
     """
 
-    def __init__(self, settings: Settings, conf: Path, poll: float = 0.25):
+    def __init__(self, settings: Settings, conf: Path, poll: float = 0.25, stop_grace: float = 30.0):
         self.settings = settings
+        # What outlives supervisord gets SIGTERM, then this long (the longest stopwaitsecs: a slot
+        # draining, a delivery finishing its POST, Redis waiting for its clients) before SIGKILL.
+        self.stop_grace = stop_grace
         self.conf = conf
         self.poll = poll
         self.pid: int | None = None  # supervisord's
@@ -146,7 +149,7 @@ class Launcher:
             leftovers = instance.children_of(os.getpid())
             if not leftovers:
                 break
-            instance.end_processes(leftovers)
+            instance.end_processes(leftovers, grace=self.stop_grace)
             self._reap(block=False)
         instance.clear_record(self.settings)
         return self.exit_code

@@ -104,11 +104,12 @@ def _running_message(settings: Settings, state: str) -> str:
             f"this one its own WHIN_DATA_DIR.")
 
 
-def end_orphans(settings: Settings) -> list[int]:
+def end_orphans(settings: Settings, grace: float = 5.0) -> list[int]:
     """End what an earlier run on this data folder left running without its supervisord (the
     launcher and supervisord were killed together): unsupervised, it would hold the ports, and a
     slot worker would stay connected as a second client of its line once this run starts its own.
-    Call it holding the data folder's lock, with no supervisord answering."""
+    Call it holding the data folder's lock, with no supervisord answering; ``grace``: how long each
+    may take to stop before it is killed (the longest stopwaitsecs: a slot drains as on a stop)."""
     found = set(processes_with_env(LAUNCHED_FOR, str(settings.data_dir)))
     # redis-server rewrites its environment (its process title): found by its socket in the folder.
     # Only redis-server and supervisord by command line: a `less var/logs/api.log` is no orphan.
@@ -116,8 +117,16 @@ def end_orphans(settings: Settings) -> list[int]:
     if found:
         print(f"whinmovilla: ending {len(found)} processes an earlier run on {settings.data_dir} left "
               f"running (pids {', '.join(map(str, sorted(found)))})", flush=True)
-        end_processes(sorted(found))
+        # Redis last, as supervisord stops it: what the others write while they stop must reach it.
+        last = {pid for pid in found if _is_redis(pid)}
+        end_processes(sorted(found - last), grace=grace)
+        end_processes(sorted(last), grace=grace)
     return sorted(found)
+
+
+def _is_redis(pid: int) -> bool:
+    """redis-server, or the keeper that runs it (controlplane/redis_keeper.py)."""
+    return _program_name(pid) == "redis-server" or b"controlplane.redis_keeper" in _read(pid, "cmdline")
 
 
 OWN_DAEMONS = ("redis-server", "supervisord")

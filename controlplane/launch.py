@@ -12,6 +12,7 @@
 
 import base64
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -60,7 +61,46 @@ def _template(name: str) -> str:
     return resources.files("controlplane").joinpath(f"templates/{name}").read_text()
 
 
-def _program(name: str, command: list[str], priority: int, settings: Settings, stopwaitsecs: int = 10) -> str:
+# How long supervisord waits for each program to stop before it SIGKILLs it (stopwaitsecs).
+STOP_WAIT = 10  # simnet, the api (gunicorn's graceful_timeout), the reconciler
+REDIS_STOP_WAIT = 30  # an append-only file rewrite may be under way
+PRIORITY = {"redis": 10, "simnet": 20, "api": 30, "reconciler": 40, "delivery": 50, "slot": 999}  # slot.conf's
+
+
+def slot_stop_wait() -> int:
+    """A slot program's stopwaitsecs, as its template (controlplane/templates/slot.conf) says."""
+    return int(re.search(r"^stopwaitsecs=(\d+)$", _template("slot.conf"), re.MULTILINE)[1])
+
+
+def delivery_stop_wait(settings: Settings) -> int:
+    return int(settings.webhook_timeout) + 15  # above a delivery's timeout: a stop never abandons a POST
+
+
+def stop_waits(settings: Settings) -> dict[str, int]:
+    """Each kind of program's stopwaitsecs, for the programs this configuration runs."""
+    waits = {"slot": slot_stop_wait(), "reconciler": STOP_WAIT, "api": STOP_WAIT}
+    if settings.webhook_url:
+        waits["delivery"] = delivery_stop_wait(settings)
+    if settings.engine == "sim":
+        waits["simnet"] = STOP_WAIT
+    if settings.embedded_redis:
+        waits["redis"] = REDIS_STOP_WAIT
+    return waits
+
+
+def longest_stop_wait(settings: Settings) -> int:
+    """The longest any program may take to stop: the launcher's grace for what outlives supervisord."""
+    return max(stop_waits(settings).values())
+
+
+def worst_stop_seconds(settings: Settings) -> int:
+    """A stop where every program takes its whole stopwaitsecs: supervisord stops the programs of one
+    priority at once, and one priority after another (slots first, Redis last)."""
+    return sum(stop_waits(settings).values())  # one kind of program per priority
+
+
+def _program(name: str, command: list[str], priority: int, settings: Settings,
+             stopwaitsecs: int = STOP_WAIT) -> str:
     return _template("program.conf").format(
         name=name, command=escape(shlex.join(command)), priority=priority, stopwaitsecs=stopwaitsecs,
         workdir=escape(Path.cwd()), logs_dir=escape(settings.logs_dir),
@@ -78,26 +118,29 @@ def programs(settings: Settings) -> str:
     parts = []
     if settings.embedded_redis:
         redis_dir = slotfiles.private_dir(settings.data_dir / "redis")
+        # Under its keeper, which ends it once supervisord and its clients are gone (redis_keeper.py).
+        clients_stop = max(wait for kind, wait in stop_waits(settings).items() if kind != "redis")
         parts.append(_program("redis", [
+            python, "-m", "controlplane.redis_keeper", str(clients_stop),
             redis_server_binary(), "--port", "0", "--unixsocket", str(settings.run_dir / "redis.sock"),
             "--unixsocketperm", "700", "--dir", str(redis_dir), "--daemonize", "no",
             "--appendonly", "yes", "--save", "",
             # Rewrite the append-only file early and often: it keeps commands (so sealed bodies of
             # delivered events) until rewritten. The reconciler also rewrites it every few minutes.
             "--auto-aof-rewrite-min-size", "1mb",
-        ], priority=10, settings=settings, stopwaitsecs=30))
+        ], priority=PRIORITY["redis"], settings=settings, stopwaitsecs=REDIS_STOP_WAIT))
     if settings.engine == "sim":
-        parts.append(_program("simnet", [python, "-m", "simnet"], priority=20, settings=settings))
+        parts.append(_program("simnet", [python, "-m", "simnet"], priority=PRIORITY["simnet"], settings=settings))
     parts.append(_program("api", [python, "-m", "gunicorn", "-c", "python:controlplane.api.gunicorn_conf",
-                                  "controlplane.api.app:create_app()"], priority=30, settings=settings))
-    parts.append(_program("reconciler", [python, "-m", "controlplane.reconciler"], priority=40,
+                                  "controlplane.api.app:create_app()"], priority=PRIORITY["api"], settings=settings))
+    parts.append(_program("reconciler", [python, "-m", "controlplane.reconciler"], priority=PRIORITY["reconciler"],
                           settings=settings))
     if settings.webhook_url:  # without a URL, events wait in the queue until one is configured
         # One program per worker, not numprocs: numprocs would make a [group:] of them.
-        # stopwaitsecs above a delivery's timeout: a stop never abandons a POST under way.
         for n in range(1, settings.delivery_workers + 1):
-            parts.append(_program(f"delivery-{n}", [python, "-m", "controlplane.messaging.delivery"], priority=50,
-                                  settings=settings, stopwaitsecs=int(settings.webhook_timeout) + 15))
+            parts.append(_program(f"delivery-{n}", [python, "-m", "controlplane.messaging.delivery_worker", str(n)],
+                                  priority=PRIORITY["delivery"], settings=settings,
+                                  stopwaitsecs=delivery_stop_wait(settings)))
     return "".join(parts)
 
 
@@ -160,12 +203,12 @@ def main() -> None:
     try:
         lock = instance.claim_data_dir(Settings.from_env(os.environ))  # held until this process ends
         settings, conf, generated = prepare(os.environ)
-        instance.end_orphans(settings)
+        instance.end_orphans(settings, grace=longest_stop_wait(settings))
         instance.refuse_busy_ports(settings)
     except (ConfigError, instance.CannotStart) as err:
         sys.exit(f"whinmovilla: {err}")
     print(f"whinmovilla: starting ({settings.engine} engine, data and logs in {settings.data_dir})…", flush=True)
-    launcher = Launcher(settings, conf)
+    launcher = Launcher(settings, conf, stop_grace=longest_stop_wait(settings))
     launcher.start()
     failure = launcher.wait_until_ready(float(os.environ.get("WHIN_START_TIMEOUT") or 60))
     if failure:

@@ -1,16 +1,16 @@
 """The supervisord client (XML-RPC over its unix socket). Its faults become our exceptions.
 
 Each slot is its own program ``slot-<ID>``, written as ``conf.d/slot-<ID>.conf`` and added at run
-time with reloadConfig + addProcessGroup (RELIABILITY-NOTES: 0.15 s + 1.0 s for 100 programs).
+time with ``whin.addPrograms`` (controlplane/supervisor_plugin.py): only the new files are read,
+where reloadConfig re-reads every program file there is.
 """
 
-import fcntl
 import http.client
+import json
 import os
 import sys
 import tempfile
 import xmlrpc.client
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -75,11 +75,13 @@ class Supervisor:
     def _proxy(self):
         # A new proxy per call: ServerProxy is not thread-safe, and the unix socket is cheap to open.
         transport = _TimedTransport(self.user, self.password, f"unix://{self.socket_path}", self.timeout)
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
     def _call(self, method: str, *args):
+        """``method`` in supervisord's own namespace (``getState``), or another's (``whin.addPrograms``)."""
+        name = method if "." in method else f"supervisor.{method}"
         try:
-            return getattr(self._proxy(), method)(*args)
+            return getattr(self._proxy(), name)(*args)
         except xmlrpc.client.Fault as fault:
             if fault.faultCode == Faults.SHUTDOWN_STATE:  # supervisord is stopping: as good as gone
                 raise ServiceUnavailable("supervisor_unavailable", "supervisord is shutting down.") from None
@@ -88,15 +90,38 @@ class Supervisor:
             raise ServiceUnavailable("supervisor_unavailable",
                                      f"supervisord cannot be reached ({type(err).__name__}).") from None
 
+    def _whin(self, method: str, *args):
+        """A method of our own rpcinterface (controlplane/supervisor_plugin.py)."""
+        try:
+            return self._call(f"whin.{method}", *args)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode == Faults.UNKNOWN_METHOD:
+                raise ServiceUnavailable("supervisor_error", "supervisord lacks the whin rpcinterface "
+                                         "([rpcinterface:whin] in its supervisord.conf).") from None
+            raise _translate(fault) from None
+
     # --- reads ---
+
+    def state(self) -> str:
+        """supervisord's own state (RUNNING, …): the cheapest question, whatever the programs."""
+        return self._call("getState")["statename"]
 
     def slot_states(self) -> dict[str, str]:
         """slot id -> supervisord state name, for every slot program supervisord knows."""
-        return {
-            info["name"][len(SLOT_PROGRAM_PREFIX):]: info["statename"]
-            for info in self._call("getAllProcessInfo")
-            if info["name"].startswith(SLOT_PROGRAM_PREFIX) and info["group"] == info["name"]
-        }
+        return self.slot_programs()[0]
+
+    def slot_programs(self) -> tuple[dict[str, str], dict[str, float]]:
+        """slot id -> state name, and slot id -> seconds since its program was last spawned (running
+        ones), in one ``whin.slotPrograms``: its answer is a fraction of getAllProcessInfo's, and both
+        ages' ends are supervisord's clock, so the caller's clock does not matter."""
+        answer = json.loads(self._whin("slotPrograms", SLOT_PROGRAM_PREFIX))
+        states, ages = {}, {}
+        for name, (state, age) in answer.items():
+            slot_id = name[len(SLOT_PROGRAM_PREFIX):]
+            states[slot_id] = state
+            if age is not None:
+                ages[slot_id] = float(age)
+        return states, ages
 
     def program_states(self) -> dict[str, str]:
         """program name -> supervisord state name, for every program (api, redis, slot-…)."""
@@ -131,28 +156,16 @@ class Supervisor:
         return target
 
     def add_programs(self, slot_ids: list[str]) -> None:
-        """Make supervisord know these slots' programs (written first if missing). Idempotent."""
+        """Make supervisord know these slots' programs (written first if missing). Idempotent.
+
+        The files are what a supervisord restart reads (through [include]); whin.addPrograms reads
+        just these, at a cost that does not grow with the programs already there."""
         if not slot_ids:
             return
-        with self._reload_lock():
-            for slot_id in slot_ids:
-                if not (self.conf_dir / f"{program_name(slot_id)}.conf").exists():
-                    self.write_program(slot_id)
-            self._call("reloadConfig")
-            for slot_id in slot_ids:
-                try:
-                    self._call("addProcessGroup", program_name(slot_id))
-                except xmlrpc.client.Fault as fault:
-                    if fault.faultCode != Faults.ALREADY_ADDED:
-                        raise _translate(fault) from None
-
-    @contextmanager
-    def _reload_lock(self):
-        # One reload at a time across api processes, the reconciler and whinctl.
-        self.conf_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.conf_dir / ".reload.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+        for slot_id in slot_ids:
+            if not (self.conf_dir / f"{program_name(slot_id)}.conf").exists():
+                self.write_program(slot_id)
+        self._whin("addPrograms", [program_name(slot_id) for slot_id in slot_ids])
 
     # --- processes ---
 

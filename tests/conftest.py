@@ -23,8 +23,24 @@ RUN_MARK = "WHIN_TEST_RUN"
 os.environ[RUN_MARK] = uuid.uuid4().hex
 
 
+def pytest_collection_modifyitems(items):
+    """Each schemathesis case its own node id: schemathesis 4.32 names them "test_x[POST /send]" but
+    leaves them one id under pytest 9 (it sets the _nodeid pytest 9 no longer reads), and pytest-xdist
+    schedules by id: of 36 operations it would fuzz one. pytest 9's NodeId (_pytest/nodeid.py) takes
+    the name's params."""
+    for item in items:
+        node_id = getattr(item, "_id", None)
+        if "[" in item.name and getattr(node_id, "params", "") is None:
+            item._id = node_id.with_params(item.name.split("[", 1)[1].removesuffix("]"))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """The suite ends with no process of its own left: any found is a leak, killed and reported."""
+    """The suite ends with no process of its own left: any found is a leak, killed and reported.
+
+    Under pytest-xdist each worker checks its own (its own mark, set when it imported this file); the
+    controller started nothing but the workers, which carry its mark."""
+    if getattr(session.config.option, "numprocesses", None) and not hasattr(session.config, "workerinput"):
+        return
     # By the mark, and by the test folders in command lines (redis-server rewrites its environment).
     leftovers = set(instance.processes_with_env(RUN_MARK, os.environ[RUN_MARK]))
     leftovers |= set(instance.processes_naming(session.config._tmp_path_factory.getbasetemp()))

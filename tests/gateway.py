@@ -19,7 +19,7 @@ import requests
 
 from controlplane import instance
 from controlplane.cli import decode_qr_png
-from controlplane.supervisor import Supervisor
+from controlplane.supervisor import Supervisor, program_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,15 @@ class Gateway:
         return result.stdout
 
     def slot_pid(self, slot_id: str) -> int:
-        return self.supervisor.process_info(slot_id)["pid"]
+        return self.running_pid(program_name(slot_id))
+
+    def running_pid(self, name: str, timeout: float = 20.0) -> int:
+        """The pid of a program once it runs. Never 0, which supervisord answers between two runs of a
+        program: os.kill(0, …) would signal the test's own process group, pytest included."""
+        def pid():
+            info = self.supervisor.process_info_by_name(name)
+            return info["pid"] if info["statename"] == "RUNNING" and info["pid"] > 0 else None
+        return wait_for(pid, timeout=timeout, what=f"{name} to run")
 
     def slot_dir(self, slot_id: str) -> Path:
         return self.data_dir / "slots" / slot_id

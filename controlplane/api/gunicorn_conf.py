@@ -4,6 +4,7 @@ Threads, not processes, carry the concurrency: /enroll and /resume wait seconds 
 thread waiting on Redis costs little. Two processes keep one crash from taking the API down.
 """
 
+import gc
 import os
 
 from controlplane.core import lifeline
@@ -49,3 +50,12 @@ logconfig_dict = {
         "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
     },
 }
+
+
+def post_worker_init(_worker) -> None:
+    # Everything the worker has built by now (Flask, apiflask's OpenAPI document, rq, prometheus) lives
+    # as long as the worker: moved out of the collector's sight, so that a full collection, which a
+    # listing of hundreds of slots triggers every few requests, scans only what requests made. Without
+    # it, GET /slots at 500 slots and 8 clients had a p99 of ~95 ms; with it ~35 (bench/host_scale.py).
+    gc.collect()
+    gc.freeze()

@@ -16,7 +16,7 @@ bp = APIBlueprint("slots", __name__, tag="Slots")
 @bp.doc(operation_id="listSlots", responses={200: json_response("SlotStatuses", "Every slot with its status.")})
 def list_slots():
     """List every slot with its status"""
-    return jsonify([{s.id: s.status.value} for s in lifecycle().store.all()])
+    return jsonify([{slot_id: fields["status"]} for slot_id, fields in lifecycle().store.fields(("status",))])
 
 
 @bp.get("/slots/details")
@@ -40,7 +40,8 @@ def list_slots_by_status(status: str):
         wanted = SlotStatus(status)
     except ValueError:
         raise Refused("invalid_status", "The status is one of: available, active, sleeping.") from None
-    return jsonify([{s.id: s.status.value} for s in lifecycle().store.all() if s.status is wanted])
+    return jsonify([{slot_id: fields["status"]} for slot_id, fields in lifecycle().store.fields(("status",))
+                    if fields["status"] == wanted.value])
 
 
 @bp.post("/slots")
@@ -79,7 +80,8 @@ def _detail(s) -> dict:
         responses={200: json_response("SlotsToLines", "Every slot with its line or null.")})
 def slots_to_lines():
     """Map every slot to its line"""
-    return jsonify([{s.id: s.line} for s in lifecycle().store.all()])
+    return jsonify([{slot_id: fields.get("line") or None}
+                    for slot_id, fields in lifecycle().store.fields(("status", "line"))])
 
 
 @bp.get("/lines2slots")

@@ -31,6 +31,27 @@ def _number(environ, name: str, default: float) -> float:
     return value
 
 
+def _count(environ, name: str, default: int) -> int:
+    """A whole number of at least one (a count of things), or ``default`` when unset."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return value
+
+
+def default_start_concurrency() -> int:
+    """Two slot starts per core, at least two: a worker's start is mostly CPU (Python imports, the
+    engine's own start), with a little waiting on the network, so two per core keep the cores busy
+    without the load a start of every slot at once brings (issue 14: 200 at once, load 27)."""
+    return max(2, 2 * (os.cpu_count() or 1))
+
+
 def _numbers(environ, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -120,6 +141,9 @@ class Settings:
     # A pairing worker ends itself after this long even if the engine hangs (ENGINE-NOTES: FetchMe).
     pairing_timeout: float = 180.0
     reconcile_interval: float = 2.0
+    # How many slot workers the reconciler lets start at once (WHIN_START_CONCURRENCY): after a restart,
+    # hundreds of active slots come back in a ramp, not a stampede.
+    start_concurrency: int = field(default_factory=default_start_concurrency)
     # Inbound delivery: POST timeout, workers, and how long an event is retried before giving up.
     webhook_timeout: float = 15.0
     delivery_workers: int = 2
@@ -197,6 +221,7 @@ class Settings:
             kill_timeout=_number(environ, "WHIN_KILL_TIMEOUT", 10.0),
             pairing_timeout=_number(environ, "WHIN_PAIRING_TIMEOUT", 180.0),
             reconcile_interval=_number(environ, "WHIN_RECONCILE_INTERVAL", 2.0),
+            start_concurrency=_count(environ, "WHIN_START_CONCURRENCY", default_start_concurrency()),
             webhook_timeout=_number(environ, "WHIN_WEBHOOK_TIMEOUT", 15.0),
             delivery_workers=int(_number(environ, "WHIN_DELIVERY_WORKERS", 2)),
             delivery_max_age=_number(environ, "WHIN_DELIVERY_MAX_AGE", 3 * 24 * 3600.0),

@@ -7,9 +7,10 @@ client of the same device; WhatsApp then disconnects both. Linux's parent-death 
 gap: the kernel sends the program SIGTERM the moment supervisord dies, and the program stops as on
 a normal stop (a slot drains its inbound events, a delivery worker finishes its POST).
 
-The embedded Redis is not asked for it: dying in the same instant as its clients, it would take
-with it the events they are still writing. It outlives them, and the next start on its folder ends
-it (instance.py's orphan clean-up), as before.
+The embedded Redis cannot simply do the same: dying in the same instant as its clients, it would
+take with it the events they are still writing while they stop. It runs under a keeper
+(controlplane/redis_keeper.py) that asks for the signal instead and, once supervisord is gone, ends
+Redis as soon as its clients are gone (within the longest client stop at most).
 """
 
 import contextlib
@@ -31,6 +32,12 @@ def end_with_supervisord(sig: int = signal.SIGTERM) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if not _is_supervisord(os.getppid()):
         os.kill(os.getpid(), sig)
+
+
+def parent_is_supervisord() -> bool:
+    """Whether this process's parent is (still) a supervisord: after its death the parent is whoever
+    adopted the orphan (init, or the launcher as a child subreaper)."""
+    return _is_supervisord(os.getppid())
 
 
 def _is_supervisord(pid: int) -> bool:

@@ -1,5 +1,6 @@
 """The launcher's preparation: secrets generated once and kept, and a supervisord.conf supervisord accepts."""
 
+import re
 import stat
 from pathlib import Path
 
@@ -7,7 +8,15 @@ import pytest
 from supervisor.options import ServerOptions
 
 from controlplane.core.config import ConfigError
-from controlplane.launch import GENERATED, banner, prepare
+from controlplane.launch import (
+    GENERATED,
+    banner,
+    delivery_stop_wait,
+    longest_stop_wait,
+    prepare,
+    slot_stop_wait,
+    worst_stop_seconds,
+)
 
 
 def mode(path: Path) -> int:
@@ -210,3 +219,49 @@ def test_a_secret_that_could_never_be_rotated_live_is_refused_at_start(data_dir,
 def test_a_duration_that_is_no_finite_number_is_refused_at_start(data_dir, value):
     with pytest.raises(ConfigError, match="WHIN_MESSAGE_INDEX_TTL"):
         prepare(sim_environ(data_dir, WHIN_MESSAGE_INDEX_TTL=value))
+
+
+# --- stopping: the launcher's grace, the embedded Redis's keeper, systemd's timeout ---
+
+def stopwaitsecs(conf: Path) -> dict[str, int]:
+    return {process.name: process.stopwaitsecs for group in parse(conf).process_group_configs
+            for process in group.process_configs}
+
+
+def test_the_launchers_grace_is_the_longest_stopwaitsecs_of_any_program(data_dir):
+    settings, conf, _ = prepare(sim_environ(data_dir, WHIN_WEBHOOK_URL="https://example.org/hook",
+                                            WHIN_WEBHOOK_TIMEOUT="40"))
+    (settings.supervisor_conf_dir / "slot-ABCD1234.conf").write_text(
+        slotfiles_template().format(slot_id="ABCD1234", python="python", workdir="/", logs_dir="/tmp"))
+    waits = stopwaitsecs(conf)
+    assert waits["delivery-1"] == 55 and waits["slot-ABCD1234"] == slot_stop_wait()
+    assert longest_stop_wait(settings) == max(waits.values()) == 55
+    settings, conf, _ = prepare(sim_environ(data_dir))  # no webhook: Redis's 30 s is the longest
+    assert longest_stop_wait(settings) == max(stopwaitsecs(conf).values()) == 30
+
+
+def slotfiles_template() -> str:
+    from importlib import resources
+
+    return resources.files("controlplane").joinpath("templates/slot.conf").read_text()
+
+
+def test_the_embedded_redis_runs_under_its_keeper_waiting_at_most_the_longest_client_stop(data_dir):
+    settings, conf, _ = prepare(sim_environ(data_dir, WHIN_WEBHOOK_URL="https://example.org/hook"))
+    (redis,) = [group for group in parse(conf).process_group_configs if group.name == "redis"]
+    command = redis.process_configs[0].command.split()
+    assert command[1:4] == ["-m", "controlplane.redis_keeper", str(delivery_stop_wait(settings))]
+    assert command[4].endswith("redis-server")
+
+
+def test_systemds_stop_timeout_covers_the_worst_stop_with_margin(data_dir):
+    unit = (Path(__file__).resolve().parents[2] / "deploy" / "whinmovilla.service").read_text()
+    timeout = int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)[1])
+    # The unit's own environment: the real engine, the embedded Redis, a webhook at the default timeout.
+    settings, _, _ = prepare(sim_environ(data_dir, WHIN_ENGINE="whatsmeow", WHIN_WEBHOOK_URL="https://example.org/h"))
+    worst = worst_stop_seconds(settings)
+    assert worst == slot_stop_wait() + delivery_stop_wait(settings) + 10 + 10 + 30  # slots … Redis, in turn
+    assert timeout >= 1.25 * worst
+    # With the sim engine (simnet too) it still fits.
+    settings, _, _ = prepare(sim_environ(data_dir, WHIN_WEBHOOK_URL="https://example.org/h"))
+    assert timeout >= worst_stop_seconds(settings) + 10

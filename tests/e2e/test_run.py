@@ -117,6 +117,7 @@ def test_ready_is_said_only_once_the_api_answers_and_a_second_run_says_one_is_ru
 def test_a_killed_supervisord_takes_every_program_with_it(make_gateway, new_line):
     gw = make_gateway(embedded_redis=True)
     gw.enroll(gw.provision(1)[0], new_line())
+    gw.redis.close()  # the test's own client: Redis would wait for it (its grace), and the launcher for Redis
     supervisord = next(p for p in psutil.Process(gw.process.pid).children() if "supervisord" in p.name()
                        or "supervisord" in " ".join(p.cmdline()))
     programs = supervisord.children(recursive=True)
@@ -128,24 +129,23 @@ def test_a_killed_supervisord_takes_every_program_with_it(make_gateway, new_line
 
 
 def test_no_program_outlives_a_supervisord_killed_with_its_launcher(make_gateway, new_line):
-    """Nobody left to clean up: the launcher SIGKILLed first, then supervisord. Every program but the
-    embedded Redis ends by itself (the parent-death signal, core/lifeline.py) with SIGTERM, a normal
-    stop; Redis outlives its clients so that what they still write reaches it."""
+    """Nobody left to clean up: the launcher SIGKILLed first, then supervisord. Every program ends by
+    itself (the parent-death signal, core/lifeline.py) with SIGTERM, a normal stop; the embedded Redis
+    too, through its keeper, once its clients are gone (so what they still write reaches it)."""
     gw = make_gateway(embedded_redis=True)
     gw.enroll(gw.provision(1)[0], new_line())
+    gw.redis.close()  # the test's own client: Redis would wait for it (its grace) before it ends
     supervisord = next(p for p in psutil.Process(gw.process.pid).children() if "supervisord" in p.name()
                        or "supervisord" in " ".join(p.cmdline()))
     programs = [p for p in supervisord.children(recursive=True) if _serving(p)]  # not a finished `uname`
-    redis = [p for p in programs if "redis-server" in _command_lines([p])]
-    ours = [p for p in programs if p not in redis]
-    assert len(ours) >= 4 and len(redis) == 1  # simnet, api (and its workers), reconciler, the slot
+    names = _command_lines(programs)
+    assert len(programs) >= 6 and "redis-server" in names and "redis_keeper" in names
     gw.process.kill()
     gw.process.wait(10)
     supervisord.kill()
-    _, alive = psutil.wait_procs(ours, timeout=20)
+    _, alive = psutil.wait_procs(programs, timeout=20)
     alive = [p for p in alive if _serving(p)]  # a zombie nobody reaps yet has ended
     assert alive == [], _command_lines(alive)
-    assert _serving(redis[0])  # the next start on this folder ends it
 
 
 def _serving(proc: psutil.Process) -> bool:
@@ -226,7 +226,8 @@ def test_two_starts_at_once_on_one_folder_make_one_gateway(tmp_path):
              what="every program to be gone")
 
 
-def test_two_gateways_side_by_side_keep_their_own_control_sockets_and_stop_alone(make_gateway, tmp_path):
+def test_two_gateways_side_by_side_keep_their_own_sockets_and_slots_and_stop_and_start_alone(
+        make_gateway, tmp_path, new_line):
     import stat
 
     home = tmp_path / "home"  # where gunicorn would put its per-user default, shared by both
@@ -237,5 +238,22 @@ def test_two_gateways_side_by_side_keep_their_own_control_sockets_and_stop_alone
         wait_for(lambda path=path: path.exists(), what=f"{path}")
         assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not (home / ".gunicorn").exists()
+    slots = {gw: [gw.enrolled_slot(new_line()) for _ in range(2)] for gw in (first, second)}
+    untouched = _supervisord_and_workers(second, slots[second])
+
     first.stop()
+    assert first.processes() == []
     assert second.api("GET", "/health").status_code == 200 and sockets[1].exists()
+    assert all(second.detail(s)["connected"] for s in slots[second])
+    assert _supervisord_and_workers(second, slots[second]) == untouched  # nothing restarted
+
+    first.start()  # its slots come back; the other gateway still untouched
+    wait_for(lambda: all(first.detail(s)["connected"] for s in slots[first]), timeout=30,
+             what="the restarted gateway's slots to connect again")
+    assert _supervisord_and_workers(second, slots[second]) == untouched
+
+
+def _supervisord_and_workers(gw, slots: list[str]) -> tuple:
+    """supervisord's pid and start time, and each slot worker's pid: the same only if nothing restarted."""
+    (supervisord,) = psutil.Process(gw.process.pid).children()
+    return supervisord.pid, supervisord.create_time(), tuple(gw.slot_pid(s) for s in slots)

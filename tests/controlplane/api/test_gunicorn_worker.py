@@ -46,3 +46,17 @@ def test_server_errors_say_internal_error():
     head, _, body = sent.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 500 Internal Server Error")
     assert json.loads(body) == {"error": "internal_error", "detail": "Internal Server Error"}
+
+
+def test_a_worker_moves_what_it_built_at_start_out_of_the_collectors_sight():
+    import gc
+
+    from controlplane.api import gunicorn_conf
+
+    gc.unfreeze()  # a slot runner that ran in this process earlier froze what it had built
+    assert gc.get_freeze_count() == 0
+    try:
+        gunicorn_conf.post_worker_init(None)
+        assert gc.get_freeze_count() > 10_000  # the imported modules' objects, at least
+    finally:
+        gc.unfreeze()
