@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
+# The suite's processes (pytest-xdist; each test file stays in one). Most of a test's time is spent
+# waiting on the real processes it starts, so 3 keep 2 cores busy; TEST_PROCESSES=0 runs it in one.
+TEST_PROCESSES ?= 3
+
 .PHONY: install install-test browser ffmpeg run test bench lint clean
 
 # `make run` installs only what the gateway needs; the test tools (pytest, selenium, schemathesis,
@@ -37,7 +41,7 @@ run: $(STAMP)
 test: $(TEST_STAMP) browser ffmpeg
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -1,7 +1,9 @@
 """Make supervisord match what Redis says should run: level-based, so any drift gets repaired.
 
-``plan(slots, programs, now)`` is pure and table-tested; ``Reconciler.apply`` carries it out and
-each action is idempotent. Run as ``python -m controlplane.reconciler`` under supervisord.
+``plan(slots, programs, now)`` is pure and table-tested; ``bound_starts`` (pure too) holds back the
+starts beyond WHIN_START_CONCURRENCY, so a restart with hundreds of active slots is a ramp, not a
+stampede; ``Reconciler.apply`` carries the rest out and each action is idempotent. Run as
+``python -m controlplane.reconciler`` under supervisord.
 
 Read order matters: supervisord's states first, Redis second. The API writes Redis before it starts
 or stops a worker, so a worker seen running was already wanted by the time Redis is read.
@@ -16,17 +18,20 @@ from enum import StrEnum
 import redis
 
 from controlplane.core import lifeline, logs
-from controlplane.core.config import Settings
+from controlplane.core.config import Settings, default_start_concurrency
 from controlplane.core.errors import ServiceUnavailable
 from controlplane.core.states import SlotStatus
 from controlplane.core.store import Slot, SlotStore
-from controlplane.messaging.delivery import recover_abandoned
-from controlplane.messaging.events import bytes_connection
+from controlplane.messaging.backlog import Sweep
+from controlplane.messaging.events import bytes_connection, drain_timeout
 from controlplane.supervisor import RUNNING_STATES, STOPPED_STATES, ProgramMissing, Supervisor
 
 log = logging.getLogger(__name__)
 
 AOF_COMPACT_SECONDS = 300
+# While starts wait for a free place, the next pass comes this soon rather than after the interval:
+# a place frees as soon as a worker connects, and a pass is cheap (one supervisord and one Redis read).
+WAITING_PASS_SECONDS = 0.25
 
 
 class ActionKind(StrEnum):
@@ -66,24 +71,82 @@ def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action
     return actions
 
 
+# --- the start budget (issue 14) ---
+
+
+def starting(slots: list[Slot], programs: dict[str, str], ages: dict[str, float], settle: float) -> set[str]:
+    """The slots whose worker is still starting: its program runs, it has not connected yet, and it was
+    spawned less than ``settle`` seconds ago. A worker that never connects (pairing, a network down, a
+    teardown) stops counting after ``settle``, so it cannot hold the ramp forever. A program whose age
+    is unknown counts as settled: only supervisord's word that it just spawned holds a place."""
+    return {
+        slot.id for slot in slots
+        if programs.get(slot.id) in RUNNING_STATES and not slot.connected and ages.get(slot.id, settle) < settle
+    }
+
+
+def start_rank(slot: Slot) -> int:
+    """Which waiting start goes first: a teardown (credentials to wipe: a /kill's promise), then a
+    pairing (a person holds a phone up to a QR code, against a deadline), then active lines."""
+    if slot.teardown:
+        return 0
+    if slot.pairing:
+        return 1
+    return 2
+
+
+@dataclass(frozen=True)
+class Bounded:
+    actions: list[Action]  # what to do now
+    waiting: list[str]  # slots whose start waits for a free place (a later pass)
+
+
+def bound_starts(actions: list[Action], slots: list[Slot], programs: dict[str, str], ages: dict[str, float],
+                 concurrency: int, settle: float) -> Bounded:
+    """``actions`` with at most ``concurrency`` workers starting at once (those already starting
+    included); ADD, STOP and END_PAIRING are never held back. The starts kept come last, teardown
+    first, then pairing, then active (a stable sort: the store's order within a rank)."""
+    by_id = {slot.id: slot for slot in slots}
+    places = max(0, concurrency - len(starting(slots, programs, ages, settle)))
+    starts = sorted((a for a in actions if a.kind is ActionKind.START), key=lambda a: start_rank(by_id[a.slot_id]))
+    others = [a for a in actions if a.kind is not ActionKind.START]
+    return Bounded(others + starts[:places], [a.slot_id for a in starts[places:]])
+
+
 class Reconciler:
-    def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float, rq_connection=None,
-                 compact_aof: bool = False):
+    def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float, delivery_sweep=None,
+                 compact_aof: bool = False, start_concurrency: int | None = None,
+                 start_settle: float = 15.0):
         self.store = store
         self.supervisor = supervisor
         self.interval = interval
-        self.rq_connection = rq_connection
+        self.start_concurrency = start_concurrency or default_start_concurrency()
+        self.start_settle = start_settle
+        self.waiting: list[str] = []  # the starts the last pass held back
+        # When this reconciler last started each slot (monotonic): a place in the start budget is held
+        # by a start of ours, not by supervisord's own respawns of a worker that crashes at start,
+        # which would otherwise look freshly spawned for ever and hold the ramp.
+        self._issued: dict[str, float] = {}
+        self._began = time.monotonic()
+        self.delivery_sweep = delivery_sweep  # backlog.Sweep: the delivery machinery kept whole
         self.compact_aof = compact_aof
         self._compacted = time.monotonic()
         self._redis_down_since: float | None = None
 
     def once(self) -> list[Action]:
-        programs = self.supervisor.slot_states()  # first: see the module's note on read order
-        actions = plan(self.store.all(), programs, time.time())
+        programs, spawned = self.supervisor.slot_programs()  # first: see the module's note on read order
+        slots = self.store.all()
+        ages = self.start_ages(spawned)
+        bounded = bound_starts(plan(slots, programs, time.time()), slots, programs, ages,
+                               self.start_concurrency, self.start_settle)
+        if bounded.waiting and not self.waiting:
+            log.info("reconcile: %d slot starts wait for a place (at most %d starting at once)",
+                     len(bounded.waiting), self.start_concurrency)
+        self.waiting = bounded.waiting
+        actions = bounded.actions
         self.apply(actions)
-        if self.rq_connection is not None:
-            # Deliveries whose worker died mid-POST: retried now rather than at a worker's next maintenance.
-            recover_abandoned(self.rq_connection)
+        if self.delivery_sweep is not None:
+            self.delivery_sweep()
         if self.compact_aof and time.monotonic() - self._compacted > AOF_COMPACT_SECONDS:
             # The embedded Redis's append-only file keeps the sealed envelopes of delivered events until
             # it is rewritten: rewrite it regularly so they are gone from disk within minutes.
@@ -91,6 +154,17 @@ class Reconciler:
             with contextlib.suppress(redis.ResponseError):  # a rewrite already running is fine
                 self.store.redis.bgrewriteaof()
         return actions
+
+    def start_ages(self, spawned: dict[str, float]) -> dict[str, float]:
+        """Seconds since each recent start of ours. In this reconciler's first settle seconds, also
+        supervisord's ages (``spawned``) of the workers it did not start: a ramp a previous reconciler
+        began, before it was restarted."""
+        now = time.monotonic()
+        self._issued = {slot_id: at for slot_id, at in self._issued.items() if now - at < self.start_settle}
+        ages = {slot_id: now - at for slot_id, at in self._issued.items()}
+        if now - self._began < self.start_settle:
+            ages = {**spawned, **ages}
+        return ages
 
     def apply(self, actions: list[Action]) -> None:
         to_add = [a.slot_id for a in actions if a.kind is ActionKind.ADD]
@@ -100,6 +174,7 @@ class Reconciler:
             log.info("reconcile: %s slot %s", action.kind.value, action.slot_id)
             try:
                 if action.kind is ActionKind.START:
+                    self._issued[action.slot_id] = time.monotonic()
                     self.supervisor.start(action.slot_id)
                 elif action.kind is ActionKind.STOP:
                     self.supervisor.stop(action.slot_id, wait=False)
@@ -129,7 +204,8 @@ class Reconciler:
             time.sleep(self.interval)
             return
         try:
-            self.store.wait_for_nudge(self.interval)  # a Redis call too: inside the try, since issue 10
+            # A Redis call too: inside the try, since issue 10. Starts waiting: come back soon.
+            self.store.wait_for_nudge(min(self.interval, WAITING_PASS_SECONDS) if self.waiting else self.interval)
         except redis.RedisError as err:
             self._redis_lost(err)
             time.sleep(self.interval)
@@ -151,8 +227,12 @@ def main() -> None:
     lifeline.end_with_supervisord()
     settings = Settings.from_env()
     store = SlotStore.from_url(settings.redis_url)
-    Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval,
-               bytes_connection(settings), compact_aof=settings.embedded_redis).run_forever()
+    # A worker that has not connected within connect_timeout (the API's own wait for a reconnect) is
+    # as started as it will get: it stops holding a place in the start budget.
+    sweep = Sweep(bytes_connection(settings), settings.delivery_workers, drain_timeout(settings))
+    Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval, sweep,
+               compact_aof=settings.embedded_redis,
+               start_concurrency=settings.start_concurrency, start_settle=settings.connect_timeout).run_forever()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ class ConnectedFlag:
         self._reported = False
         self._lock = threading.Lock()
 
+    def known_as(self, connected: bool) -> None:
+        """What Redis says now (read at the worker's start): a previous worker that ended without a
+        word (kill -9, a host's crash) may have left it saying connected."""
+        with self._lock:
+            self._reported = connected
+
     def report(self) -> None:
         """Tell Redis what the engine last said, if it has not been told (either thread)."""
         with self._lock:
@@ -120,8 +126,8 @@ class EngineCallbacks:
             self.patience.best_effort("a reconnect", lambda: self.store.count_for_slot(self.slot_id, "reconnects"))
         self._was_connected = True
         self.connected.now = True
+        log.info("slot %s: connected", self.slot_id)  # first: the flag frees a start's place, the log tells when
         self.patience.best_effort("the connected flag", self.connected.report)  # else the loop catches up
-        log.info("slot %s: connected", self.slot_id)
 
     def on_disconnected(self) -> None:
         self.connected.now = False
@@ -147,24 +153,30 @@ class EngineCallbacks:
 
     def on_event(self, source: str, payload: dict) -> None:
         """Whatever the network delivered to the line (a message, a receipt, a call…), as its webhook event."""
+        received_at = time.time()
         if self._torn_down or self.line is None:
-            log.info("slot %s: a %s after its line was released; not delivered", self.slot_id, source)
+            log.debug("slot %s: a %s after its line was released; not delivered", self.slot_id, source)
             return
         line = self.line
         event = envelope.inbound(source, payload, line, self.engine.phone_for_lid)
         if event is None:
             return  # protocol chatter (a retry receipt…)
+        index = None
         if source == "Message":
-            # Before it is queued, so that a reply, a reaction or a read mark the webhook's receiver makes
-            # of it finds it in the index. One try: an index miss refuses an action, it loses no message.
-            self.patience.best_effort("a message's index entry",
-                                      lambda: self.messages.record_event(line, event.fields, payload))
+            # In the step that queues it, so that a reply, a reaction or a read mark the webhook's
+            # receiver makes of it finds it in the index.
+            def index(pipe):
+                self.messages.record_event(line, event.fields, payload, pipe)
         if not self.publisher.wants(event.type):
-            return  # a type WHIN_EVENTS leaves out
+            if index is not None:  # a type WHIN_EVENTS leaves out: indexed all the same, one try
+                self.patience.best_effort("a message's index entry",
+                                          lambda: self.messages.record_event(line, event.fields, payload))
+            return
         # Queued before returning, however long Redis takes to come back (see the module's docstring).
         with self.unqueued.holding():
             self.patience.until_queued(f"an inbound {event.type.value}",
-                                       lambda: self.publisher.inbound(self.slot_id, line, event, payload))
+                                       lambda: self.publisher.inbound(self.slot_id, line, event, payload, index,
+                                                                     received_at))
 
     def on_offline(self, reason: str, details: dict) -> None:
         """The network refuses the line's connection (a ban, another client, an outdated library): a

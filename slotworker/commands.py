@@ -18,6 +18,7 @@ from functools import partial
 from controlplane.core import protocol
 from controlplane.core.sealed import Sealer
 from slotworker.downloads import Downloads
+from slotworker.engines import handoff
 from slotworker.engines.base import (
     Contact,
     EngineUnavailable,
@@ -161,7 +162,11 @@ class CommandHandler:
             log.warning("slot %s: a malformed %s request (%s)", self.slot_id, command.op, type(err).__name__)
             return protocol.Failure("send_failed", "The slot could not read the request; nothing was sent.")
         try:
-            result = act()
+            with handoff.deadline(command.deadline):  # checked again as the engine hands it over
+                result = act()
+        except handoff.HandoffExpired:
+            return protocol.Failure(protocol.ENGINE_TIMEOUT, "The request expired before it reached WhatsApp; "
+                                                             "nothing was sent.")
         except EngineUnavailable as err:
             return protocol.Failure(protocol.WHATSAPP_UNREACHABLE, str(err))
         except SendRefused as err:

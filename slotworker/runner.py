@@ -30,8 +30,12 @@ from slotworker.outage import GAVE_UP, Backoff, Patience, Unqueued
 
 log = logging.getLogger(__name__)
 
-COMMAND_POLL_SECONDS = 0.5  # how long a stop request may wait for the command loop
+# An idle worker asks Redis for a command this often; nothing waits for the wait to run out (a stop,
+# or an end from another thread, pokes the worker's wake list: _end). Under the client's 60 s read
+# timeout (core/connection.py) and its 30 s health check, so a wait costs one round trip, no PING.
+COMMAND_POLL_SECONDS = 25.0
 PAIRING_GRACE_SECONDS = 5
+PAIRING_TICK_SECONDS = 0.5  # past the pairing deadline, how often the loop looks again (an event queueing)
 ENGINE_STOP_SECONDS = 10.0  # a stop the worker asked for itself that takes longer: the engine hangs
 
 
@@ -58,6 +62,7 @@ class SlotRunner(EngineCallbacks):
         self._torn_down = False
         self._was_connected = False
         self._pair_deadline: float | None = None
+        self._loop_thread: int | None = None  # the thread waiting for commands, once _serve runs
 
     # --- the process's life ---
 
@@ -68,6 +73,10 @@ class SlotRunner(EngineCallbacks):
             return 0
         slot = read
         self.patience.best_effort("a start", lambda: self.store.count_for_slot(self.slot_id, "starts"))
+        # A flag a previous worker left saying connected is put right at once: the API would show the
+        # line connected, and the reconciler would not count this start against its budget.
+        self.connected.known_as(slot.connected)
+        self.patience.best_effort("the connected flag", self.connected.report)
         what = start.plan(slot, self.engine.has_credentials)
         if what is start.Start.NOT_PROVISIONED:
             log.error("slot %s: not provisioned; nothing to run", self.slot_id)
@@ -102,10 +111,21 @@ class SlotRunner(EngineCallbacks):
         self._end("stopped")
 
     def _end(self, reason: str) -> None:
-        """The command loop ends, for the first reason given (either thread)."""
+        """The command loop ends, for the first reason given (either thread): from another thread than
+        the loop's, its wait for a command is poked, so that it ends now, not when the wait runs out."""
         if self.exit_reason is None:
             self.exit_reason = reason
         self._done.set()
+        if self._loop_thread not in (None, threading.get_ident()):
+            self._wake()
+
+    def _wake(self) -> None:
+        # Tried once: with Redis away the loop is not in a wait but in its back-off (on _done), and a
+        # Redis that hangs would hang the loop's wait whatever its length.
+        try:
+            self.store.wake_worker(self.slot_id)
+        except redis.RedisError as err:
+            log.debug("slot %s: could not poke the command loop (%s)", self.slot_id, type(err).__name__)
 
     def finish_inbound(self) -> bool:
         """Return once every inbound event the engine handed over is queued (outage.Unqueued.finish)."""
@@ -114,6 +134,10 @@ class SlotRunner(EngineCallbacks):
     def _serve(self) -> None:
         lean.release_startup_memory()  # the engine is imported and started: its start-up garbage can go
         backoff = Backoff()
+        # Before the first wait, and after _loop_thread is set: an end from now on pokes the wait, and
+        # an end before it set _done, which the loop reads before waiting. A stale poke only costs a turn.
+        self._loop_thread = threading.get_ident()
+        self.patience.best_effort("the wake list's reset", lambda: self.store.clear_wake(self.slot_id))
         try:
             while not self._done.is_set():
                 self._enforce_pairing_deadline()
@@ -121,7 +145,7 @@ class SlotRunner(EngineCallbacks):
                     break
                 try:
                     self.connected.report()
-                    command = self.store.pop_command(self.slot_id, timeout=COMMAND_POLL_SECONDS)
+                    command = self.store.wait_command(self.slot_id, timeout=self._poll_seconds())
                     if command is not None:
                         self.commands.handle(command)
                 except redis.RedisError as err:
@@ -165,6 +189,13 @@ class SlotRunner(EngineCallbacks):
         self.finish_inbound()  # never with an inbound event unqueued
         logging.shutdown()
         os._exit(0)
+
+    def _poll_seconds(self) -> float:
+        """The long wait, but no later than the pairing deadline's end (then ticks while it waits)."""
+        if not self._pair_deadline:
+            return COMMAND_POLL_SECONDS
+        left = self._pair_deadline + PAIRING_GRACE_SECONDS - time.time()
+        return min(COMMAND_POLL_SECONDS, max(PAIRING_TICK_SECONDS, left))
 
     def _enforce_pairing_deadline(self) -> None:
         # whatsmeow may hang after its codes run out (ENGINE-NOTES: FetchMe loops): end regardless,

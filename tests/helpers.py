@@ -6,7 +6,7 @@ from pathlib import Path
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from controlplane.messaging.events import QUEUE_NAME
+from controlplane.messaging.backlog import QUEUE_NAME
 from tests.gateway import wait_for
 
 SENDER = "34611000001"  # the phone that writes to the lines under test
@@ -65,8 +65,23 @@ def active_slot(store, line: str) -> str:
 
 
 def failed_deliveries(client) -> int:
-    """How many delivery jobs rq keeps as failed (its FailedJobRegistry of the deliveries queue)."""
-    return client.zcard(FailedJobRegistry(QUEUE_NAME, connection=client).key)
+    """How many delivery jobs rq keeps as failed (the FailedJobRegistry of every delivery queue)."""
+    keys = [k.decode() if isinstance(k, bytes) else k for k in client.smembers("rq:queues")]
+    names = {QUEUE_NAME} | {k.removeprefix("rq:queue:") for k in keys if k.startswith(f"rq:queue:{QUEUE_NAME}")}
+    return sum(client.zcard(FailedJobRegistry(name, connection=client).key) for name in names)
+
+
+def queued_envelopes(client, queue_key: str) -> list[dict]:
+    """Every event waiting in a backlog (messaging/backlog.py), unsealed: each backlog in its order,
+    all of them by the time they were sealed (the order they were queued in, within one process)."""
+    from controlplane.core.keys import BACKLOG_PATTERN
+    from controlplane.core.sealed import Sealer
+    from controlplane.messaging import backlog
+
+    sealer = Sealer(queue_key)
+    found = [sealer.unseal(backlog.parse(item)[1]) for key in sorted(client.scan_iter(match=BACKLOG_PATTERN))
+             for item in client.lrange(key, 0, -1)]
+    return sorted(found, key=lambda envelope: envelope["received_at"])
 
 
 def rq_job_keys(client) -> list:
@@ -95,7 +110,7 @@ class SlotLoop:
 
     def _run(self):
         while not self._stop.is_set():
-            raw = self.store.pop_command(self.slot_id, timeout=0.05)
+            raw = self.store.wait_command(self.slot_id, timeout=0.05)
             if raw:
                 self.handle(raw)
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import rq_dashboard
 from flask import request
+from rq import Worker
 from rq.serializers import JSONSerializer
 
 from controlplane.api.errors import error_response
@@ -36,8 +37,18 @@ DESTRUCTIVE = frozenset({f"{BLUEPRINT}.delete_job_view", f"{BLUEPRINT}.empty_que
 SAME_SITE_FETCHES = frozenset({"same-origin", "none"})  # Sec-Fetch-Site values of our own pages / the user
 
 
+class JSONWorkers:
+    """rq-dashboard 0.9.0 lists workers (its worker page and workers.json) with rq's default
+    serializer: a busy worker's current job, ours being JSON, then fails to load, a 500."""
+
+    @staticmethod
+    def all(connection=None, **kwargs):
+        return Worker.all(connection=connection, serializer=JSONSerializer, **kwargs)
+
+
 def register(app, settings) -> None:
     rq_dashboard.web.config.serializer = JSONSerializer  # our jobs are JSON, not pickles
+    rq_dashboard.web.Worker = JSONWorkers
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     app.config["RQ_DASHBOARD_DISABLE_DELETE"] = True  # hides delete/empty (refused below anyway)
     rq_dashboard.web.setup_rq_connection(app)

@@ -5,33 +5,50 @@ whichever process saw the event (api, slot workers, delivery workers), so every 
 the same totals. Labels are slot ids, statuses and outcomes: never a phone number, never content.
 """
 
+from collections import Counter
+
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from controlplane.core.keys import LATENCY, STATS, slot_stats_key
+from controlplane.core.keys import LATENCY, STATS
 from controlplane.core.states import SlotStatus
 from controlplane.core.stats import LATENCY_BUCKETS
 from controlplane.core.store import SlotStore
-from controlplane.messaging.events import delivery_queue
+from controlplane.messaging.backlog import delivery_queue
 
 _DELIVERY = ("delivered", "retried", "given_up")
 
 
 class GatewayCollector:
-    def __init__(self, store: SlotStore):
+    def __init__(self, store: SlotStore, delivery_workers: int = 1):
         self.store = store
+        self.delivery_workers = delivery_workers
 
     def collect(self):
         r = self.store.redis
-        slots = self.store.all()
-        stats = {k: int(float(v)) for k, v in r.hgetall(STATS).items()}
+        slots = self.store.fields(("status", "pairing"))
+        # The small reads in one round trip: a scrape under load waits for each one it makes.
+        queues = [delivery_queue(r, n) for n in range(1, self.delivery_workers + 1)]
+        with r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(STATS)
+            pipe.hgetall(LATENCY)
+            # rq names its own keys; its registries' count() would also clean up, a side effect a
+            # scrape must not have.
+            for queue in queues:
+                pipe.llen(queue.key)
+                pipe.zcard(ScheduledJobRegistry(queue=queue).key)
+                pipe.zcard(StartedJobRegistry(queue=queue).key)
+            raw_stats, latency, *counts = pipe.execute()
+        depths = [sum(counts[i::3]) for i in range(3)]
+        stats = {k: int(float(v)) for k, v in raw_stats.items()}
 
+        counted = Counter(fields["status"] for _, fields in slots)  # one pass over hundreds of slots
         by_status = GaugeMetricFamily("whin_slots", "Slots by status.", labels=["status"])
         for status in SlotStatus:
-            by_status.add_metric([status.value], sum(s.status is status for s in slots))
+            by_status.add_metric([status.value], counted[status.value])
         yield by_status
         yield GaugeMetricFamily("whin_slots_pairing", "Slots showing QR codes now.",
-                                value=sum(s.pairing for s in slots))
+                                value=sum(fields.get("pairing") == "1" for _, fields in slots))
 
         pairing = CounterMetricFamily("whin_pairing", "Pairing attempts and outcomes.", labels=["outcome"])
         for name, value in stats.items():
@@ -60,13 +77,12 @@ class GatewayCollector:
                 actions.add_metric([action, outcome], value)
         yield actions
 
-        yield self._latency(r)
-        yield self._queue(r)
-        yield from self._per_slot(r, slots)
+        yield self._latency(latency)
+        yield self._queue(*depths)
+        yield from self._per_slot(self.store)
 
     @staticmethod
-    def _latency(r):
-        raw = r.hgetall(LATENCY)
+    def _latency(raw: dict):
         buckets, running = [], 0
         for bound in [f"{b:g}" for b in LATENCY_BUCKETS] + ["+Inf"]:
             running += int(raw.get(bound, 0))
@@ -75,25 +91,23 @@ class GatewayCollector:
                                      buckets=buckets, sum_value=float(raw.get("sum", 0)))
 
     @staticmethod
-    def _queue(r):
-        # rq names its own keys; its registries' count() would also clean up, a side effect a scrape must not have.
-        queue = delivery_queue(r)
-        depth = GaugeMetricFamily("whin_delivery_queue", "Events waiting for delivery.", labels=["state"])
-        depth.add_metric(["queued"], r.llen(queue.key))
-        depth.add_metric(["scheduled_retry"], r.zcard(ScheduledJobRegistry(queue=queue).key))
-        depth.add_metric(["in_progress"], r.zcard(StartedJobRegistry(queue=queue).key))
+    def _queue(queued: int, scheduled: int, in_progress: int):
+        depth = GaugeMetricFamily("whin_delivery_queue", "Delivery jobs by state: a queued one delivers a line's "
+                                  "waiting events, a scheduled one retries one event.", labels=["state"])
+        depth.add_metric(["queued"], queued)
+        depth.add_metric(["scheduled_retry"], scheduled)
+        depth.add_metric(["in_progress"], in_progress)
         return depth
 
     @staticmethod
-    def _per_slot(r, slots):
+    def _per_slot(store: SlotStore):
+        # A slot's series appear with its first start: hundreds of provisioned, never started slots
+        # would otherwise be hundreds of zero series, each costing every scrape.
         starts = CounterMetricFamily("whin_slot_worker_starts", "Worker process starts per slot.", labels=["slot"])
         reconnects = CounterMetricFamily("whin_slot_reconnects", "Reconnects to WhatsApp per slot.", labels=["slot"])
-        with r.pipeline(transaction=False) as pipe:
-            for slot in slots:
-                pipe.hgetall(slot_stats_key(slot.id))
-            per_slot = pipe.execute()
-        for slot, counters in zip(slots, per_slot, strict=True):
-            starts.add_metric([slot.id], int(counters.get("starts", 0)))
-            reconnects.add_metric([slot.id], int(counters.get("reconnects", 0)))
+        for slot_id, (started, reconnected) in store.slot_counters(("starts", "reconnects")):
+            if started or reconnected:
+                starts.add_metric([slot_id], int(started or 0))
+                reconnects.add_metric([slot_id], int(reconnected or 0))
         yield starts
         yield reconnects

@@ -11,9 +11,10 @@ import uuid
 
 import redis as redis_py  # not `redis`: the class's attribute of that name is the store's client
 
-from controlplane.core.keys import NUDGE, command_key, reply_dropped_key, reply_key
+from controlplane.core.keys import NUDGE, command_key, reply_dropped_key, reply_key, wake_key
 
 REPLY_TTL = 60  # seconds an answer nobody waits for any more stays in Redis
+WAKE_TTL = 10  # a poke its worker never read (it had already ended) is gone by its next start
 _BINARY_LOCK = threading.Lock()
 
 
@@ -31,9 +32,25 @@ class CommandQueue:
         """Take back a command the worker has not popped yet; False when it already took it."""
         return bool(self.redis.lrem(command_key(slot_id), 1, raw))
 
-    def pop_command(self, slot_id: str, timeout: float) -> dict | None:
-        item = self.redis.blpop([command_key(slot_id)], timeout=timeout)
-        return json.loads(item[1]) if item else None
+    def wait_command(self, slot_id: str, timeout: float) -> dict | None:
+        """The worker's wait: its next command, or None after ``timeout`` or when ``wake_worker`` poked
+        it. The poke is listed first: a stop does not wait behind a backlog of commands."""
+        item = self.redis.blpop([wake_key(slot_id), command_key(slot_id)], timeout=timeout)
+        if item is None or item[0] == wake_key(slot_id):
+            return None
+        return json.loads(item[1])
+
+    def wake_worker(self, slot_id: str) -> None:
+        """End the worker's wait_command now (its own stop, from another of its threads). A poke that
+        finds no wait is harmless: the worker only looks again at why it should go on."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(wake_key(slot_id), 1)
+            pipe.expire(wake_key(slot_id), WAKE_TTL)
+            pipe.execute()
+
+    def clear_wake(self, slot_id: str) -> None:
+        """A previous run's poke, if any: gone before the worker's first wait."""
+        self.redis.delete(wake_key(slot_id))
 
     def ask(self, slot_id: str, command: dict, timeout: float) -> tuple[dict | None, bool]:
         """Send a command that expects an answer; wait for it. Returns (answer, taken): with no answer

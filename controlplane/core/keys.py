@@ -8,8 +8,19 @@ Keys (prefix ``whin:``):
                                it ends, so that an enrollment can end, and be reported ended, once)
   whin:lines             HASH  line -> slot id, for every enrolled line
   whin:cmd:<ID>          LIST  commands for the slot's worker (JSON), popped by the worker
+  whin:wake:<ID>         LIST  the slot worker's own poke: ends its wait for a command at once (a stop, an
+                               end from another thread); written by that worker only, expires in seconds
   whin:reconciler:nudge  LIST  a poke that wakes the reconciler before its next tick
   whin:seq:<line>        INT   the line's event counter (the envelope's "seq")
+  whin:backlog:<hash>    LIST  a line's events waiting for delivery, in seq order ("<event id> <sealed
+                               envelope>"); appended in the step that numbers them, each removed once
+                               delivered or handed to a retry job of its own (messaging/backlog.py).
+                               <hash> names the line (or a slot, for its events without one) without
+                               spelling its number
+  whin:drain:<hash>      STR   the id of the rq job queued to deliver that backlog, from its queueing
+                               until that job starts (then new events queue the next one)
+  whin:queued:<event id> STR   the event is in a backlog or a retry job: handed over again, it is not
+                               queued twice (expires after WHIN_DELIVERY_MAX_AGE)
   whin:reply:<uuid>      LIST  a slot worker's answer to one command (send), expires in a minute
   whin:rate:<line>       STR   the line's send-rate state (GCRA: the theoretical arrival time)
   whin:msg:<line>:<hash> STR   the message index (messaging/message_index.py): one message of the line's
@@ -22,7 +33,8 @@ Keys (prefix ``whin:``):
   whin:txn:<uuid>        STR   written by one MULTI/EXEC, for a minute: tells a lost EXEC reply from a
                                transaction that never ran (see store.committed_despite)
 
-The delivery queue itself lives under rq's own keys (rq:queue:deliveries, rq:job:<id>, ...).
+The delivery queues themselves live under rq's own keys (rq:queue:deliveries, rq:queue:deliveries-2, ...,
+rq:job:<id>, ...).
 The Lua scripts (scripts.py) never spell a key: every key they touch comes to them in KEYS.
 Standard library only: the slot worker imports it.
 """
@@ -45,12 +57,35 @@ def command_key(slot_id: str) -> str:
     return f"{PREFIX}cmd:{slot_id}"
 
 
+def wake_key(slot_id: str) -> str:
+    return f"{PREFIX}wake:{slot_id}"
+
+
 def slot_stats_key(slot_id: str) -> str:
     return f"{PREFIX}slotstats:{slot_id}"
 
 
 def seq_key(line: str) -> str:
     return f"{PREFIX}seq:{line}"
+
+
+def backlog_key(backlog: str) -> str:
+    return f"{PREFIX}backlog:{backlog}"
+
+
+BACKLOG_PATTERN = PREFIX + "backlog:*"
+
+
+def token_of_backlog(key: str) -> str:
+    return key.removeprefix(f"{PREFIX}backlog:")
+
+
+def drain_key(backlog: str) -> str:
+    return f"{PREFIX}drain:{backlog}"
+
+
+def queued_key(event_id: str) -> str:
+    return f"{PREFIX}queued:{event_id}"
 
 
 def rate_key(line: str) -> str:

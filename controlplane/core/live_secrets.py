@@ -42,6 +42,9 @@ ENV_FILE = "WHIN_ENV_FILE"
 
 LOOK_EVERY = 1.0
 SETTLE = 0.5
+# An mtime set from a float time (os.utime, touch -d) reads back in nanoseconds up to a float's
+# precision (~0.2 µs now) past it: the same instant, not a file from the future (read at once).
+STAMP_ROUNDING = 1e-6
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -181,7 +184,7 @@ class LiveSecret:
             if stamps == self._seen:
                 return
             wall = self._wall()
-            if any(s is not None and 0 <= wall - s[0] / 1e9 < SETTLE for s in stamps):
+            if any(s is not None and -STAMP_ROUNDING <= wall - s[0] / 1e9 < SETTLE for s in stamps):
                 return  # written a moment ago, perhaps not finished: read it on a later look
             self._seen = stamps
             self._load()

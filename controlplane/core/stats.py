@@ -19,10 +19,9 @@ def count_for_slot(client, slot_id: str, name: str) -> None:
     client.hincrby(slot_stats_key(slot_id), name, 1)
 
 
-def observe_latency(client, seconds: float) -> None:
-    """One delivery's latency into the histogram (buckets stored one by one; prometheus.py accumulates)."""
+def observe_latency(pipe, seconds: float) -> None:
+    """One delivery's latency into the histogram (buckets stored one by one; prometheus.py accumulates),
+    written in the caller's pipeline: the step that records the delivery itself."""
     bucket = next((f"{b:g}" for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hincrby(LATENCY, bucket, 1)
-        pipe.hincrbyfloat(LATENCY, "sum", seconds)
-        pipe.execute()
+    pipe.hincrby(LATENCY, bucket, 1)
+    pipe.hincrbyfloat(LATENCY, "sum", seconds)

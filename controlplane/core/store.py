@@ -25,9 +25,13 @@ from controlplane.core import ids, scripts, stats
 from controlplane.core.commands import CommandQueue
 from controlplane.core.connection import connect, transition
 from controlplane.core.errors import Refused
-from controlplane.core.keys import LINES, NUDGE, SLOTS, command_key, slot_key
+from controlplane.core.keys import LINES, NUDGE, SLOTS, command_key, slot_key, slot_stats_key
 from controlplane.core.scripts import refusal, refused
 from controlplane.core.states import SlotPhase, SlotStatus
+
+# What a Slot is read from (Slot.from_hash): all() fetches these fields, not whole hashes.
+SLOT_FIELDS = ("status", "line", "pairing", "pair_deadline", "qr", "qr_expires_at", "connected", "teardown",
+               "pair_error", "enrollment")
 
 
 @dataclass(frozen=True)
@@ -114,12 +118,30 @@ class SlotStore(CommandQueue):
 
     def all(self) -> list[Slot]:
         """Every slot, sorted by id, read as one consistent snapshot."""
-        slot_ids = sorted(self.redis.smembers(SLOTS))
-        with self.redis.pipeline(transaction=True) as pipe:
-            for slot_id in slot_ids:
-                pipe.hgetall(slot_key(slot_id))
-            hashes = pipe.execute()
-        return [Slot.from_hash(s, h) for s, h in zip(slot_ids, hashes, strict=True) if h]
+        return [Slot.from_hash(slot_id, fields) for slot_id, fields in self.fields(SLOT_FIELDS)]
+
+    def fields(self, names: tuple[str, ...]) -> list[tuple[str, dict]]:
+        """Every slot's id and ``names`` fields (``status`` among them), sorted by id.
+
+        One SORT ... GET, not a pipeline of one HGETALL per slot: a single command is a consistent
+        snapshot as MULTI was, and it costs the client one reply instead of ~20 µs of redis-py per
+        slot (GET /slots with 500 slots: 1-7 ms instead of ~20, measured by bench/host_scale.py)."""
+        rows = self._per_slot([slot_key("*") + "->" + name for name in names])
+        slots = []
+        for slot_id, values in rows:
+            found = {name: value for name, value in zip(names, values, strict=True) if value is not None}
+            if "status" in found:  # no status: a slot whose hash create_slots has not written yet
+                slots.append((slot_id, found))
+        return slots
+
+    def slot_counters(self, names: tuple[str, ...]) -> list[tuple[str, tuple]]:
+        """Every slot's id and its ``names`` counters (stats.py's per-slot hash; None when never counted)."""
+        return self._per_slot([slot_stats_key("*") + "->" + name for name in names])
+
+    def _per_slot(self, patterns: list[str]) -> list[tuple[str, list]]:
+        flat = self.redis.sort(SLOTS, alpha=True, get=["#", *patterns])
+        width = len(patterns) + 1
+        return [(flat[i], flat[i + 1:i + width]) for i in range(0, len(flat), width)]
 
     def lines(self) -> dict[str, str]:
         return self.redis.hgetall(LINES)

@@ -1,15 +1,16 @@
-"""Turning what happens on a line into delivery jobs: the envelope, its sequence number, the RQ job.
+"""Turning what happens on a line into deliveries: the envelope, its sequence number, the line's backlog.
 
 Used by slot workers (every inbound event, enrolled, logged_out, evicted, offline) and by the API
-(sleeping, active, killed). Types WHIN_EVENTS leaves out are dropped here, before a job exists.
-Every event becomes one RQ job on the ``deliveries`` queue, sealed, with rq's copies kept to the
-minimum (RELIABILITY-NOTES): a result for 1 s (``result_ttl=0`` re-delivers after a recovery), no
-failed-job record worth keeping, a description that names the event and nothing else.
+(sleeping, active, killed). Types WHIN_EVENTS leaves out are dropped here, before anything is written.
+Every event is sealed and appended to its line's backlog, which an rq job (a drain, backlog.py)
+delivers; rq's copies are kept to the minimum (RELIABILITY-NOTES): a result for 1 s (``result_ttl=0``
+re-delivers after a recovery), no failed-job record worth keeping, a description that names nothing.
 
-An event's ``seq`` is taken in the same MULTI/EXEC that queues its job (``Outbox``): a process that
-dies between the two steps leaves neither, never a number without its event. Status changes that
-end or change an enrollment are queued in the very transaction that makes them (controlplane.core.store
-takes an Outbox), so each enrollment ends in exactly one terminal event, decided in Redis.
+An event's ``seq`` is taken in the same MULTI/EXEC that appends it (``Outbox``): a process that dies
+between the two steps leaves neither, never a number without its event. Status changes that end or
+change an enrollment are queued in the very transaction that makes them (controlplane.core.store
+takes an Outbox), so each enrollment ends in exactly one terminal event, decided in Redis, and a
+kill -9 at any point either delivers the event or never changed the state.
 """
 
 import math
@@ -18,21 +19,18 @@ import uuid
 from dataclasses import dataclass
 
 import redis
-from rq import Queue, Retry
-from rq.job import Job
-from rq.serializers import JSONSerializer
+from rq import Retry
 
 from controlplane.core.config import Settings
 from controlplane.core.connection import connect, watched_transaction
 from controlplane.core.event_types import WebhookType
-from controlplane.core.keys import seq_key
+from controlplane.core.keys import backlog_key, drain_key, queued_key, seq_key
 from controlplane.core.sealed import Sealer
+from controlplane.messaging import backlog
+from controlplane.messaging.backlog import QUEUE_NAME, delivery_queue
 from controlplane.messaging.envelope import Inbound, message_event_id
 
-__all__ = ["EventPublisher", "Outbox", "message_event_id", "retry_intervals"]
-
-QUEUE_NAME = "deliveries"
-DELIVER = "controlplane.messaging.delivery.deliver"
+__all__ = ["QUEUE_NAME", "EventPublisher", "Outbox", "delivery_queue", "message_event_id", "retry_intervals"]
 
 
 def retry_intervals(backoff: tuple[float, ...], max_age: float) -> list[int]:
@@ -51,10 +49,6 @@ def retry_intervals(backoff: tuple[float, ...], max_age: float) -> list[int]:
     return intervals
 
 
-def delivery_queue(connection: redis.Redis) -> Queue:
-    return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer)
-
-
 def bytes_connection(settings: Settings) -> redis.Redis:
     """rq needs a connection that returns bytes (the store's decodes to str)."""
     return connect(settings.redis_url, decode_responses=False)
@@ -63,12 +57,15 @@ def bytes_connection(settings: Settings) -> redis.Redis:
 class EventPublisher:
     def __init__(self, settings: Settings, connection: redis.Redis | None = None):
         self.connection = connection or bytes_connection(settings)
-        self.queue = delivery_queue(self.connection)
+        self.workers = settings.delivery_workers
+        self.queues = {n: delivery_queue(self.connection, n) for n in range(1, self.workers + 1)}
         self.sealer = Sealer(settings.queue_key)
-        intervals = retry_intervals(settings.delivery_backoff, settings.delivery_max_age)
-        self.retry = Retry(max=len(intervals), interval=intervals)
-        self.job_timeout = int(settings.webhook_timeout) + 10
+        self.drain_timeout = drain_timeout(settings)
+        self.marked_for = int(settings.delivery_max_age) + 3600  # while queued or retried, and then some
         self.types = settings.events
+
+    def queue_for(self, backlog_name: str):
+        return self.queues[backlog.queue_number(backlog_name, self.workers)]  # made once, not per event
 
     def wants(self, kind: str) -> bool:
         return kind in self.types
@@ -77,9 +74,12 @@ class EventPublisher:
         """Events to queue in the caller's own MULTI/EXEC, with the store change they report."""
         return Outbox(self)
 
-    def inbound(self, slot_id: str, line: str, event: Inbound, payload: dict) -> str:
-        """Queue what the engine delivered (envelope.inbound made ``event`` of it)."""
-        self.outbox().send([Event(event.id, event.type.value, slot_id, line, {**event.fields, "payload": payload})])
+    def inbound(self, slot_id: str, line: str, event: Inbound, payload: dict, also=None,
+                received_at: float | None = None) -> str:
+        """Queue what the engine delivered (envelope.inbound made ``event`` of it) at ``received_at``;
+        ``also(pipe)`` adds writes of the caller's to the same step (the message index's entry for it)."""
+        self.outbox().send([Event(event.id, event.type.value, slot_id, line, {**event.fields, "payload": payload},
+                                  received_at)], also)
         return event.id
 
     def message(self, slot_id: str, line: str, payload: dict, message_id: str, sender: str | None) -> str:
@@ -93,18 +93,26 @@ class EventPublisher:
         self.outbox().send([event])
         return event.id
 
-    def _job(self, event: "Event", seq: int | None) -> Job:
+    def _sealed(self, event: "Event", seq: int | None) -> str:
         envelope = {"type": event.type, "line": event.line, "slot": event.slot, "seq": seq,
                     **{k: v for k, v in event.fields.items() if k != "payload"},
-                    "received_at": round(time.time(), 3),
+                    # Microseconds: the latency histogram and the bench measure from it.
+                    "received_at": round(event.received_at or time.time(), 6),
                     "payload": event.fields["payload"]}  # last, as in the contract's example
-        return self.queue.create_job(
-            DELIVER, args=(event.id, self.sealer.seal(envelope)),
-            job_id=event.id, description=f"deliver {event.id}",
-            retry=self.retry, timeout=self.job_timeout,
-            result_ttl=1,  # not 0: rq re-runs a recovered job whose result vanished (RELIABILITY-NOTES)
-            failure_ttl=1,  # a failed job holds its arguments; the give-up is counted, not kept
-        )
+        return self.sealer.seal(envelope)
+
+
+def drain_timeout(settings: Settings) -> int:
+    """A drain's rq timeout: its own time, one POST that started just before it, and a margin."""
+    return int(settings.webhook_timeout + backlog.DRAIN_SECONDS) + 10
+
+
+def event_retry(settings: Settings) -> tuple[list[int], Retry | None]:
+    """The waits between an event's attempts, and the rq Retry of the job that makes them after the
+    first (made by a drain) failed: None when that job's own attempt is the last one."""
+    intervals = retry_intervals(settings.delivery_backoff, settings.delivery_max_age)
+    rest = intervals[1:]
+    return intervals, Retry(max=len(rest), interval=rest) if rest else None
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class Event:
     slot: str
     line: str | None
     fields: dict  # the envelope's other fields; "payload" goes last
+    received_at: float | None = None  # when the slot had it from the network; None: now
 
 
 def status_event(slot_id: str, line: str | None, status: str, reason: str | None = None,
@@ -123,57 +132,76 @@ def status_event(slot_id: str, line: str | None, status: str, reason: str | None
 
 
 class Outbox:
-    """Numbers events and queues them as rq jobs in one MULTI/EXEC, so that a seq is never used
-    without its job being queued (a gap the receiver could not tell from a lost event), and so that a
-    store transition and the events that report it happen together or not at all.
+    """Numbers events and appends them to their backlogs in one MULTI/EXEC, so that a seq is never
+    used without its event being queued (a gap the receiver could not tell from a lost event), and
+    so that a store transition and the events that report it happen together or not at all. A
+    backlog that no queued drain will deliver gets one in the same step.
 
     Inside a transaction whose keys are WATCHed: ``stage(pipe, events)`` before ``pipe.multi()``
-    (it WATCHes each line's counter and each job's key too, and reads the counters), then
-    ``write(pipe)`` after it. A WatchError means nothing was written: stage again on the retry.
-    rq queues the jobs itself (Queue.enqueue_job with the pipeline), so rq-dashboard sees them as any.
+    (it WATCHes each line's counter and drain mark and each event's queued mark too, and reads them
+    in one round trip), then ``write(pipe)`` after it. A WatchError means nothing was written: stage
+    again on the retry. The drains are rq jobs queued by rq itself (Queue.enqueue_job with the
+    pipeline), so rq-dashboard sees them as any.
     """
 
     def __init__(self, publisher: EventPublisher):
         self.publisher = publisher
-        self._jobs: list[Job] = []
         self._seqs: dict[str, int] = {}
+        self._entries: list[tuple[str, str, str]] = []  # (backlog, event id, entry)
+        self._drains: list[str] = []  # backlogs that get a drain
 
     @staticmethod
     def status(slot_id: str, line: str | None, status: str, reason: str | None = None) -> Event:
         return status_event(slot_id, line, status, reason)
 
     def stage(self, pipe, events: list[Event]) -> None:
-        self.publisher.queue.get_redis_server_version()  # rq asks while queueing: ask now, outside MULTI
         events = [e for e in events if self.publisher.wants(e.type)]  # WHIN_EVENTS: the rest cost nothing
-        self._seqs, self._jobs = {}, []
+        self._seqs, self._entries, self._drains = {}, [], []
         if not events:
             return
+        self.publisher.queues[1].get_redis_server_version()  # rq asks while queueing: ask now, outside MULTI
         lines = sorted({e.line for e in events if e.line})
-        pipe.watch(*[Job.key_for(e.id) for e in events], *[seq_key(line) for line in lines])
-        self._seqs = {line: int(pipe.get(seq_key(line)) or 0) for line in lines}
-        self._jobs = []
+        backlogs = sorted({backlog.token(e.line, e.slot) for e in events})
+        watched = [*map(seq_key, lines), *map(drain_key, backlogs), *(queued_key(e.id) for e in events)]
+        pipe.watch(*watched)
+        values = pipe.mget(watched)
+        self._seqs = {line: int(v or 0) for line, v in zip(lines, values, strict=False)}
+        drains = dict(zip(backlogs, values[len(lines):], strict=False))
+        already = {e.id for e, v in zip(events, values[len(lines) + len(backlogs):], strict=True) if v}
         for event in events:
-            if pipe.exists(Job.key_for(event.id)):
+            if event.id in already:
                 continue  # handed over again while still queued: once is enough, and no seq is used up
+            already.add(event.id)
             seq = None
             if event.line:
                 seq = self._seqs[event.line] = self._seqs[event.line] + 1
-            self._jobs.append(self.publisher._job(event, seq))
+            name = backlog.token(event.line, event.slot)
+            self._entries.append((name, event.id, backlog.entry(event.id, self.publisher._sealed(event, seq))))
+            if drains[name] is None and name not in self._drains:
+                self._drains.append(name)
 
     def write(self, pipe) -> None:
         for line, seq in self._seqs.items():
             pipe.set(seq_key(line), seq)  # the counter WATCHed in stage: the same as INCR, in this step
-        for job in self._jobs:
-            self.publisher.queue.enqueue_job(job, pipeline=pipe)
+        for name, event_id, item in self._entries:
+            pipe.rpush(backlog_key(name), item)
+            pipe.set(queued_key(event_id), 1, ex=self.publisher.marked_for)
+        for name in self._drains:
+            backlog.queue_drain(pipe, self.publisher.queue_for(name), name, self.publisher.drain_timeout)
 
-    def send(self, events: list[Event]) -> None:
+    def send(self, events: list[Event], also=None) -> None:
         """Queue events that report no store change, in a transaction of their own (numbered again
-        when another event of the line was numbered meanwhile)."""
+        when another event of the line was numbered meanwhile), with the writes ``also(pipe)`` adds."""
         if not any(self.publisher.wants(e.type) for e in events):
             return
 
+        def write(pipe):
+            if also is not None:
+                also(pipe)
+            self.write(pipe)
+
         def stage(pipe):
             self.stage(pipe, events)
-            return None, self.write
+            return None, write
 
         watched_transaction(self.publisher.connection, stage)

@@ -81,9 +81,10 @@ class MessageIndex:
         """A message the line just sent through the API (the slot's Sent reply)."""
         self.record(line, to, message_id, IndexedMessage(True, line, _seconds(timestamp) or int(time.time()), text))
 
-    def record_event(self, line: str, fields: dict, payload: dict) -> bool:
+    def record_event(self, line: str, fields: dict, payload: dict, pipeline=None) -> bool:
         """A Message event the slot forwards (``fields``: its envelope's message_id, chat, from,
-        from_me); False when it is not a message one can act on (a reaction, an edit, a deletion)."""
+        from_me); False when it is not a message one can act on (a reaction, an edit, a deletion).
+        With ``pipeline``, written in that pipeline's step (the event's own, events.Outbox)."""
         message = payload.get("Message") or {}
         chat, message_id = chat_of(fields.get("chat")), fields.get("message_id")
         if not chat or not message_id or any(kind in message for kind in _NOT_MESSAGES):
@@ -93,7 +94,7 @@ class MessageIndex:
         timestamp = _seconds(info.get("Timestamp")) or int(time.time())
         sender = line if from_me else fields.get("from")
         self.record(line, chat, message_id, IndexedMessage(from_me, sender, timestamp,
-                                                           any(kind in message for kind in _TEXTS)))
+                                                           any(kind in message for kind in _TEXTS)), pipeline)
         return True
 
     def find(self, line: str, chat: str, message_id: str) -> IndexedMessage | None:

@@ -21,7 +21,10 @@ from slotworker.engines.sim_send import SimConversation
 log = logging.getLogger(__name__)
 
 CREDENTIALS_FILE = "sim-device.json"
-POLL_SECONDS = 5  # long-poll length; a stop never waits for it (the thread is a daemon)
+# Long-poll length: an idle linked slot asks simnet once this often (under simnet's own cap,
+# simnet/app.py MAX_POLL_SECONDS). Nothing waits for it to run out: an event ends it at once, a
+# simnet restart breaks it, and a stop never waits for it (the thread is a daemon).
+POLL_SECONDS = 25
 QR_PREFIX = "https://wa.me/settings/linked_devices#"
 OFFLINE_REASONS = ("temporary_ban", "stream_replaced", "client_outdated")
 # A client WhatsApp calls outdated stays offline; it asks again this often (an update of simnet's
@@ -77,6 +80,7 @@ class SimEngine(SimConversation, Engine):  # sending and the rest of a conversat
         self.base_url = settings.simnet_url
         self.http = requests.Session()
         self._stopping = threading.Event()
+        self.thread: threading.Thread | None = None  # the last one spawned (pairing or session)
         self._logging_out = threading.Event()  # set before we tell the network: its echo is not news
         self._pairing_session: str | None = None
         self._connected = threading.Event()
@@ -124,7 +128,10 @@ class SimEngine(SimConversation, Engine):  # sending and the rest of a conversat
                         self.slot_id, type(err).__name__)
 
     def _spawn(self, target, *args) -> None:
-        threading.Thread(target=target, args=args, name=f"sim-{self.slot_id}", daemon=True).start()
+        # Kept so that its end can be awaited (tests): a stopped engine's thread may still sit in its
+        # long poll, and another engine of the same slot id in the same process would share its name.
+        self.thread = threading.Thread(target=target, args=args, name=f"sim-{self.slot_id}", daemon=True)
+        self.thread.start()
 
     # --- pairing: QR codes until a phone scans one or they run out ---
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import requests
 
+from slotworker.engines import handoff
 from slotworker.engines.base import (
     Contact,
     EngineUnavailable,
@@ -103,6 +104,8 @@ class SimConversation:
         creds = self.credentials()
         if creds is None or not self._connected.is_set():
             raise EngineUnavailable("not connected to WhatsApp")
+        if method == "POST":
+            handoff.check()
         try:
             # A fresh connection: the session's pool is busy with the long poll on another thread.
             response = requests.request(method, self._device_url(creds, action), json=body,

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from google.protobuf import json_format
 
 from controlplane.core import slotfiles
-from slotworker.engines import whatsmeow_groups, whatsmeow_media, whatsmeow_send
+from slotworker.engines import handoff, whatsmeow_groups, whatsmeow_media, whatsmeow_send
 from slotworker.engines.base import (
     Contact,
     Download,
@@ -385,6 +385,7 @@ class WhatsmeowEngine(Engine):
                 author = whatsmeow_send.jid(self._groups.member_address(self.client, where, sender))
             else:  # whatsmeow names the author (participant) only in a group; in a chat it is the phone
                 author = whatsmeow_send.jid(sender) if sender else where
+            handoff.check()
             self.client.mark_read(*message_ids, chat=where, sender=author, receipt=ReceiptType.READ)
 
     def send_presence(self, to: str, state: str) -> None:
@@ -441,6 +442,7 @@ class WhatsmeowEngine(Engine):
         return whatsmeow_send.jid(self.client.get_me().JID.User)
 
     def _sent(self, chat, message) -> SendResult:
+        handoff.check()  # after the upload, which may have taken longer than the caller waits
         response = self.client.send_message(chat, message)
         return SendResult(id=response.ID, timestamp=int(response.Timestamp))
 
@@ -454,7 +456,7 @@ class WhatsmeowEngine(Engine):
             raise EngineUnavailable("not connected to WhatsApp")
         try:
             yield
-        except (EngineUnavailable, SendRefused):
+        except (EngineUnavailable, SendRefused, handoff.HandoffExpired):
             raise
         except NeonizeError as err:  # whatsmeow's text names JIDs: the type only, in the log and the answer
             log.warning("slot %s: WhatsApp refused a request: %s", self.slot_id, type(err).__name__)

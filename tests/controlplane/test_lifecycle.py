@@ -8,19 +8,17 @@ import time
 
 import pytest
 import redis
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from controlplane.core.config import Settings
 from controlplane.core.errors import EngineTimeout, Refused, ServiceUnavailable
 from controlplane.core.ids import InvalidIdentifier
-from controlplane.core.sealed import Sealer
 from controlplane.core.states import SlotPhase, SlotStatus
 from controlplane.core.store import SlotStore
 from controlplane.lifecycle import Lifecycle, wait_until
 from controlplane.messaging.events import EventPublisher
 from controlplane.supervisor import ProgramMissing
 from tests.gateway import QUEUE_KEY
+from tests.helpers import queued_envelopes
 
 LINE = "34666123456"
 
@@ -90,10 +88,7 @@ def lifecycle(settings, redis_client, supervisor):
 
 
 def statuses_queued(lifecycle) -> list[tuple[str, str]]:
-    sealer, publisher = Sealer(QUEUE_KEY), lifecycle.publisher
-    events = [sealer.unseal(Job.fetch(job_id, connection=publisher.connection, serializer=JSONSerializer).args[1])
-              for job_id in publisher.queue.get_job_ids()]
-    return [(e["slot"], e["status"]) for e in events]
+    return [(e["slot"], e["status"]) for e in queued_envelopes(lifecycle.publisher.connection, QUEUE_KEY)]
 
 
 def make(lifecycle, phase: SlotPhase) -> str:

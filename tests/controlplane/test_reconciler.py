@@ -1,13 +1,23 @@
 """The reconciler's pure decisions: which slot workers should run, and the actions that get them there."""
 
 import logging
+import time
 
 import pytest
 import redis
 
+from controlplane.core.config import ConfigError, Settings, default_start_concurrency
 from controlplane.core.states import SlotStatus
 from controlplane.core.store import Slot
-from controlplane.reconciler import Action, ActionKind, Reconciler, plan, should_run
+from controlplane.reconciler import (
+    Action,
+    ActionKind,
+    Reconciler,
+    bound_starts,
+    plan,
+    should_run,
+    starting,
+)
 
 NOW = 1_700_000_000.0
 ADD, START, STOP, END = ActionKind.ADD, ActionKind.START, ActionKind.STOP, ActionKind.END_PAIRING
@@ -180,8 +190,8 @@ class _FlakyRedisStore:
 
 
 class _NoPrograms:
-    def slot_states(self):
-        return {}
+    def slot_programs(self):
+        return {}, {}
 
 
 def test_the_loop_rides_out_redis_lost_while_it_waits_for_a_nudge_and_reconciles_again(caplog):
@@ -193,3 +203,237 @@ def test_the_loop_rides_out_redis_lost_while_it_waits_for_a_nudge_and_reconciles
     said = [r.getMessage() for r in caplog.records if r.name == "controlplane.reconciler"]
     assert sum("Redis unreachable" in m for m in said) == 1  # once per outage, not once per attempt
     assert sum("Redis reachable again" in m for m in said) == 1
+
+
+# --- the start budget (issue 14): at most WHIN_START_CONCURRENCY workers starting at once ---
+
+SETTLE = 15.0
+
+
+def slot(slot_id, status=SlotStatus.ACTIVE, **fields):
+    return Slot(slot_id, status, line="34666" + slot_id[-6:].rjust(6, "0"), **fields)
+
+
+def bounded(slots, programs, ages=None, concurrency=2, settle=SETTLE):
+    """plan, then bound_starts, as a pass does: (kinds and slots done now, slots waiting)."""
+    actions = plan(slots, programs, NOW)
+    result = bound_starts(actions, slots, programs, ages or {}, concurrency, settle)
+    return [(a.kind, a.slot_id) for a in result.actions], result.waiting
+
+
+def test_after_a_restart_only_the_budget_starts_and_the_rest_wait_in_store_order():
+    slots = [slot(f"ACT{i:05d}") for i in range(6)]
+    programs = {s.id: "STOPPED" for s in slots}
+
+    now, waiting = bounded(slots, programs, concurrency=2)
+
+    assert now == [(START, "ACT00000"), (START, "ACT00001")]
+    assert waiting == ["ACT00002", "ACT00003", "ACT00004", "ACT00005"]
+
+
+@pytest.mark.parametrize(
+    ("state", "connected", "age", "counts"),
+    [
+        pytest.param("STARTING", False, 0.0, True, id="starting-just-spawned"),
+        pytest.param("RUNNING", False, 3.0, True, id="running-not-connected-yet"),
+        pytest.param("BACKOFF", False, 1.0, True, id="backoff-just-respawned"),
+        pytest.param("RUNNING", True, 3.0, False, id="connected-is-started"),
+        pytest.param("RUNNING", False, SETTLE, False, id="never-connected-settled-after-settle-time"),
+        pytest.param("RUNNING", False, SETTLE + 100, False, id="long-running-not-connected"),
+        pytest.param("RUNNING", False, None, False, id="age-unknown-counts-as-settled"),
+        pytest.param("STOPPED", False, None, False, id="stopped"),
+        pytest.param("STOPPING", False, None, False, id="stopping"),
+        pytest.param("EXITED", False, None, False, id="exited"),
+    ],
+)
+def test_what_counts_as_starting(state, connected, age, counts):
+    one = slot("ONE00001", connected=connected)
+    ages = {} if age is None else {one.id: age}
+    assert starting([one], {one.id: state}, ages, SETTLE) == ({one.id} if counts else set())
+
+
+@pytest.mark.parametrize(
+    ("already_starting", "expected_now"),
+    [
+        pytest.param(0, 2, id="none-starting-two-places"),
+        pytest.param(1, 1, id="one-starting-one-place"),
+        pytest.param(2, 0, id="budget-full-none"),
+        pytest.param(3, 0, id="over-budget-none-never-negative"),
+    ],
+)
+def test_workers_already_starting_take_places(already_starting, expected_now):
+    busy = [slot(f"BUSY{i:04d}") for i in range(already_starting)]
+    waiting = [slot(f"WAIT{i:04d}") for i in range(4)]
+    programs = {s.id: "RUNNING" for s in busy} | {s.id: "STOPPED" for s in waiting}
+    ages = {s.id: 1.0 for s in busy}
+
+    now, still = bounded(busy + waiting, programs, ages, concurrency=2)
+
+    assert now == [(START, s.id) for s in waiting[:expected_now]]
+    assert still == [s.id for s in waiting[expected_now:]]
+
+
+def test_connected_and_settled_workers_free_their_places():
+    connected = slot("CONN0001", connected=True)
+    stuck = slot("STUCK001")  # pairing, network down: never connects, stops counting after the settle time
+    young = slot("YOUNG001")
+    waiting = [slot(f"WAIT{i:04d}") for i in range(3)]
+    programs = {connected.id: "RUNNING", stuck.id: "RUNNING", young.id: "RUNNING"} | {
+        s.id: "STOPPED" for s in waiting}
+    ages = {connected.id: 1.0, stuck.id: SETTLE + 1, young.id: 1.0}
+
+    now, still = bounded([connected, stuck, young, *waiting], programs, ages, concurrency=3)
+
+    assert now == [(START, "WAIT0000"), (START, "WAIT0001")]  # 3 places, young holds one
+    assert still == ["WAIT0002"]
+
+
+def test_teardown_starts_first_then_pairing_then_active():
+    act1, act2 = slot("ACT00001"), slot("ACT00002")
+    tear = Slot("TEAR0001", SlotStatus.AVAILABLE, teardown=True)
+    pair = Slot("PAIR0001", SlotStatus.AVAILABLE, pairing=True, pair_deadline=NOW + 60)
+    slots = [act1, pair, act2, tear]
+    programs = {s.id: "STOPPED" for s in slots}
+
+    assert bounded(slots, programs, concurrency=2) == ([(START, "TEAR0001"), (START, "PAIR0001")],
+                                                       ["ACT00001", "ACT00002"])
+    assert bounded(slots, programs, concurrency=3)[0][-1] == (START, "ACT00001")
+
+
+def test_add_stop_and_end_pairing_are_never_held_back():
+    busy = [slot(f"BUSY{i:04d}") for i in range(2)]
+    new_active = slot("NEWACT01")  # supervisord does not know it: ADD now, its START waits
+    sleeper = slot("SLEEP001", status=SlotStatus.SLEEPING)
+    over = Slot("PAIR0001", SlotStatus.AVAILABLE, pairing=True, pair_deadline=NOW - 1)
+    programs = {busy[0].id: "STARTING", busy[1].id: "RUNNING", sleeper.id: "RUNNING", over.id: "EXITED"}
+    ages = {busy[0].id: 0.0, busy[1].id: 2.0, sleeper.id: 1.0}
+
+    now, still = bounded([*busy, new_active, sleeper, over], programs, ages, concurrency=2)
+
+    assert now == [(ADD, "NEWACT01"), (STOP, "SLEEP001"), (END, "PAIR0001")]
+    assert still == ["NEWACT01"]
+
+
+def test_a_ramp_pass_by_pass_never_has_more_than_the_budget_starting():
+    """Six active slots after a restart, two at a time: each pass starts what the connected ones freed."""
+    ids = [f"ACT{i:05d}" for i in range(6)]
+    connected: set[str] = set()
+    programs = {i: "STOPPED" for i in ids}
+    ages: dict[str, float] = {}
+    for _ in range(10):
+        slots = [slot(i, connected=i in connected) for i in ids]
+        result = bound_starts(plan(slots, programs, NOW), slots, programs, ages, 2, SETTLE)
+        for action in result.actions:
+            programs[action.slot_id], ages[action.slot_id] = "RUNNING", 0.0
+        assert len(starting(slots, programs, ages, SETTLE) | {a.slot_id for a in result.actions}) <= 2
+        connected |= {i for i in ids if programs[i] == "RUNNING"}  # each connects before the next pass
+        if connected == set(ids):
+            break
+    assert connected == set(ids)
+
+
+class _Waiting:
+    """A store with more active slots than the budget, none connecting, that records each wait's timeout."""
+
+    def __init__(self, passes: int):
+        self.passes, self.timeouts = passes, []
+        self.slots = [slot(f"ACT{i:05d}") for i in range(5)]
+
+    def all(self):
+        if len(self.timeouts) >= self.passes:
+            raise _EndOfTest
+        return self.slots
+
+    def wait_for_nudge(self, timeout):
+        self.timeouts.append(timeout)
+        return False
+
+
+class _StoppedPrograms:
+    def __init__(self):
+        self.started: list[str] = []
+
+    def slot_programs(self):
+        return {f"ACT{i:05d}": "STOPPED" for i in range(5)}, {}
+
+    def add_programs(self, ids):
+        raise AssertionError(ids)
+
+    def start(self, slot_id):
+        self.started.append(slot_id)
+
+
+def test_while_starts_wait_the_next_pass_comes_soon_then_the_interval_again():
+    store, programs = _Waiting(passes=2), _StoppedPrograms()
+    with pytest.raises(_EndOfTest):
+        Reconciler(store, programs, interval=5.0, start_concurrency=2).run_forever()
+    assert store.timeouts == [0.25, 0.25]  # the stub's programs never run, so starts keep waiting
+    assert programs.started == ["ACT00000", "ACT00001"] * 2
+
+    store.slots = []
+    store.timeouts, store.passes = [], 1
+    with pytest.raises(_EndOfTest):
+        Reconciler(store, programs, interval=5.0, start_concurrency=2).run_forever()
+    assert store.timeouts == [5.0]
+
+
+class _CrashLooping:
+    """Two active slots whose workers crash at start: supervisord respawns them, always just spawned
+    (age 0.1 s), never connected; three more active slots stopped, waiting for a place."""
+
+    def __init__(self):
+        self.started: list[str] = []
+        self.slots = [slot(f"BAD{i:05d}") for i in range(2)] + [slot(f"ACT{i:05d}") for i in range(3)]
+
+    def all(self):
+        return self.slots
+
+    def slot_programs(self):
+        states = {s.id: ("RUNNING" if s.id.startswith("BAD") or s.id in self.started else "STOPPED")
+                  for s in self.slots}
+        return states, {s.id: 0.1 for s in self.slots if states[s.id] == "RUNNING"}
+
+    def add_programs(self, ids):
+        raise AssertionError(ids)
+
+    def start(self, slot_id):
+        self.started.append(slot_id)
+
+
+def test_workers_crashing_at_start_hold_no_place_once_this_reconcilers_first_settle_is_over():
+    fake = _CrashLooping()
+    reconciler = Reconciler(fake, fake, interval=1.0, start_concurrency=2, start_settle=0.3)
+    reconciler.once()
+    assert fake.started == []  # supervisord says both were just spawned: maybe a ramp before ours
+    time.sleep(0.35)
+    reconciler.once()
+    assert fake.started == ["ACT00000", "ACT00001"]  # respawns are not starts of ours
+    reconciler.once()
+    assert fake.started == ["ACT00000", "ACT00001"]  # ours hold their places, for their settle
+    time.sleep(0.35)
+    reconciler.once()
+    assert fake.started == ["ACT00000", "ACT00001", "ACT00002"]
+
+
+# --- WHIN_START_CONCURRENCY ---
+
+
+def test_start_concurrency_defaults_to_two_per_core_at_least_two(tmp_path, monkeypatch):
+    assert Settings.from_env({"WHIN_DATA_DIR": str(tmp_path)}).start_concurrency == default_start_concurrency()
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert default_start_concurrency() == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert default_start_concurrency() == 16
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert default_start_concurrency() == 2
+
+
+def test_start_concurrency_is_read_from_the_environment(tmp_path):
+    settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_START_CONCURRENCY": " 3 "})
+    assert settings.start_concurrency == 3
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "2.5", "many", "inf"])
+def test_a_bad_start_concurrency_stops_start_up_with_a_sentence(tmp_path, raw):
+    with pytest.raises(ConfigError, match=r"WHIN_START_CONCURRENCY must be a whole number of at least 1, got"):
+        Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_START_CONCURRENCY": raw})

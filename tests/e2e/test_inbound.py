@@ -158,7 +158,7 @@ def test_kill_9_of_the_delivery_worker_mid_request_loses_nothing_and_duplicates_
     receiver.hold.set()
     message_id = gw.phone_sends(SENDER, line, "survive the kill")
     assert receiver.held.acquire(timeout=15)  # a delivery worker is inside the POST now
-    pids = [gw.supervisor.process_info_by_name(f"delivery-{n}")["pid"] for n in (1, 2)]
+    pids = [gw.running_pid(f"delivery-{n}") for n in (1, 2)]
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     # kill() returns before the process is gone; answering before its sockets close would record a 200.

@@ -99,7 +99,7 @@ def test_a_replaced_session_is_reported_once_and_not_fought(connected, sim, tmp_
     engine, recorder = connected
     sim.ok(f"/phones/{LINE}/replace")
     assert recorder.wait("on_offline") == [("stream_replaced", {})]
-    wait_for(lambda: not any(t.name == "sim-SLOT0001" for t in threading.enumerate()), what="the session to end")
+    wait_for(lambda: not engine.thread.is_alive(), what="the session to end")
     assert len(recorder.of("on_connected")) == 1 and engine.has_credentials()
 
 

@@ -8,21 +8,21 @@ import uuid
 
 import pytest
 import redis
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from controlplane.core import protocol
 from controlplane.core.config import Settings
 from controlplane.core.sealed import Sealer
 from controlplane.core.states import SlotStatus
 from controlplane.core.store import Slot, SlotStore
-from controlplane.messaging.events import EventPublisher, bytes_connection, message_event_id
+from controlplane.messaging.events import EventPublisher, bytes_connection
 from slotworker import outage as outage_module
 from slotworker import start
+from slotworker.engines import handoff
 from slotworker.engines.base import SendResult
 from slotworker.runner import PAIRING_GRACE_SECONDS as PAIRING_GRACE
 from slotworker.runner import SlotRunner
 from tests.gateway import QUEUE_KEY, wait_for
+from tests.helpers import queued_envelopes
 
 LINE = "34666123456"
 ALLOWED = ("active", "sleeping", "pairing")
@@ -75,12 +75,7 @@ def make_runner(store, publisher, tmp_path):
 
 
 def statuses(publisher) -> list[tuple[str, str, int]]:
-    sealer = Sealer(QUEUE_KEY)
-    out = []
-    for job_id in publisher.queue.get_job_ids():
-        envelope = sealer.unseal(Job.fetch(job_id, connection=publisher.connection, serializer=JSONSerializer).args[1])
-        out.append((envelope["slot"], envelope["status"], envelope["seq"]))
-    return out
+    return [(e["slot"], e["status"], e["seq"]) for e in queued_envelopes(publisher.connection, QUEUE_KEY)]
 
 
 def paired(store, make_runner):
@@ -94,7 +89,7 @@ def paired(store, make_runner):
 def test_a_kill_whose_logout_echoes_sends_killed_only(store, publisher, make_runner):
     slot_id, runner = paired(store, make_runner)
     store.release(slot_id, "killed", ALLOWED, outbox=publisher.outbox())  # what the API's kill does
-    runner.commands.handle(store.pop_command(slot_id, timeout=1))  # the worker takes the logout command
+    runner.commands.handle(store.wait_command(slot_id, timeout=1))  # the worker takes the logout command
     assert runner.engine.calls == ["logout", "stop"]
     assert statuses(publisher) == [(slot_id, "enrolled", 1), (slot_id, "killed", 2)]
     assert not store.get(slot_id).teardown
@@ -114,7 +109,7 @@ def test_a_late_logged_out_for_a_killed_enrollment_is_dropped_by_the_store(store
 def test_an_eviction_sends_evicted_once_and_the_old_workers_echo_nothing(store, publisher, make_runner):
     old, old_runner = paired(store, make_runner)
     new, _ = paired(store, make_runner)
-    old_runner.commands.handle(store.pop_command(old, timeout=1))
+    old_runner.commands.handle(store.wait_command(old, timeout=1))
     assert statuses(publisher) == [(old, "enrolled", 1), (old, "evicted", 2), (new, "enrolled", 3)]
 
 
@@ -224,7 +219,7 @@ def in_thread(target, *args) -> threading.Thread:
 
 def message_queued(publisher, message_id) -> bool:
     try:
-        return message_event_id(LINE, message_id) in publisher.queue.get_job_ids()
+        return message_id in [e.get("message_id") for e in queued_envelopes(publisher.connection, QUEUE_KEY)]
     except redis.RedisError:
         return False
 
@@ -235,7 +230,7 @@ def test_the_command_loop_rides_out_a_redis_outage_and_the_message_waits_in_the_
     wait_for(lambda: runner.engine.calls == ["connect"], what="the worker to connect")
     server.stop()
     engine_thread = in_thread(runner.on_event, "Message", message_payload("3EB0OUTAGE1", "hola"))
-    time.sleep(2)  # the command loop polls every 0.5 s: it meets the outage several times
+    time.sleep(2)  # Redis's end breaks the command loop's wait: it meets the outage, retrying
     assert worker.is_alive(), "the command loop ended with Redis"
     assert engine_thread.is_alive()  # still trying: the message is not queued, and not dropped
     server.start()
@@ -386,6 +381,27 @@ def test_an_expired_send_is_answered_engine_timeout_and_not_sent(store, linked_r
     assert linked_runner.engine.sent == []
 
 
+def test_a_send_taken_in_time_whose_engine_is_slow_past_the_deadline_is_not_sent(store, linked_runner,
+                                                                                   monkeypatch):
+    """Taken just before its deadline; the engine hands messages over as the real ones do (handoff.check
+    once its slow part is done, test_contract and test_whatsmeow_send show both engines do)."""
+    engine = linked_runner.engine
+
+    def slow_send(to, text=None, media=None, reply=None):
+        time.sleep(0.5)  # an upload, say
+        handoff.check()
+        engine.sent.append((to, text))
+
+    monkeypatch.setattr(engine, "send", slow_send)
+    sealed = Sealer(QUEUE_KEY).seal({"to": "34611122233", "text": "tarde"})
+    command = protocol.Send(sealed=sealed, reply=uuid.uuid4().hex, deadline=time.time() + 0.2)
+    linked_runner.commands.handle(command.to_dict())
+    answer = command.read_reply(store.wait_reply(command.reply, timeout=5))
+    assert answer == protocol.Failure(protocol.ENGINE_TIMEOUT, "The request expired before it reached WhatsApp; "
+                                                               "nothing was sent.")
+    assert engine.sent == []
+
+
 @pytest.mark.parametrize("raw", [{"op": "reboot"}, {"op": "send"}, {"op": "send", "sealed": 7}, {}])
 def test_an_unknown_or_unreadable_command_is_logged_by_its_op_and_dropped(linked_runner, raw, caplog):
     linked_runner.commands.handle(raw)
@@ -409,3 +425,104 @@ def test_a_pairing_past_its_deadline_ends_the_loop_and_stops_the_engine(store, l
     assert linked_runner.exit_reason == "pairing_deadline"
     assert linked_runner.engine.calls == ["pair", "stop"]
     assert not store.get(linked_runner.slot_id).pairing
+
+
+# --- a long wait for commands that a stop ends at once (issue 14) ---
+
+PROMPT_SECONDS = 2.0  # a stop's reach into the wait, with room for a loaded machine: the 25 s wait misses it
+
+
+def serving(runner) -> threading.Thread:
+    """The runner's loop, once in its wait for a command (its engine connected, the loop waiting)."""
+    worker = in_thread(runner.run)
+    wait_for(lambda: runner._loop_thread is not None, what="the command loop")
+    time.sleep(0.3)  # into the BLPOP: a stop before it would prove nothing
+    return worker
+
+
+def stop_time(worker: threading.Thread, stop) -> float:
+    started = time.monotonic()
+    stop()
+    worker.join(30)
+    assert not worker.is_alive()
+    return time.monotonic() - started
+
+
+def test_the_wait_for_a_command_is_long(store, make_runner):
+    from slotworker import runner as runner_module
+
+    assert runner_module.COMMAND_POLL_SECONDS >= 20  # what makes the tests below fail without the wake
+
+
+def test_a_sigterm_ends_the_wait_for_a_command_at_once(store, make_runner):
+    slot_id, _ = paired(store, make_runner)
+    runner = make_runner(slot_id)
+    worker = serving(runner)
+    took = stop_time(worker, lambda: runner.request_stop(15))  # what main's signal handler's thread does
+    assert took < PROMPT_SECONDS, f"the stop waited {took:.2f} s for the command loop"
+    assert runner.exit_reason == "stopped" and runner.engine.calls == ["connect", "stop"]
+
+
+def test_an_end_on_the_engines_thread_ends_the_wait_at_once(store, make_runner):
+    """The codes ran out, said on the engine's thread while the loop waits for a command."""
+    (slot_id,) = store.create_slots(1)
+    store.begin_pairing(slot_id, time.time() + 120)  # the pairing deadline's tick is far away
+    runner = make_runner(slot_id)
+    runner.engine.start_pairing = lambda: runner.engine.calls.append("pair")
+    worker = serving(runner)
+    took = stop_time(worker, lambda: in_thread(runner.on_pairing_ended, "codes_exhausted"))
+    assert took < PROMPT_SECONDS, f"the end waited {took:.2f} s for the command loop"
+    assert runner.exit_reason == "pairing_over"
+
+
+def test_a_stale_poke_does_not_end_the_next_runs_loop(store, make_runner):
+    """A poke its worker never read (it had already ended) does not end the next run's loop."""
+    slot_id, _ = paired(store, make_runner)
+    store.wake_worker(slot_id)
+    runner = make_runner(slot_id)
+    worker = serving(runner)
+    assert worker.is_alive() and runner.exit_reason is None
+    runner.request_stop()
+    worker.join(10)
+
+
+def test_a_stop_while_redis_is_away_still_ends_the_loop_promptly(outage):
+    server, store, publisher, runner = outage
+    worker = serving(runner)
+    server.stop()
+    time.sleep(0.5)  # the loop has met the outage: it backs off, Redis refusing every call
+    took = stop_time(worker, runner.request_stop)
+    assert took < 1.0, f"the stop took {took:.2f} s with Redis away"
+    assert runner.exit_reason == "stopped"
+
+
+def commands_served(client: redis.Redis) -> int:
+    """Every command Redis ran since the last CONFIG RESETSTAT, but this probe's own."""
+    stats = client.info("commandstats")
+    return sum(entry["calls"] for name, entry in stats.items() if name not in ("cmdstat_info", "cmdstat_config"))
+
+
+def test_an_idle_worker_barely_calls_redis(outage):
+    """Its Redis of its own (the fixture's): nothing else's calls in the count."""
+    server, store, publisher, runner = outage
+    worker = serving(runner)
+    probe = redis.Redis(unix_socket_path=str(server.sock))
+    probe.config_resetstat()
+    time.sleep(3)
+    calls = commands_served(probe)
+    probe.close()
+    # Its wait, and perhaps its clearing of a stale poke if the loop was slow to start: the 0.5 s poll made 6.
+    assert calls <= 2, f"{calls} Redis calls in 3 s from an idle worker"
+    runner.request_stop()
+    worker.join(10)
+
+
+def test_a_connected_flag_left_by_a_worker_that_died_is_cleared_when_the_next_one_starts(store, make_runner):
+    slot_id, _ = paired(store, make_runner)
+    store.set_connected(slot_id, True)  # the last worker was SIGKILLed while connected
+    runner = make_runner(slot_id)
+    runner.engine.connect = lambda: runner.engine.calls.append("connect")  # this one does not connect (yet)
+    worker = serving(runner)
+    assert not store.get(slot_id).connected
+    runner.request_stop()
+    worker.join(10)

@@ -32,6 +32,9 @@ def test_metrics_count_slots_pairings_deliveries_and_sends_without_phone_numbers
     assert values[("whin_sends_total", (("outcome", "sent"),))] >= 1
     assert values[("whin_slot_worker_starts_total", (("slot", slot_id),))] >= 1
     assert ("whin_delivery_queue", (("state", "queued"),)) in values
+    (never_started,) = gateway.provision(1)  # a slot's series appear with its first start
+    values, _ = samples(gateway)
+    assert not [key for key in values if ("slot", never_started) in key[1]]
     assert line not in text and SENDER not in text and "metrics please" not in text
 
 

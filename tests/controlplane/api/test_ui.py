@@ -105,11 +105,14 @@ class Page:
         return row.get_attribute("data-status") if row else None
 
     def click(self, slot_id: str, action: str) -> None:
+        # An enabled button only: the row can show its new status while the action that led there is
+        # still answering, its buttons disabled, and a click on a disabled button does nothing.
         def clicked():
             buttons = self.row(slot_id).find_elements(By.CSS_SELECTOR, f"button[data-action={action}]")
-            if buttons:
+            if buttons and buttons[0].is_enabled():
                 buttons[0].click()
-            return bool(buttons)
+                return True
+            return False
         self.wait(lambda: self.row(slot_id) and clicked(), f"the {action} button of {slot_id}")
 
     def actions(self, slot_id: str) -> list[str]:

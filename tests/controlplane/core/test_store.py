@@ -8,17 +8,15 @@ import time
 
 import pytest
 import redis
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from controlplane.core.config import Settings
 from controlplane.core.errors import Refused
 from controlplane.core.keys import command_key, seq_key, slot_key
-from controlplane.core.sealed import Sealer
 from controlplane.core.states import SlotPhase, SlotStatus
 from controlplane.core.store import SlotStore
 from controlplane.messaging.events import EventPublisher
 from tests.gateway import QUEUE_KEY
+from tests.helpers import queued_envelopes
 
 LINE = "34666123456"
 
@@ -40,6 +38,19 @@ def test_created_slots_start_available_and_ids_are_never_reused(store):
     assert len(set(created)) == 50
     assert [s.id for s in store.all()] == sorted(created)
     assert all(s.status is SlotStatus.AVAILABLE and s.line is None for s in store.all())
+
+
+def test_every_slot_is_read_in_one_command_sorted_and_whole(store, redis_client):
+    created = store.create_slots(30)
+    assert store.begin_pairing(created[3], time.time() + 60)
+    redis_client.sadd("whin:slots", "HALFMADE")  # create_slots adds the id before it writes the hash
+    redis_client.config_resetstat()
+    slots = store.all()
+    calls = {name for name in redis_client.info("commandstats") if name != "cmdstat_config"}
+    assert calls == {"cmdstat_sort"}  # one SORT ... GET: no per-slot round trips at any size
+    assert [s.id for s in slots] == sorted(created)
+    assert [s.id for s in slots if s.pairing] == [created[3]]
+    assert store.fields(("status", "line"))[0] == (sorted(created)[0], {"status": "available"})
 
 
 def test_pair_success_maps_the_line_and_activates(store):
@@ -194,12 +205,8 @@ def publisher(redis_client):
 
 def queued(publisher) -> list[tuple]:
     """(slot, status, seq, reason) of every queued event, in queue order."""
-    sealer = Sealer(QUEUE_KEY)
-    out = []
-    for job_id in publisher.queue.get_job_ids():
-        e = sealer.unseal(Job.fetch(job_id, connection=publisher.connection, serializer=JSONSerializer).args[1])
-        out.append((e["slot"], e["status"], e["seq"], e["payload"]["reason"]))
-    return out
+    return [(e["slot"], e["status"], e["seq"], e["payload"]["reason"])
+            for e in queued_envelopes(publisher.connection, QUEUE_KEY)]
 
 
 def test_an_eviction_queues_evicted_then_enrolled_in_the_pairing_step(store, publisher):
@@ -296,13 +303,38 @@ def test_a_failure_before_exec_leaves_the_slot_linked_and_no_event(store, publis
         raise SystemExit("the API process exits here")
 
     with monkeypatch.context() as patch:
-        patch.setattr(type(publisher.queue), "push_job_id", dies)
+        patch.setattr(redis.client.Pipeline, "execute", dies)  # at EXEC: nothing of the step is sent
         with pytest.raises(SystemExit):
             store.release(slot_id, "killed", ("active",), outbox=publisher.outbox())
     assert store.get(slot_id).status is SlotStatus.ACTIVE and store.lines() == {LINE: slot_id}
     assert store.redis.get(seq_key(LINE)) == "1"
     assert store.release(slot_id, "killed", ("active",), outbox=publisher.outbox()) == LINE
     assert [e[1:3] for e in queued(publisher)] == [("enrolled", 1), ("killed", 2)]
+
+
+@pytest.mark.parametrize("dies_at", ["stage", "exec"])
+def test_a_pairing_that_dies_midway_either_links_and_reports_or_does_neither(store, publisher, monkeypatch, dies_at):
+    """enrolled (and the holder's evicted) are written by the step that pairs the line: a kill -9 at
+    any point before EXEC leaves the line with its old holder and no event; a retry does both once."""
+    first, second = pairing_slots(store, 2)
+    store.pair_success(first, LINE, outbox=publisher.outbox())
+
+    def dies(*args, **kwargs):
+        raise SystemExit("the slot worker is killed here")
+
+    with monkeypatch.context() as patch:
+        if dies_at == "stage":  # after reading the holder and the counters, before MULTI
+            patch.setattr(type(publisher.outbox()), "write", dies)
+        else:
+            patch.setattr(redis.client.Pipeline, "execute", dies)
+        with pytest.raises(SystemExit):
+            store.pair_success(second, LINE, outbox=publisher.outbox())
+    assert store.lines() == {LINE: first} and store.get(first).status is SlotStatus.ACTIVE
+    assert [e[:3] for e in queued(publisher)] == [(first, "enrolled", 1)]
+    assert store.pair_success(second, LINE, outbox=publisher.outbox()) == first
+    assert store.lines() == {LINE: second}
+    assert [e[:3] for e in queued(publisher)] == [(first, "enrolled", 1), (first, "evicted", 2),
+                                                  (second, "enrolled", 3)]
 
 
 def test_sleep_and_resume_queue_their_status_in_the_same_step(store, publisher):

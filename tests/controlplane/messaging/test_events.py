@@ -1,4 +1,5 @@
-"""controlplane.messaging.events against a real Redis: an event's seq is taken in the step that queues its job."""
+"""controlplane.messaging.events against a real Redis: an event's seq is taken in the step that appends it to its
+line's backlog, and a backlog nobody drains yet gets its rq job in that step too."""
 
 import threading
 
@@ -8,8 +9,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from controlplane.core.config import Settings
-from controlplane.core.keys import seq_key
+from controlplane.core.keys import backlog_key, drain_key, seq_key
 from controlplane.core.sealed import Sealer
+from controlplane.messaging import backlog
 from controlplane.messaging.events import EventPublisher, delivery_queue
 from tests.gateway import QUEUE_KEY
 
@@ -29,14 +31,19 @@ def publisher(connection):
     return EventPublisher(Settings.from_env({"WHIN_QUEUE_KEY": QUEUE_KEY}), connection)
 
 
-def queued_envelopes(connection) -> list[dict]:
-    queue = delivery_queue(connection)
+def queued_envelopes(connection, lines=(LINE, "34666000000")) -> list[dict]:
+    """What the lines' backlogs hold, line by line, oldest first."""
     sealer = Sealer(QUEUE_KEY)
-    return [sealer.unseal(Job.fetch(job_id, connection=connection, serializer=JSONSerializer).args[1])
-            for job_id in queue.get_job_ids()]
+    return [sealer.unseal(backlog.parse(item)[1]) for line in lines
+            for item in connection.lrange(backlog_key(backlog.token(line, "")), 0, -1)]
 
 
-def test_events_are_rq_jobs_numbered_per_line(publisher, connection):
+def queued_jobs(connection, workers: int = 2) -> list[Job]:
+    ids = [i for n in range(1, workers + 1) for i in delivery_queue(connection, n).get_job_ids()]
+    return [Job.fetch(i, connection=connection, serializer=JSONSerializer) for i in ids]
+
+
+def test_events_are_numbered_per_line_in_their_backlog_and_one_drain_job_delivers_each(publisher, connection):
     publisher.slot_status("SLOT0001", LINE, "enrolled")
     publisher.message("SLOT0001", LINE, {"Info": {"ID": "M1"}}, "M1", "34611122233")
     publisher.slot_status("SLOT0001", "34666000000", "enrolled")
@@ -44,12 +51,24 @@ def test_events_are_rq_jobs_numbered_per_line(publisher, connection):
     assert [(e["line"], e["seq"], e["type"]) for e in envelopes] == [
         (LINE, 1, "slot.status"), (LINE, 2, "message"), ("34666000000", 1, "slot.status")]
     assert list(envelopes[1]) == ["type", "line", "slot", "seq", "message_id", "from", "received_at", "payload"]
-    # rq's own bookkeeping, as rq-dashboard reads it: the queue is registered, each job is queued.
-    assert b"rq:queue:deliveries" in connection.smembers("rq:queues")
-    job = Job.fetch(delivery_queue(connection).get_job_ids()[0], connection=connection, serializer=JSONSerializer)
-    assert (job.get_status(), job.origin) == ("queued", "deliveries")
-    assert job.func_name == "controlplane.messaging.delivery.deliver"
-    assert job.retries_left and job.description.startswith("deliver evt_")
+    # rq's own bookkeeping, as rq-dashboard reads it: the queues are registered, each drain is queued.
+    jobs = queued_jobs(connection)
+    assert sorted(job.args[0] for job in jobs) == sorted({backlog.token(LINE, ""), backlog.token("34666000000", "")})
+    for job in jobs:
+        assert job.get_status() == "queued"
+        assert job.origin == backlog.queue_name(backlog.queue_number(job.args[0], 2))
+        assert f"rq:queue:{job.origin}".encode() in connection.smembers("rq:queues")
+        assert job.func_name == "controlplane.messaging.delivery.drain"
+        assert job.retries_left and job.description == "deliver a line's events"
+        assert connection.get(drain_key(job.args[0])) == job.id.encode()
+        assert LINE not in job.description + str(job.args)  # no phone number where rq-dashboard shows it
+
+
+def test_a_line_always_goes_to_the_same_queue_and_lines_spread_over_the_queues():
+    numbers = [backlog.queue_number(backlog.token(f"3466600{i:04d}", ""), 4) for i in range(400)]
+    assert set(numbers) == {1, 2, 3, 4} and min(numbers.count(n) for n in range(1, 5)) > 60
+    assert backlog.queue_number(backlog.token(LINE, ""), 4) == backlog.queue_number(backlog.token(LINE, "other"), 4)
+    assert (backlog.queue_name(1), backlog.queue_name(3)) == ("deliveries", "deliveries-3")
 
 
 def test_a_message_handed_over_again_while_queued_is_queued_once_and_uses_no_number(publisher, connection):
@@ -60,15 +79,16 @@ def test_a_message_handed_over_again_while_queued_is_queued_once_and_uses_no_num
 
 
 @pytest.mark.parametrize("where", ["_persist_job", "push_job_id"])
-def test_a_failure_while_queueing_leaves_neither_the_number_nor_the_job(publisher, connection, monkeypatch, where):
+def test_a_failure_while_queueing_leaves_neither_the_number_nor_the_event(publisher, connection, monkeypatch, where):
     """The worker that died between INCR and the enqueue (issue 9) left a gap: now both are one EXEC."""
     publisher.slot_status("SLOT0001", LINE, "enrolled")
+    connection.delete(drain_key(backlog.token(LINE, "")))  # as once its drain started: the next event queues one
 
     def dies(*args, **kwargs):
         raise SystemExit("the worker exits here")
 
     with monkeypatch.context() as patch:
-        patch.setattr(type(publisher.queue), where, dies)
+        patch.setattr(type(publisher.queues[1]), where, dies)
         with pytest.raises(SystemExit):
             publisher.message("SLOT0001", LINE, {"Info": {"ID": "M2"}}, "M2", None)
     assert connection.get(seq_key(LINE)) == b"1"

@@ -58,7 +58,7 @@ class Worker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            raw = self.store.pop_command(self.slot_id, timeout=0.05)
+            raw = self.store.wait_command(self.slot_id, timeout=0.05)
             if raw is None:
                 continue
             command = protocol.parse_command(raw)
@@ -208,7 +208,7 @@ def test_a_worker_refusal_becomes_the_answer_and_is_counted(redis_client, tmp_pa
     slot_id = _active_slot(outbound.store)
 
     def refuse():
-        command = protocol.parse_command(outbound.store.pop_command(slot_id, timeout=10))
+        command = protocol.parse_command(outbound.store.wait_command(slot_id, timeout=10))
         outbound.store.push_reply(command.reply, reply.to_dict())
 
     thread = threading.Thread(target=refuse, daemon=True)

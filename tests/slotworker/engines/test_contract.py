@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import json_format
 from neonize.events import EVENT_TO_INT, ReceiptEv
 
+from slotworker.engines import handoff
 from slotworker.engines.base import (
     Contact,
     EngineUnavailable,
@@ -167,7 +168,9 @@ def test_our_own_logout_is_never_reported_as_the_phones_unlink(harness, linked):
     sim engine's session thread sees it on its long poll, whatsmeow may dispatch LoggedOut during
     Logout(). Neither may reach on_logged_out, however the threads interleave."""
     engine, recorder = linked
-    thread = next((t for t in threading.enumerate() if t.name == f"{harness.name}-{engine.slot_id}"), None)
+    # sim: its own session thread (an earlier test's, of the same slot id, may still sit in its poll).
+    thread = getattr(engine, "thread", None) or next(
+        (t for t in threading.enumerate() if t.name == f"{harness.name}-{engine.slot_id}"), None)
     engine.logout()  # no stop() yet: the slot runner stops the engine only after its logout returns
     if thread is not None:
         thread.join(timeout=15)  # the session ends by itself once the network forgot the device
@@ -548,3 +551,15 @@ def test_exists_takes_a_number_with_or_without_its_plus(harness, linked):
     harness.join("34611000556")
     assert engine.exists("+34611000556") == engine.exists("34611000556")
     assert engine.exists("+34611000556").exists is True
+
+
+def test_a_send_past_its_callers_deadline_is_never_handed_over(harness, linked):
+    """The API stopped waiting (and answered 504): whatever the engine had still to do, nothing goes out."""
+    engine, _ = linked
+    with handoff.deadline(time.time() - 0.01), pytest.raises(handoff.HandoffExpired):
+        engine.send(SENDER, text="too late")
+    with handoff.deadline(time.time() - 0.01), pytest.raises(handoff.HandoffExpired):
+        engine.send(SENDER, media=OutboundMedia(data=PDF, mimetype="application/pdf", filename="tarde.pdf"))
+    with handoff.deadline(time.time() + 30):  # in time: sent
+        sent = engine.send(SENDER, text="in time")
+    assert [e["id"] for e in harness.sent_to(SENDER)] == [sent.id]

@@ -1,10 +1,13 @@
 """The whatsmeow engine's sending (whatsmeow_send, whatsmeow_groups): the protobufs and Go calls
 whatsmeow receives for every kind, and what its errors become. neonize runs for real; FakeGo plays Go."""
 
+import time
+
 import neonize.client
 import pytest
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 
+from slotworker.engines import handoff
 from slotworker.engines.base import EngineUnavailable, Existence, Location, OutboundMedia
 from tests.slotworker.engines.fakego import FakeGo
 from tests.slotworker.engines.harness import Recorder
@@ -419,3 +422,19 @@ def test_control_file_ops_make_numbers_and_groups_known_to_whatsapp(tmp_path, fa
     assert engine.exists("34611000040").exists is True
     assert engine.send(f"{GROUP}@g.us", text="Hola").id
     engine.stop()
+
+
+def test_a_slow_upload_that_outlasts_the_callers_wait_sends_nothing(linked, fake, monkeypatch):
+    """The API answered 504 while the file was still uploading: the message is not sent after all."""
+    real_upload = type(fake).Upload
+
+    def slow_upload(self, *args):
+        time.sleep(0.6)
+        return real_upload(self, *args)
+
+    monkeypatch.setattr(type(fake), "Upload", slow_upload)
+    with handoff.deadline(time.time() + 0.3), pytest.raises(handoff.HandoffExpired):
+        linked.send("34611000003", media=OutboundMedia(data=b"%PDF-1.4 fake", mimetype="application/pdf",
+                                                       filename="tarde.pdf"))
+    assert any(call[0] == "Upload" for call in fake.calls)  # the slow part happened
+    assert fake.sent == []  # the hand-off did not
