@@ -202,8 +202,14 @@ def _hand_over(connection: redis.Redis, name: str, at: float | None = None) -> N
     backlog.queue_drain_unless_queued(connection, queue, name, drain_timeout(settings), at)
 
 
+# How long a delivered event's "handed over already" mark stays. A slot stopped (slept, moved,
+# restarted) between handing an event over and acknowledging it to WhatsApp gets it again on its
+# next connection, with the same id: within this window it is not queued, and not POSTed, twice.
+DELIVERED_MARK_SECONDS = 600
+
+
 def _delivered(pipe, event_id: str, received_at: float | None) -> None:
-    pipe.delete(queued_key(event_id))
+    pipe.expire(queued_key(event_id), DELIVERED_MARK_SECONDS)
     pipe.hincrby(STATS, "delivered", 1)
     if received_at:
         observe_latency(pipe, max(0.0, time.time() - received_at))

@@ -123,7 +123,13 @@ def test_a_killed_supervisord_takes_every_program_with_it(make_gateway, new_line
     programs = supervisord.children(recursive=True)
     assert len(programs) >= 5  # redis, simnet, api (and its workers), reconciler, the slot
     supervisord.kill()
-    gw.process.wait(30)  # the launcher ends what outlived supervisord, then exits
+    # The launcher ends what outlived supervisord, then exits: each program stops by itself at once
+    # (the parent-death signal), and one that does not gets the launcher's grace (the longest
+    # stopwaitsecs, 30 s) before its SIGKILL. Waited for past that bound, saying who was still there.
+    try:
+        gw.process.wait(75)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the launcher is still waiting for: {_command_lines(programs)}") from None
     gone, alive = psutil.wait_procs(programs, timeout=15)
     assert alive == [], _command_lines(alive)
 

@@ -243,3 +243,16 @@ def test_a_receiver_asking_to_wait_keeps_the_backlog_whole_and_in_order(connecti
     assert sorted(seqs) == [1, 2, 3, 4, 5, 6]
     assert [s for s in seqs if s != 1] == [2, 3, 4, 5, 6]
 
+
+def test_an_event_handed_over_again_after_its_delivery_is_not_posted_twice(connection, receiver):
+    """A slot stopped between handing a message over and acknowledging it to WhatsApp (a sleep that
+    lands just then) gets it again on its next connection, same id: delivered once all the same."""
+    publisher = EventPublisher(Settings.from_env(), connection)
+    publisher.message("SLOT0001", LINE, {"Message": {"conversation": "hola"}}, "M-again", None)
+    worker(DeliveryWorker, connection, "lean-again").work(burst=True, logging_level="WARNING")
+    assert len(receiver.delivered(type="message", line=LINE)) == 1
+    publisher.message("SLOT0001", LINE, {"Message": {"conversation": "hola"}}, "M-again", None)  # the redelivery
+    assert not connection.exists(backlog_key(backlog.token(LINE, "")))
+    worker(DeliveryWorker, connection, "lean-again-2").work(burst=True, logging_level="WARNING")
+    assert len(receiver.delivered(type="message", line=LINE)) == 1
+    assert 0 < connection.ttl(f"whin:queued:{receiver.attempts[0].webhook_id}") <= delivery.DELIVERED_MARK_SECONDS
