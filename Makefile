@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # waiting on the real processes it starts, so 3 keep 2 cores busy; TEST_PROCESSES=0 runs it in one.
 TEST_PROCESSES ?= 3
 
-.PHONY: install install-test browser ffmpeg run test bench lint clean
+.PHONY: install install-test browser ffmpeg postgresql run test bench lint clean
 
 # `make run` installs only what the gateway needs; the test tools (pytest, selenium, schemathesis,
 # ruff) come with `make test`.
@@ -35,10 +35,14 @@ browser:
 ffmpeg:
 	./scripts/install-ffmpeg
 
+# Debian's PostgreSQL server programs: the tests of sessions shared between hosts start one of their own.
+postgresql:
+	./scripts/install-postgresql
+
 run: $(STAMP)
 	@$(BIN)/python -m controlplane.launch
 
-test: $(TEST_STAMP) browser ffmpeg
+test: $(TEST_STAMP) browser ffmpeg postgresql
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)

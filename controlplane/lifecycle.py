@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from controlplane.core import engine_names, ids, protocol, slotfiles
+from controlplane.core import engine_names, ids, protocol, sessions, slotfiles
 from controlplane.core.config import Settings
 from controlplane.core.errors import EngineTimeout, Refused, ServiceUnavailable
 from controlplane.core.states import SlotPhase, SlotStatus
@@ -200,6 +200,11 @@ class Lifecycle:
             log.warning("slot %s: worker did not finish its logout in time; wiping its files here", slot.id)
             self._stop_worker(slot.id)
             slotfiles.wipe(self.settings.slot_dir(slot.id))
+            try:
+                sessions.for_slot(self.settings, slot.id, self.settings.slot_dir(slot.id)).wipe()
+            except sessions.SessionStoreUnavailable as err:  # the teardown stays flagged: the worker retries
+                log.error("slot %s: its session record is not wiped yet (%s)", slot.id, err)
+                return
             self.store.finish_teardown(slot.id)
 
     def _wait_for_teardown(self, slot_id: str) -> bool:

@@ -19,6 +19,7 @@ import redis
 from controlplane.core import slotfiles
 from controlplane.core.errors import Refused
 from controlplane.core.sealed import Sealer
+from controlplane.core.sessions import SessionStoreUnavailable
 from controlplane.core.states import SlotStatus
 from controlplane.core.store import SlotStore
 from controlplane.messaging.events import EventPublisher
@@ -230,6 +231,13 @@ class SlotRunner(EngineCallbacks):
                 self.engine.logout()
             self.engine.stop()
             slotfiles.wipe(self.slot_dir)
+            try:
+                self.engine.session.wipe()  # its rows too, when the session lives in PostgreSQL
+            except SessionStoreUnavailable as err:
+                # The teardown flag stays: the reconciler starts the worker again, which wipes then.
+                log.error("slot %s: files wiped, but not its session record (%s); trying again on the next start",
+                          self.slot_id, err)
+                return
             # Not recorded (stopped while Redis was away): the teardown flag stays, and the reconciler
             # starts the worker again for it, which finds nothing left to wipe and records it then.
             outcome = self.patience.retry("the end of the teardown", lambda: self.store.finish_teardown(self.slot_id))

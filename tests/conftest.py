@@ -14,6 +14,7 @@ from controlplane import instance
 from controlplane.launch import redis_server_binary
 from tests.gateway import WEBHOOK_SECRET, Gateway, wait_for
 from tests.helpers import redis_url
+from tests.postgres import PostgresServer
 from tests.receiver import Receiver
 
 _redis_folders: list[Path] = []
@@ -77,6 +78,20 @@ def redis_server():
     yield sock
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server of this test process's own (tests/postgres.py)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def session_db(postgres_server):
+    """A database of its own for one test: a WHIN_SESSION_DB URL."""
+    return postgres_server.new_database()
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ class Settings:
     engine: str = "whatsmeow"
     redis_url: str = ""
     embedded_redis: bool = True
-    session_db: str = ""  # whatsmeow's session store: a PostgreSQL URL, or empty for a sqlite file per slot
+    session_db: str = ""  # where slot sessions live (both engines): a PostgreSQL URL, or empty for the slot folders
     simnet_port: int = 8090
     supervisor_socket: Path = field(default=None)
     supervisor_user: str = "whin"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from controlplane.core import event_types
+from controlplane.core import event_types, sessions
 
 
 class NotSupported(Exception):
@@ -137,6 +137,8 @@ class Engine(ABC):
         self.slot_dir = slot_dir
         self.settings = settings
         self.events = events
+        # The session record: the slot's folder, or PostgreSQL (WHIN_SESSION_DB) for slots that can move.
+        self.session = sessions.for_slot(settings, slot_id, slot_dir)
         # The whatsmeow events to subscribe to (WHIN_EVENTS): the others are never asked for.
         self.sources = event_types.sources_for(getattr(settings, "events", event_types.DEFAULT))
 

@@ -13,14 +13,14 @@ import threading
 
 import requests
 
-from controlplane.core import slotfiles
 from controlplane.core.whatsapp_media import Decryptor, MediaCorrupt, media_of
 from slotworker.engines.base import Download, Engine, EngineUnavailable, MediaRefused
 from slotworker.engines.sim_send import SimConversation
 
 log = logging.getLogger(__name__)
 
-CREDENTIALS_FILE = "sim-device.json"
+CREDENTIALS_FILE = "sim-device.json"  # in the slot folder, when its session record lives there
+CREDENTIALS_RECORD = "sim-device"
 # Long-poll length: an idle linked slot asks simnet once this often (under simnet's own cap,
 # simnet/app.py MAX_POLL_SECONDS). Nothing waits for it to run out: an event ends it at once, a
 # simnet restart breaks it, and a stop never waits for it (the thread is a daemon).
@@ -87,12 +87,8 @@ class SimEngine(SimConversation, Engine):  # sending and the rest of a conversat
         self._offline_reason: str | None = None  # the last one reported, so an outdated client says it once
         self._lid_phones: dict[str, str] = {}
 
-    @property
-    def credentials_path(self):
-        return self.slot_dir / CREDENTIALS_FILE
-
     def credentials(self) -> dict | None:
-        return slotfiles.read_json(self.credentials_path)
+        return self.session.read(CREDENTIALS_RECORD)
 
     def has_credentials(self) -> bool:
         return self.credentials() is not None
@@ -149,7 +145,7 @@ class SimEngine(SimConversation, Engine):  # sending and the rest of a conversat
                         self.events.on_qr(qr_text(event["ref"], keys), event["expires_in"])
                     elif event["type"] == "paired":
                         self._pairing_session = None
-                        slotfiles.write_private_json(self.credentials_path, event["device"])
+                        self.session.write(CREDENTIALS_RECORD, event["device"])
                         self.events.on_paired(event["device"]["line"])
                         self._session(event["device"])
                         return

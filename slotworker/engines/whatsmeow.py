@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from google.protobuf import json_format
 
-from controlplane.core import slotfiles
+from controlplane.core import sessions, slotfiles
 from slotworker.engines import handoff, whatsmeow_groups, whatsmeow_media, whatsmeow_send
 from slotworker.engines.base import (
     Contact,
@@ -43,7 +43,7 @@ from slotworker.engines.base import (
 
 log = logging.getLogger(__name__)
 
-DEVICE_FILE = "device.json"  # the paired JID: which device of the store is this slot's
+DEVICE_RECORD = "device"  # the paired JID: which device of the store is this slot's
 SESSION_FILE = "session.sqlite3"
 FIRST_QR_SECONDS = 60  # whatsmeow shows the first code for 60 s, the following ones for 20 s
 NEXT_QR_SECONDS = 20
@@ -74,20 +74,16 @@ class WhatsmeowEngine(Engine):
     # --- the slot's files ---
 
     @property
-    def device_path(self):
-        return self.slot_dir / DEVICE_FILE
-
-    @property
     def session_name(self) -> str:
         return getattr(self.settings, "session_db", "") or str(self.slot_dir / SESSION_FILE)
 
     def has_credentials(self) -> bool:
-        return self.device_path.exists()
+        return self.session.read(DEVICE_RECORD) is not None
 
     def _stored_jid(self):
         from neonize.proto.Neonize_pb2 import JID
 
-        device = slotfiles.read_json(self.device_path)
+        device = self.session.read(DEVICE_RECORD)
         return json_format.ParseDict(device["jid"], JID()) if device else None
 
     # --- lifecycle ---
@@ -225,7 +221,11 @@ class WhatsmeowEngine(Engine):
             log.warning("slot %s: pairing failed on the phone's side", self.slot_id)
             self.events.on_pairing_ended("pair_error")
             return
-        slotfiles.write_private_json(self.device_path, {"jid": json_format.MessageToDict(ev.ID)})
+        from neonize.utils.jid import Jid2String
+
+        # STORE_JID: the row of whatsmeow's store a wipe deletes, should the logout not have.
+        self.session.write(DEVICE_RECORD, {"jid": json_format.MessageToDict(ev.ID),
+                                           sessions.STORE_JID: Jid2String(ev.ID)})
         self._pairing = False
         self.events.on_paired(ev.ID.User)
 

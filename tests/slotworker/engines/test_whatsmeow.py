@@ -28,6 +28,7 @@ from neonize.events import (
 )
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
+from controlplane.core import sessions
 from controlplane.core.config import Settings
 from slotworker.engines import whatsmeow_media
 from slotworker.engines.base import EngineUnavailable, MediaRefused
@@ -151,17 +152,21 @@ def test_logout_of_a_sleeping_slot_connects_first_then_unlinks(tmp_path, fake):
     assert neonize_calls[-1][2] is False  # reconnected as the stored device, not a new one
 
 
-def test_with_a_postgres_store_each_slot_resumes_its_own_device(tmp_path, fake):
-    url = "postgres://whin:secret@127.0.0.1/whin_sessions"
-    engine = linked_engine(tmp_path, fake, Recorder(), WHIN_SESSION_DB=url)
+def test_with_a_postgres_store_the_slot_resumes_its_own_device_on_another_host(tmp_path, fake, session_db):
+    """WHIN_SESSION_DB: whatsmeow's store is that database, and which of its devices is this slot's is
+    a row beside it, so another host (another data folder) resumes the slot with nothing on its disk."""
+    engine = linked_engine(tmp_path / "host-a", fake, Recorder(), WHIN_SESSION_DB=session_db)
     engine.stop()
-    again = make_engine(tmp_path, Recorder(), WHIN_SESSION_DB=url)
+    assert not list((tmp_path / "host-a").rglob("*.json"))  # nothing of the session on the first host
+    again = make_engine(tmp_path / "host-b", Recorder(), WHIN_SESSION_DB=session_db)
+    assert again.has_credentials()
     again.connect()
     fake.running.wait(5)
     again.stop()
     _, name, new_device, jid = [c for c in fake.calls if c[0] == "Neonize"][-1]
-    assert name == url.encode() and new_device is False
-    assert (jid.User, jid.Device) == (LINE, 7)  # the JID the phone paired, from the slot's device.json
+    assert name == session_db.encode() and new_device is False
+    assert (jid.User, jid.Device) == (LINE, 7)  # the JID the phone paired, from the session record
+    assert again.session.read("device")[sessions.STORE_JID] == f"{LINE}:7@s.whatsapp.net"  # whatsmeow's row
 
 
 def test_a_network_drop_is_reported_and_sending_meanwhile_is_a_clear_error(tmp_path, fake):
