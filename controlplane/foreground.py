@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from controlplane import instance
-from controlplane.core.config import Settings
+from controlplane.core.config import Role, Settings
 from controlplane.core.errors import ServiceUnavailable
 from controlplane.supervisor import Supervisor
 
@@ -104,6 +104,11 @@ class Launcher:
         return None
 
     def _ready(self) -> bool:
+        if self.settings.role is Role.HOST:  # no API here: ready once its agent runs
+            try:
+                return Supervisor.from_settings(self.settings).program_states().get("reconciler") == "RUNNING"
+            except ServiceUnavailable:
+                return False
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.port}/ready", timeout=2) as answer:
                 return answer.status == 200

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from controlplane.core import slotfiles
-from controlplane.core.config import Settings
+from controlplane.core.config import Role, Settings
 
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 # Set by the launcher for every program of one data folder: a later start finds what a killed run left.
@@ -157,6 +157,8 @@ def _socket_answers(path: Path) -> bool:
 
 def refuse_busy_ports(settings: Settings) -> None:
     """Each port the gateway listens on must be free, or the api (or simnet) would restart forever."""
+    if settings.role is Role.HOST:
+        return  # a slot host listens on no port: no API, and the simulated network is the api's
     ports = [("WHIN_PORT", settings.port, "the API")]
     if settings.engine == "sim":
         ports.append(("WHIN_SIMNET_PORT", settings.simnet_port, "the simulated network"))

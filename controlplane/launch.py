@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 
 from controlplane import instance
 from controlplane.core import slotfiles
-from controlplane.core.config import ConfigError, Settings, data_dir_from_env, load_dotenv_file
+from controlplane.core.config import ConfigError, Role, Settings, data_dir_from_env, load_dotenv_file
 from controlplane.foreground import Launcher
 from controlplane.supervisor import escape
 
@@ -78,11 +78,15 @@ def delivery_stop_wait(settings: Settings) -> int:
 
 def stop_waits(settings: Settings) -> dict[str, int]:
     """Each kind of program's stopwaitsecs, for the programs this configuration runs."""
-    waits = {"slot": slot_stop_wait(), "reconciler": STOP_WAIT, "api": STOP_WAIT}
-    if settings.webhook_url:
-        waits["delivery"] = delivery_stop_wait(settings)
-    if settings.engine == "sim":
-        waits["simnet"] = STOP_WAIT
+    waits = {"reconciler": STOP_WAIT}
+    if settings.role is not Role.API:
+        waits["slot"] = slot_stop_wait()
+    if settings.role is not Role.HOST:
+        waits["api"] = STOP_WAIT
+        if settings.webhook_url:
+            waits["delivery"] = delivery_stop_wait(settings)
+        if settings.engine == "sim":
+            waits["simnet"] = STOP_WAIT
     if settings.embedded_redis:
         waits["redis"] = REDIS_STOP_WAIT
     return waits
@@ -129,13 +133,17 @@ def programs(settings: Settings) -> str:
             # delivered events) until rewritten. The reconciler also rewrites it every few minutes.
             "--auto-aof-rewrite-min-size", "1mb",
         ], priority=PRIORITY["redis"], settings=settings, stopwaitsecs=REDIS_STOP_WAIT))
-    if settings.engine == "sim":
+    serves_api = settings.role is not Role.HOST  # a slot host runs its agent and its slots only
+    if settings.engine == "sim" and serves_api:  # one simulated network for every host: the api's
         parts.append(_program("simnet", [python, "-m", "simnet"], priority=PRIORITY["simnet"], settings=settings))
-    parts.append(_program("api", [python, "-m", "gunicorn", "-c", "python:controlplane.api.gunicorn_conf",
-                                  "controlplane.api.app:create_app()"], priority=PRIORITY["api"], settings=settings))
+    if serves_api:
+        api = [python, "-m", "gunicorn", "-c", "python:controlplane.api.gunicorn_conf",
+               "controlplane.api.app:create_app()"]
+        parts.append(_program("api", api, priority=PRIORITY["api"], settings=settings))
+    # The host agent where slots run; where only the api runs, the delivery sweep (reconciler.main).
     parts.append(_program("reconciler", [python, "-m", "controlplane.reconciler"], priority=PRIORITY["reconciler"],
                           settings=settings))
-    if settings.webhook_url:  # without a URL, events wait in the queue until one is configured
+    if settings.webhook_url and serves_api:  # without a URL, events wait in the queue until one is configured
         # One program per worker, not numprocs: numprocs would make a [group:] of them.
         for n in range(1, settings.delivery_workers + 1):
             parts.append(_program(f"delivery-{n}", [python, "-m", "controlplane.messaging.delivery_worker", str(n)],
@@ -179,6 +187,9 @@ def prepare(environ: dict) -> tuple[Settings, Path, list[str]]:
 def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
     """What `make run` says once ready. A secret is shown only the one time it is generated: stdout
     may be a journal (systemd) that others read, and configured secrets are the operator's to keep."""
+    if settings.role is Role.HOST:
+        return (f"whinmovilla: ready. Slot host {settings.host_name} (capacity {settings.host_capacity}, engine: "
+                f"{settings.engine}) on the shared Redis\n  supervisorctl -c {conf} status\n  Ctrl-C stops it all.")
     kept = settings.data_dir / "secrets.env"
     shown = {"WHIN_API_TOKENS": ("API token (admin)", ",".join(settings.api_tokens)),
              "WHIN_WEBHOOK_SECRET": ("webhook secret", settings.webhook_secret)}

@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass
 
 from controlplane.core import engine_names, ids, protocol, sessions, slotfiles
-from controlplane.core.config import Settings
+from controlplane.core.config import Role, Settings
 from controlplane.core.errors import EngineTimeout, Refused, ServiceUnavailable
+from controlplane.core.hosts import HostRegistry
 from controlplane.core.states import SlotPhase, SlotStatus
 from controlplane.core.store import Slot, SlotStore
 from controlplane.messaging.events import EventPublisher
+from controlplane.placement import Placement
 from controlplane.supervisor import ProgramMissing, Supervisor
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,13 @@ class Lifecycle:
     def __init__(self, settings: Settings, store: SlotStore, supervisor: Supervisor, publisher: EventPublisher):
         self.settings = settings
         self.store = store
-        self.supervisor = supervisor
+        self.supervisor = supervisor  # this machine's: its slot programs only when WHIN_ROLE=all
         self.publisher = publisher
+        self.hosts = HostRegistry(store.redis, settings.host_dead_after)
+        self.placement = Placement(settings, store, self.hosts)
+        # The host whose supervisord is this machine's: started and stopped directly, as ever; any
+        # other host's agent is woken instead (never a remote supervisord).
+        self.local_host = settings.host_name if settings.role is Role.ALL else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Lifecycle":
@@ -67,6 +74,8 @@ class Lifecycle:
             raise Refused("invalid_count",
                           f"'count' must be a whole number from 1 to {MAX_SLOTS_PER_REQUEST}.")
         created = self.store.create_slots(count)
+        if self.local_host is None:
+            return created  # placed on a host when first started: that host's agent adds its program
         try:
             self.supervisor.add_programs(created)
         except ServiceUnavailable as err:
@@ -213,6 +222,16 @@ class Lifecycle:
     # --- supervisord, tolerant of a program it has not loaded yet ---
 
     def _start_worker(self, slot_id: str) -> None:
+        """Place the slot (core/hosts.py: its host, or the live one with most room), then start its
+        worker there: here through supervisord, elsewhere by waking that host's agent."""
+        slot = self.store.require(slot_id)
+        host = self.placement.place(slot)
+        if host is None:
+            raise ServiceUnavailable("no_host", "No live slot host has room for another slot; the slot "
+                                     "starts once one has (add a host or raise WHIN_HOST_CAPACITY).")
+        if host != self.local_host:
+            self.hosts.nudge(host)
+            return
         try:
             self.supervisor.start(slot_id)
         except ProgramMissing:
@@ -220,6 +239,10 @@ class Lifecycle:
             self.supervisor.start(slot_id)
 
     def _stop_worker(self, slot_id: str) -> None:
+        slot = self.store.get(slot_id)
+        if slot is not None and slot.host and slot.host != self.local_host:
+            self.hosts.nudge(slot.host)  # its agent stops it: Redis says it should not run
+            return
         with contextlib.suppress(ProgramMissing):  # supervisord has no such program: nothing of it runs
             self.supervisor.stop(slot_id)
 

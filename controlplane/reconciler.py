@@ -18,12 +18,13 @@ from enum import StrEnum
 import redis
 
 from controlplane.core import lifeline, logs
-from controlplane.core.config import Settings, default_start_concurrency
+from controlplane.core.config import Role, Settings, default_start_concurrency
 from controlplane.core.errors import ServiceUnavailable
-from controlplane.core.states import SlotStatus
+from controlplane.core.hosts import HostRegistry, host_nudge_key
 from controlplane.core.store import Slot, SlotStore
 from controlplane.messaging.backlog import Sweep
 from controlplane.messaging.events import bytes_connection, drain_timeout
+from controlplane.placement import Placement
 from controlplane.supervisor import RUNNING_STATES, STOPPED_STATES, ProgramMissing, Supervisor
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class ActionKind(StrEnum):
     START = "start"
     STOP = "stop"
     END_PAIRING = "end_pairing"  # a pairing whose worker is gone and whose deadline passed
+    REMOVE = "remove"  # the program of a slot placed on another host: gone from this supervisord
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,7 @@ class Action:
 
 
 def should_run(slot: Slot, now: float) -> bool:
-    """A slot's worker runs while its line is active, while it pairs, and while it must be wiped."""
-    if slot.teardown or slot.status is SlotStatus.ACTIVE:
-        return True
-    return slot.pairing and (slot.pair_deadline or 0) > now
+    return slot.wants_worker(now)
 
 
 def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action]:
@@ -69,6 +68,24 @@ def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action
         elif not run and state in RUNNING_STATES:
             actions.append(Action(ActionKind.STOP, slot.id))
     return actions
+
+
+def plan_foreign(slots: list[Slot], programs: dict[str, str], host: str) -> list[Action]:
+    """The programs here of slots placed on another host (moved, or drained away): stopped, then
+    removed, so that this host never runs them again and `supervisorctl status` lists its own."""
+    elsewhere = {slot.id for slot in slots if slot.host and slot.host != host}
+    actions = []
+    for slot_id, state in sorted(programs.items()):
+        if slot_id in elsewhere:
+            kind = ActionKind.STOP if state in RUNNING_STATES else ActionKind.REMOVE
+            actions.append(Action(kind, slot_id))
+    return actions
+
+
+def mine(slots: list[Slot], host: str, single_machine: bool) -> list[Slot]:
+    """The slots this host's agent runs: those placed on it, and, on a single machine (WHIN_ROLE=all),
+    those placed nowhere yet (provisioned, never started), as before there were hosts."""
+    return [slot for slot in slots if slot.host == host or (slot.host is None and single_machine)]
 
 
 # --- the start budget (issue 14) ---
@@ -113,11 +130,50 @@ def bound_starts(actions: list[Action], slots: list[Slot], programs: dict[str, s
     return Bounded(others + starts[:places], [a.slot_id for a in starts[places:]])
 
 
+class HostAgent:
+    """This machine as a slot host: its heartbeat, and the placing of slots no live host runs."""
+
+    def __init__(self, settings: Settings, store: SlotStore, hosts: HostRegistry):
+        self.settings = settings
+        self.name = settings.host_name
+        self.single_machine = settings.role is Role.ALL
+        self.hosts = hosts
+        self.placement = Placement(settings, store, hosts)
+        self._started = False
+
+    def beat(self) -> None:
+        self.hosts.beat(self.name, self.settings.host_capacity, started=not self._started)
+        self._started = True
+
+    def place_orphans(self, slots: list[Slot]) -> bool:
+        """Place each slot that should run and has no live host to run it (never placed, or its host
+        died and its session can move); True if any was placed."""
+        now = time.time()
+        alive = {h.name for h in self.hosts.all() if h.alive(now, self.settings.host_dead_after)}
+        placed = False
+        for slot in slots:
+            if not slot.wants_worker(now) or slot.host in alive:
+                continue
+            if slot.host and not self.placement.movable:
+                continue  # pinned to the host that holds its files
+            before = slot.host
+            after = self.placement.place(slot)
+            if after and after != before:
+                log.info("reconcile: slot %s placed on host %s (was %s)", slot.id, after, before or "none")
+                placed = True
+        return placed
+
+
 class Reconciler:
     def __init__(self, store: SlotStore, supervisor: Supervisor, interval: float, delivery_sweep=None,
                  compact_aof: bool = False, start_concurrency: int | None = None,
-                 start_settle: float = 15.0):
+                 start_settle: float = 15.0, host: "HostAgent | None" = None, manage_slots: bool = True):
         self.store = store
+        # This machine's slot host (its heartbeat and placement); None: every slot is this
+        # supervisord's, as on one machine before there were hosts. manage_slots=False: no slots
+        # here at all (WHIN_ROLE=api), only the delivery sweep.
+        self.host = host
+        self.manage_slots = manage_slots
         self.supervisor = supervisor
         self.interval = interval
         self.start_concurrency = start_concurrency or default_start_concurrency()
@@ -134,17 +190,7 @@ class Reconciler:
         self._redis_down_since: float | None = None
 
     def once(self) -> list[Action]:
-        programs, spawned = self.supervisor.slot_programs()  # first: see the module's note on read order
-        slots = self.store.all()
-        ages = self.start_ages(spawned)
-        bounded = bound_starts(plan(slots, programs, time.time()), slots, programs, ages,
-                               self.start_concurrency, self.start_settle)
-        if bounded.waiting and not self.waiting:
-            log.info("reconcile: %d slot starts wait for a place (at most %d starting at once)",
-                     len(bounded.waiting), self.start_concurrency)
-        self.waiting = bounded.waiting
-        actions = bounded.actions
-        self.apply(actions)
+        actions = self._slots_pass() if self.manage_slots else []
         if self.delivery_sweep is not None:
             self.delivery_sweep()
         if self.compact_aof and time.monotonic() - self._compacted > AOF_COMPACT_SECONDS:
@@ -153,6 +199,27 @@ class Reconciler:
             self._compacted = time.monotonic()
             with contextlib.suppress(redis.ResponseError):  # a rewrite already running is fine
                 self.store.redis.bgrewriteaof()
+        return actions
+
+    def _slots_pass(self) -> list[Action]:
+        programs, spawned = self.supervisor.slot_programs()  # first: see the module's note on read order
+        slots = self.store.all()
+        foreign = []
+        if self.host is not None:
+            self.host.beat()
+            if self.host.place_orphans(slots):  # a dead host's slots, or new ones: placed, then read again
+                slots = self.store.all()
+            foreign = plan_foreign(slots, programs, self.host.name)
+            slots = mine(slots, self.host.name, self.host.single_machine)
+        ages = self.start_ages(spawned)
+        bounded = bound_starts(plan(slots, programs, time.time()) + foreign, slots, programs, ages,
+                               self.start_concurrency, self.start_settle)
+        if bounded.waiting and not self.waiting:
+            log.info("reconcile: %d slot starts wait for a place (at most %d starting at once)",
+                     len(bounded.waiting), self.start_concurrency)
+        self.waiting = bounded.waiting
+        actions = bounded.actions
+        self.apply(actions)
         return actions
 
     def start_ages(self, spawned: dict[str, float]) -> dict[str, float]:
@@ -180,6 +247,8 @@ class Reconciler:
                     self.supervisor.stop(action.slot_id, wait=False)
                 elif action.kind is ActionKind.END_PAIRING:
                     self.store.end_pairing(action.slot_id)
+                elif action.kind is ActionKind.REMOVE:
+                    self.supervisor.remove(action.slot_id)
             except ProgramMissing:
                 log.warning("reconcile: slot %s has no program yet; next pass adds it", action.slot_id)
 
@@ -205,7 +274,8 @@ class Reconciler:
             return
         try:
             # A Redis call too: inside the try, since issue 10. Starts waiting: come back soon.
-            self.store.wait_for_nudge(min(self.interval, WAITING_PASS_SECONDS) if self.waiting else self.interval)
+            self.store.wait_for_nudge(min(self.interval, WAITING_PASS_SECONDS) if self.waiting else self.interval,
+                                      own=host_nudge_key(self.host.name) if self.host else None)
         except redis.RedisError as err:
             self._redis_lost(err)
             time.sleep(self.interval)
@@ -229,10 +299,18 @@ def main() -> None:
     store = SlotStore.from_url(settings.redis_url)
     # A worker that has not connected within connect_timeout (the API's own wait for a reconnect) is
     # as started as it will get: it stops holding a place in the start budget.
-    sweep = Sweep(bytes_connection(settings), settings.delivery_workers, drain_timeout(settings))
+    # The delivery machinery's sweep runs where the delivery workers do (all, api); the slots' pass
+    # where slots run (all, host).
+    sweep = None
+    if settings.role is not Role.HOST:
+        sweep = Sweep(bytes_connection(settings), settings.delivery_workers, drain_timeout(settings))
+    host = None
+    if settings.role is not Role.API:
+        host = HostAgent(settings, store, HostRegistry(store.redis, settings.host_dead_after))
     Reconciler(store, Supervisor.from_settings(settings), settings.reconcile_interval, sweep,
                compact_aof=settings.embedded_redis,
-               start_concurrency=settings.start_concurrency, start_settle=settings.connect_timeout).run_forever()
+               start_concurrency=settings.start_concurrency, start_settle=settings.connect_timeout,
+               host=host, manage_slots=host is not None).run_forever()
 
 
 if __name__ == "__main__":

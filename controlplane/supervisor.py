@@ -167,6 +167,16 @@ class Supervisor:
                 self.write_program(slot_id)
         self._whin("addPrograms", [program_name(slot_id) for slot_id in slot_ids])
 
+    def remove(self, slot_id: str) -> None:
+        """Forget a stopped slot program: out of supervisord, and its file gone, so that a restart of
+        supervisord does not load it either (the slot runs on another host now)."""
+        (self.conf_dir / f"{program_name(slot_id)}.conf").unlink(missing_ok=True)
+        try:
+            self._call("removeProcessGroup", program_name(slot_id))
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.BAD_NAME:
+                raise _translate(fault) from None
+
     # --- processes ---
 
     def start(self, slot_id: str) -> None:

@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from controlplane.core import slotfiles
+from controlplane.core import sessions, slotfiles
 from controlplane.core.errors import Refused
 from controlplane.core.sealed import Sealer
 from controlplane.core.sessions import SessionStoreUnavailable
@@ -27,6 +27,7 @@ from controlplane.messaging.message_index import MessageIndex
 from slotworker import lean, start
 from slotworker.callbacks import ConnectedFlag, EngineCallbacks, masked
 from slotworker.commands import CommandHandler
+from slotworker.lease import Lease
 from slotworker.outage import GAVE_UP, Backoff, Patience, Unqueued
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class SlotRunner(EngineCallbacks):
         self.unqueued = Unqueued(slot_id, self.patience)
         self.connected = ConnectedFlag(store, slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
+        self.lease = Lease(store.redis, slot_id, settings.host_name, settings.lease_seconds, self._lease_lost)
         sealer = Sealer(settings.queue_key)
         self.messages = MessageIndex(store.redis, sealer, settings.message_index_ttl)
         self.commands = CommandHandler(slot_id, store, self.engine, sealer, self.patience,
@@ -73,6 +75,32 @@ class SlotRunner(EngineCallbacks):
             log.info("slot %s: stopped before Redis answered; nothing started", self.slot_id)
             return 0
         slot = read
+        if slot is not None and slot.host and slot.host != self.settings.host_name:
+            log.info("slot %s: placed on host %s, not this one (%s); not starting here", self.slot_id,
+                     slot.host, self.settings.host_name)
+            return 0
+        if slot is not None and not self.lease.acquire(self.patience.stop_requested, self._still_placed_here):
+            log.info("slot %s: stopped, or moved away, before its lease was free; nothing started", self.slot_id)
+            return 0
+        try:
+            return self._run_leased(slot)
+        finally:
+            self.lease.release()
+
+    def _still_placed_here(self) -> bool:
+        try:
+            slot = self.store.get(self.slot_id)
+        except redis.RedisError:
+            return True  # unknown: keep waiting
+        return slot is not None and slot.host in (None, self.settings.host_name)
+
+    def _lease_lost(self) -> None:
+        # Off WhatsApp first, from this thread: the command loop may be stuck on the same Redis.
+        self.engine.stop()
+        log.warning("slot %s: disconnected from WhatsApp (lease lost); stopping", self.slot_id)
+        self.request_stop()
+
+    def _run_leased(self, slot) -> int:
         self.patience.best_effort("a start", lambda: self.store.count_for_slot(self.slot_id, "starts"))
         # A flag a previous worker left saying connected is put right at once: the API would show the
         # line connected, and the reconciler would not count this start against its budget.
@@ -232,7 +260,7 @@ class SlotRunner(EngineCallbacks):
             self.engine.stop()
             slotfiles.wipe(self.slot_dir)
             try:
-                self.engine.session.wipe()  # its rows too, when the session lives in PostgreSQL
+                sessions.for_slot(self.settings, self.slot_id, self.slot_dir).wipe()  # rows too, with WHIN_SESSION_DB
             except SessionStoreUnavailable as err:
                 # The teardown flag stays: the reconciler starts the worker again, which wipes then.
                 log.error("slot %s: files wiped, but not its session record (%s); trying again on the next start",

@@ -132,6 +132,11 @@ class Gateway:
     def _answers(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"the launcher exited with {self.process.returncode}; see {self.data_dir}")
+        if self.env.get("WHIN_ROLE") == "host":  # a slot host has no API: ready once its agent runs
+            try:
+                return self.supervisor.program_states().get("reconciler") == "RUNNING"
+            except Exception:  # supervisord not answering yet
+                return False
         try:
             simnet_up = (self.env["WHIN_ENGINE"] != "sim"  # simnet runs for the sim engine only
                          or requests.get(f"{self.simnet_url}/health", timeout=5).status_code == 200)

@@ -10,6 +10,7 @@ from controlplane.api import (
     enrollment,
     errors,
     health,
+    hosts,
     lines,
     media,
     messages,
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     errors.register(app)
     openapi.register(app)
     auth.register(app)
-    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp, messages.bp, media.bp, metrics.bp):
+    for blueprint in (health.bp, slots.bp, enrollment.bp, lines.bp, messages.bp, media.bp, metrics.bp, hosts.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(ui.bp)
     dashboard.register(app, settings)

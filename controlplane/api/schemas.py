@@ -81,7 +81,7 @@ COMPONENTS = {
     },
     "SlotDetail": {
         "type": "object",
-        "required": ["id", "status", "line", "pairing", "connected", "resetting", "pair_error"],
+        "required": ["id", "status", "line", "pairing", "connected", "resetting", "pair_error", "host"],
         "properties": {
             "id": SLOT_ID,
             "status": STATUS,
@@ -92,8 +92,22 @@ COMPONENTS = {
             "pair_error": {"type": ["string", "null"], "example": "codes_exhausted",
                            "description": "Why the last pairing ended without a phone: `codes_exhausted`, "
                                           "`network_unreachable`, `deadline`, `pair_error`; null after a link."},
+            "host": {"type": ["string", "null"], "example": "wa-host-1",
+                     "description": "The slot host it is placed on (`GET /hosts`); null until first started."},
         },
     },
+    "Host": {
+        "type": "object", "required": ["name", "alive", "capacity", "running", "draining", "slots"],
+        "properties": {
+            "name": {"type": "string", "example": "wa-host-1"},
+            "alive": {"type": "boolean", "description": "Its agent beat within `WHIN_HOST_DEAD_AFTER` seconds."},
+            "capacity": {"type": "integer", "description": "`WHIN_HOST_CAPACITY`: the most slots it runs."},
+            "running": {"type": "integer", "description": "Slots placed there whose worker should run."},
+            "draining": {"type": "boolean", "description": "Being drained: nothing new is placed there."},
+            "slots": {"type": "array", "items": SLOT_ID, "description": "Every slot placed there."},
+        },
+    },
+    "Hosts": {"type": "array", "items": {"$ref": "#/components/schemas/Host"}},
     "SlotDetails": {
         "type": "array", "description": "Every slot as `GET /slot/{slot}` shows it, sorted by id.",
         "items": {"$ref": "#/components/schemas/SlotDetail"},

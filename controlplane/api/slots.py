@@ -72,7 +72,7 @@ def slot_detail(slot: str):
 def _detail(s) -> dict:
     """A slot as GET /slot/<slot> and GET /slots/details show it (a store.Slot)."""
     return {"id": s.id, "status": s.status.value, "line": s.line, "pairing": s.pairing,
-            "connected": s.connected, "resetting": s.teardown, "pair_error": s.pair_error}
+            "connected": s.connected, "resetting": s.teardown, "pair_error": s.pair_error, "host": s.host}
 
 
 @bp.get("/slots2lines")

@@ -121,8 +121,9 @@ class CommandQueue:
         item = self.redis.blpop([reply_key(request_id)], timeout=timeout)
         return json.loads(item[1]) if item else None
 
-    def wait_for_nudge(self, timeout: float) -> bool:
-        woke = self.redis.blpop([NUDGE], timeout=timeout)
+    def wait_for_nudge(self, timeout: float, own: str | None = None) -> bool:
+        """Until a poke or ``timeout``; ``own``: a host agent's own poke too (hosts.host_nudge_key)."""
+        woke = self.redis.blpop([own, NUDGE] if own else [NUDGE], timeout=timeout)
         if woke:
-            self.redis.delete(NUDGE)  # several pokes mean one more pass, not several
+            self.redis.delete(woke[0])  # several pokes mean one more pass, not several
         return bool(woke)

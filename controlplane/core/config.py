@@ -8,7 +8,9 @@ import ipaddress
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from controlplane.core import engine_names, event_types
@@ -43,6 +45,34 @@ def _count(environ, name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
     return value
+
+
+class Role(StrEnum):
+    """What a `make run` starts (WHIN_ROLE): see the README's "More than one host"."""
+    ALL = "all"  # everything on one machine, as a single host has always run
+    HOST = "host"  # a slot host: supervisord, its slot programs and its host agent, on a shared Redis
+    API = "api"  # the API and the delivery workers, no slots
+
+
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _host_name(environ) -> str:
+    name = (environ.get("WHIN_HOST_NAME") or socket.gethostname()).strip()
+    if not HOST_NAME.fullmatch(name):
+        raise ConfigError(f"WHIN_HOST_NAME must be letters, digits, '.', '_' or '-' (at most 63), got {name!r}")
+    return name
+
+
+def _role(environ, external_redis: bool) -> Role:
+    raw = environ.get("WHIN_ROLE", "").strip() or Role.ALL.value
+    try:
+        role = Role(raw)
+    except ValueError:
+        raise ConfigError(f"WHIN_ROLE must be 'all', 'host' or 'api', got {raw!r}") from None
+    if role is not Role.ALL and not external_redis:
+        raise ConfigError(f"WHIN_ROLE={role.value} joins the Redis its other hosts share: set WHIN_REDIS_URL")
+    return role
 
 
 def default_start_concurrency() -> int:
@@ -126,6 +156,13 @@ class Settings:
     engine: str = "whatsmeow"
     redis_url: str = ""
     embedded_redis: bool = True
+    # More than one host: what this machine runs, its name, how many slots it may run, when a silent
+    # host counts as dead, and how long a slot's lease lasts unrenewed (core/hosts.py, slotworker/lease.py).
+    role: Role = Role.ALL
+    host_name: str = "localhost"
+    host_capacity: int = 500
+    host_dead_after: float = 30.0
+    lease_seconds: float = 15.0
     session_db: str = ""  # where slot sessions live (both engines): a PostgreSQL URL, or empty for the slot folders
     simnet_port: int = 8090
     supervisor_socket: Path = field(default=None)
@@ -206,6 +243,11 @@ class Settings:
             engine=engine,
             redis_url=redis_url or f"unix://{run_dir / 'redis.sock'}",
             embedded_redis=not redis_url,
+            role=_role(environ, external_redis=bool(redis_url)),
+            host_name=_host_name(environ),
+            host_capacity=_count(environ, "WHIN_HOST_CAPACITY", 500),
+            host_dead_after=_number(environ, "WHIN_HOST_DEAD_AFTER", 30.0),
+            lease_seconds=_number(environ, "WHIN_SLOT_LEASE", 15.0),
             session_db=environ.get("WHIN_SESSION_DB", "").strip(),
             simnet_port=int(_number(environ, "WHIN_SIMNET_PORT", 8090)),
             supervisor_socket=Path(environ.get("WHIN_SUPERVISOR_SOCKET") or run_dir / "supervisor.sock"),

@@ -30,6 +30,8 @@ Keys (prefix ``whin:``):
   whin:stats:latency     HASH  delivery latency histogram: bucket upper bound -> count, plus "sum"
   whin:slotstats:<ID>    HASH  per-slot counters: worker starts, reconnects
   whin:webhook:hold      STR   unix time before which no delivery is attempted (the receiver's Retry-After)
+  whin:lease:<ID>        STR   the slot's lease: "<host> <random>" of the worker serving it, with a TTL it
+                               renews (slotworker/lease.py): never two hosts at once for one slot
   whin:txn:<uuid>        STR   written by one MULTI/EXEC, for a minute: tells a lost EXEC reply from a
                                transaction that never ran (see store.committed_despite)
 
@@ -51,6 +53,10 @@ WEBHOOK_HOLD = PREFIX + "webhook:hold"
 
 def slot_key(slot_id: str) -> str:
     return f"{PREFIX}slot:{slot_id}"
+
+
+def lease_key(slot_id: str) -> str:
+    return f"{PREFIX}lease:{slot_id}"
 
 
 def command_key(slot_id: str) -> str:

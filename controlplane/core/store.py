@@ -31,7 +31,7 @@ from controlplane.core.states import SlotPhase, SlotStatus
 
 # What a Slot is read from (Slot.from_hash): all() fetches these fields, not whole hashes.
 SLOT_FIELDS = ("status", "line", "pairing", "pair_deadline", "qr", "qr_expires_at", "connected", "teardown",
-               "pair_error", "enrollment")
+               "pair_error", "enrollment", "host")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Slot:
     teardown: bool = False
     pair_error: str | None = None
     enrollment: str | None = None
+    host: str | None = None  # the slot host it is placed on (core/hosts.py); None: not placed yet
 
     @classmethod
     def from_hash(cls, slot_id: str, h: dict) -> "Slot":
@@ -65,7 +66,14 @@ class Slot:
             teardown=h.get("teardown") == "1",
             pair_error=h.get("pair_error") or None,
             enrollment=h.get("enrollment") or None,
+            host=h.get("host") or None,
         )
+
+    def wants_worker(self, now: float) -> bool:
+        """A slot's worker runs while its line is active, while it pairs, and while it must be wiped."""
+        if self.teardown or self.status is SlotStatus.ACTIVE:
+            return True
+        return self.pairing and (self.pair_deadline or 0) > now
 
     @property
     def phase(self) -> SlotPhase:
@@ -142,6 +150,25 @@ class SlotStore(CommandQueue):
         flat = self.redis.sort(SLOTS, alpha=True, get=["#", *patterns])
         width = len(patterns) + 1
         return [(flat[i], flat[i + 1:i + width]) for i in range(0, len(flat), width)]
+
+    def place(self, slot_id: str, host: str | None, expected: str | None) -> bool:
+        """Put the slot on ``host`` (None: on no host) if it is still on ``expected``: of two agents
+        placing one slot at once, one wins. False when it had moved meanwhile (or is gone)."""
+        key = slot_key(slot_id)
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if not pipe.exists(key) or (pipe.hget(key, "host") or None) != expected:
+                    return False
+                pipe.multi()
+                if host:
+                    pipe.hset(key, "host", host)
+                else:
+                    pipe.hdel(key, "host")
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
 
     def lines(self) -> dict[str, str]:
         return self.redis.hgetall(LINES)

@@ -183,7 +183,7 @@ class _FlakyRedisStore:
             raise _EndOfTest
         return []
 
-    def wait_for_nudge(self, timeout):
+    def wait_for_nudge(self, timeout, own=None):
         self.waits += 1
         self._redis()
         return False
@@ -344,7 +344,7 @@ class _Waiting:
             raise _EndOfTest
         return self.slots
 
-    def wait_for_nudge(self, timeout):
+    def wait_for_nudge(self, timeout, own=None):
         self.timeouts.append(timeout)
         return False
 

@@ -108,7 +108,8 @@ def test_repairing_a_line_on_another_slot_evicts_the_first(gateway, new_line):
     gateway.enroll(second, line)
     assert gateway.api("GET", "/lines2slots").json().count({line: second}) == 1
     wait_for(lambda: gateway.detail(first) == {"id": first, "status": "available", "line": None, "pairing": False,
-                                               "connected": False, "resetting": False, "pair_error": None},
+                                               "connected": False, "resetting": False, "pair_error": None,
+                                               "host": gateway.detail(first)["host"]},
              what="the evicted slot to be wiped")
     assert not first_dir.exists()
     wait_for(lambda: not gateway.supervisor.is_running(first), what="the evicted worker to stop")

@@ -1,0 +1,139 @@
+"""A running slot's lease: never two hosts serving one slot, not even across a network partition.
+
+WhatsApp drops both clients of a device that connects twice, so a slot must run on one host at a time.
+Its worker holds a lease, ``whin:lease:<ID>`` in Redis: a token (``<host> <random>``) with a TTL
+(WHIN_SLOT_LEASE), renewed every third of it. The rules:
+
+- A worker connects only once it holds the lease. A lease held by another host is waited for until it
+  expires: a dead or cut-off host's lease runs out by itself. A lease held by this same host is taken
+  over at once: supervisord runs one process per program, so it was this slot's previous worker,
+  killed or crashed (waiting for it would only delay every restart by the TTL).
+- A worker that cannot renew (Redis unreachable, or the lease no longer its own) disconnects from
+  WhatsApp once STOP_AT of the TTL has passed since its last renewal began, well before the lease can
+  expire in Redis, and then stops. Redis counts the TTL from when it applied the renewal, which is
+  after it began, so the worker's deadline always comes first.
+- A worker that stops releases the lease (only if still its own), so a move is not held up by it.
+"""
+
+import logging
+import os
+import threading
+import time
+
+import redis
+
+from controlplane.core.keys import lease_key
+
+log = logging.getLogger(__name__)
+
+STOP_AT = 0.6  # of the TTL since the last renewal began: then the worker disconnects and stops
+WAIT_POLL_SECONDS = 0.5
+
+# Take the lease: free, or held by this host (its previous worker). KEYS[1] lease; ARGV token, ttl ms, host.
+_ACQUIRE = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, string.len(ARGV[3]) + 1) ~= ARGV[3] .. ' ' then
+  return held
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+# Renew or release, only while it is still ours.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Lease:
+    def __init__(self, client: redis.Redis, slot_id: str, host: str, seconds: float, on_lost):
+        self.redis = client
+        self.slot_id = slot_id
+        self.host = host
+        self.seconds = seconds
+        self.token = f"{host} {os.urandom(8).hex()}"
+        self.on_lost = on_lost  # called once, from the renewing thread, when the lease cannot be kept
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._held = False
+        self._stopped = threading.Event()
+        self._renewed_at = 0.0  # monotonic: when the last successful renewal began
+        self._thread: threading.Thread | None = None
+
+    @property
+    def key(self) -> str:
+        return lease_key(self.slot_id)
+
+    def acquire(self, stop: threading.Event, still_wanted=lambda: True) -> bool:
+        """Wait until the lease is ours (True), or ``stop`` is set or ``still_wanted()`` says no (False).
+        Redis errors are waited out like a held lease."""
+        said = False
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                holder = self._acquire(keys=[self.key], args=[self.token, int(self.seconds * 1000), self.host])
+            except redis.RedisError as err:
+                holder = f"unknown (Redis unreachable: {type(err).__name__})"
+            if holder is None:
+                self._held, self._renewed_at = True, began
+                if said:
+                    log.info("slot %s: lease taken", self.slot_id)
+                self._start_renewing()
+                return True
+            if not said:
+                held_by = holder.decode() if isinstance(holder, bytes) else str(holder)
+                log.info("slot %s: waiting for its lease, held by %s", self.slot_id, held_by.split(" ")[0])
+                said = True
+            if not still_wanted():
+                return False
+            stop.wait(WAIT_POLL_SECONDS)
+        return False
+
+    def _start_renewing(self) -> None:
+        self._thread = threading.Thread(target=self._keep, name=f"lease-{self.slot_id}", daemon=True)
+        self._thread.start()
+
+    def _keep(self) -> None:
+        every = self.seconds / 3
+        give_up_after = self.seconds * STOP_AT
+        while not self._stopped.wait(self._next_wait(every, give_up_after)):
+            began = time.monotonic()
+            try:
+                kept = self._renew(keys=[self.key], args=[self.token, int(self.seconds * 1000)])
+            except redis.RedisError as err:
+                if time.monotonic() - self._renewed_at < give_up_after:
+                    log.warning("slot %s: lease not renewed (%s); retrying", self.slot_id, type(err).__name__)
+                    continue
+                self._lose(f"not renewed for {time.monotonic() - self._renewed_at:.1f} s "
+                           f"(Redis unreachable: {type(err).__name__})")
+                return
+            if not kept:
+                self._lose("it is no longer this worker's (expired, or taken by another host)")
+                return
+            self._renewed_at = began
+
+    def _next_wait(self, every: float, give_up_after: float) -> float:
+        # The next renewal, but never past the give-up point: a failing Redis is retried up to it.
+        until_give_up = self._renewed_at + give_up_after - time.monotonic()
+        return max(0.05, min(every, until_give_up if until_give_up > 0 else 0.05))
+
+    def _lose(self, why: str) -> None:
+        self._held = False
+        log.error("slot %s: lease lost, %s; disconnecting before another host may take the slot", self.slot_id, why)
+        self.on_lost()
+
+    def release(self) -> None:
+        """Stop renewing, and give the lease back if it is still ours (one try: else it expires)."""
+        self._stopped.set()
+        if not self._held:
+            return
+        self._held = False
+        try:
+            self._release(keys=[self.key], args=[self.token])
+        except redis.RedisError as err:
+            log.warning("slot %s: lease not released (%s); it expires by itself", self.slot_id, type(err).__name__)
