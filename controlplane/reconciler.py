@@ -70,10 +70,12 @@ def plan(slots: list[Slot], programs: dict[str, str], now: float) -> list[Action
     return actions
 
 
-def plan_foreign(slots: list[Slot], programs: dict[str, str], host: str) -> list[Action]:
-    """The programs here of slots placed on another host (moved, or drained away): stopped, then
-    removed, so that this host never runs them again and `supervisorctl status` lists its own."""
-    elsewhere = {slot.id for slot in slots if slot.host and slot.host != host}
+def plan_foreign(slots: list[Slot], programs: dict[str, str], host: str, single_machine: bool) -> list[Action]:
+    """The programs here of slots that are not this host's (mine()): placed on another host (moved,
+    drained away), or on none (taken off it while asleep). Stopped, then removed, so that this host
+    never runs them again and `supervisorctl status` lists its own."""
+    own = {slot.id for slot in mine(slots, host, single_machine)}
+    elsewhere = {slot.id for slot in slots if slot.id not in own}
     actions = []
     for slot_id, state in sorted(programs.items()):
         if slot_id in elsewhere:
@@ -209,7 +211,7 @@ class Reconciler:
             self.host.beat()
             if self.host.place_orphans(slots):  # a dead host's slots, or new ones: placed, then read again
                 slots = self.store.all()
-            foreign = plan_foreign(slots, programs, self.host.name)
+            foreign = plan_foreign(slots, programs, self.host.name, self.host.single_machine)
             slots = mine(slots, self.host.name, self.host.single_machine)
         ages = self.start_ages(spawned)
         bounded = bound_starts(plan(slots, programs, time.time()) + foreign, slots, programs, ages,

@@ -5,6 +5,7 @@ network every host talks to) and N slot hosts, each a launcher with its own supe
 folder and sockets, all on one shared Redis database and one PostgreSQL database for the sessions.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -60,10 +61,8 @@ class Cluster:
         gw = self.hosts[name]
         pids = [gw.process.pid, *gw.processes()]
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         gw.process.wait(10)
         psutil.wait_procs([p for p in map(_process, pids) if p], timeout=10)
 

@@ -21,7 +21,8 @@ def metrics():
     reconnects and restarts. No message content and no phone numbers.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(lifecycle().store, lifecycle().settings.delivery_workers))
+    registry.register(GatewayCollector(lifecycle().store, lifecycle().settings.delivery_workers,
+                                       lifecycle().settings.host_dead_after))
     # content_type, not mimetype: werkzeug appends a second charset to a mimetype that has one,
     # which Prometheus 3 refuses. The header must be exactly what prometheus-client says.
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

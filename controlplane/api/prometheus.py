@@ -5,28 +5,31 @@ whichever process saw the event (api, slot workers, delivery workers), so every 
 the same totals. Labels are slot ids, statuses and outcomes: never a phone number, never content.
 """
 
+import time
 from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
+from controlplane.core.hosts import HostRegistry
 from controlplane.core.keys import LATENCY, STATS
 from controlplane.core.states import SlotStatus
 from controlplane.core.stats import LATENCY_BUCKETS
-from controlplane.core.store import SlotStore
+from controlplane.core.store import Slot, SlotStore
 from controlplane.messaging.backlog import delivery_queue
 
 _DELIVERY = ("delivered", "retried", "given_up")
 
 
 class GatewayCollector:
-    def __init__(self, store: SlotStore, delivery_workers: int = 1):
+    def __init__(self, store: SlotStore, delivery_workers: int = 1, host_dead_after: float = 30.0):
         self.store = store
         self.delivery_workers = delivery_workers
+        self.hosts = HostRegistry(store.redis, host_dead_after)
 
     def collect(self):
         r = self.store.redis
-        slots = self.store.fields(("status", "pairing"))
+        slots = self.store.fields(("status", "pairing", "pair_deadline", "teardown", "host"))
         # The small reads in one round trip: a scrape under load waits for each one it makes.
         queues = [delivery_queue(r, n) for n in range(1, self.delivery_workers + 1)]
         with r.pipeline(transaction=False) as pipe:
@@ -79,7 +82,34 @@ class GatewayCollector:
 
         yield self._latency(latency)
         yield self._queue(*depths)
+        yield from self._per_host(slots)
         yield from self._per_slot(self.store)
+
+    def _per_host(self, slots: list[tuple[str, dict]]):
+        """Each slot host (core/hosts.py) by name: alive or not, its capacity, the slots placed there and
+        those of them whose worker should run."""
+        now = time.time()
+        placed, running = Counter(), Counter()
+        for slot_id, fields in slots:
+            if fields.get("host"):
+                placed[fields["host"]] += 1
+                if Slot.from_hash(slot_id, fields).wants_worker(now):
+                    running[fields["host"]] += 1
+        alive = GaugeMetricFamily("whin_host_alive", "1 while the host's agent beats within WHIN_HOST_DEAD_AFTER.",
+                                  labels=["host"])
+        capacity = GaugeMetricFamily("whin_host_capacity", "The most slots the host runs (WHIN_HOST_CAPACITY).",
+                                     labels=["host"])
+        on_host = GaugeMetricFamily("whin_host_slots", "Slots placed on the host.", labels=["host"])
+        busy = GaugeMetricFamily("whin_host_running", "Slots placed on the host whose worker should run.",
+                                 labels=["host"])
+        draining = GaugeMetricFamily("whin_host_draining", "1 while the host is drained.", labels=["host"])
+        for host in self.hosts.all():
+            alive.add_metric([host.name], int(host.alive(now, self.hosts.dead_after)))
+            capacity.add_metric([host.name], host.capacity)
+            on_host.add_metric([host.name], placed[host.name])
+            busy.add_metric([host.name], running[host.name])
+            draining.add_metric([host.name], int(host.draining))
+        yield from (alive, capacity, on_host, busy, draining)
 
     @staticmethod
     def _latency(raw: dict):

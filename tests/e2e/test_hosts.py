@@ -80,6 +80,11 @@ def test_slots_go_to_the_host_with_most_room_and_each_host_runs_only_its_own(clu
         for slot_id in mine:
             assert slot_workers(slot_id) == [name]
     assert cluster.api.supervisorctl("status").count("slot-") == 0
+    metrics = cluster.api.api("GET", "/metrics").text
+    for name in cluster.hosts:
+        assert f'whin_host_running{{host="{name}"}} 2.0' in metrics
+        assert f'whin_host_alive{{host="{name}"}} 1.0' in metrics
+        assert f'whin_host_slots{{host="{name}"}} 2.0' in metrics
 
 
 def test_a_killed_hosts_slots_resume_on_the_others_and_nothing_is_lost(cluster, new_line, own_receiver):
@@ -162,3 +167,46 @@ def test_a_host_cut_off_from_redis_lets_go_before_its_slots_resume_elsewhere_and
     finally:
         cluster.stop()
         door.close()
+
+
+def test_a_drain_moves_a_hosts_slots_one_by_one_and_places_nothing_new_there(cluster, new_line, own_receiver):
+    enrolled = enroll(cluster, 6, new_line)
+    drained = [slot_id for slot_id in enrolled if cluster.host_of(slot_id) == "h1"]
+    sleeper = drained[0]
+    assert cluster.api.api("GET", f"/sleep/{enrolled[sleeper]}").status_code == 200
+    watcher = Watcher(cluster, list(enrolled))
+    watcher.start()
+    answer = cluster.api.api("POST", "/hosts/h1/drain")
+    assert (answer.status_code, answer.text) == (200, "OK")
+    watcher.stop()
+    assert watcher.seen == []
+    for slot_id in drained:
+        detail = cluster.api.detail(slot_id)
+        if slot_id == sleeper:
+            assert (detail["host"], detail["status"]) == (None, "sleeping")  # placed again when resumed
+        else:
+            assert detail["host"] in ("h2", "h3") and detail["connected"], detail
+    wait_for(lambda: not own_slot_programs(cluster.hosts["h1"]), what="h1 to drop its slots' programs")
+    hosts = {h["name"]: h for h in cluster.host_list()}
+    assert hosts["h1"]["draining"] and hosts["h1"]["alive"] and hosts["h1"]["slots"] == []
+    # Nothing new on a draining host: the sleeper resumes elsewhere, a new enrollment goes elsewhere.
+    assert cluster.api.api("POST", f"/resume/{enrolled[sleeper]}").status_code == 200
+    assert cluster.host_of(sleeper) in ("h2", "h3")
+    (fresh,) = cluster.api.provision(1)
+    cluster.api.enroll(fresh, new_line())
+    assert cluster.host_of(fresh) in ("h2", "h3")
+    # Every moved line still delivers.
+    for slot_id in drained:
+        text = f"tras el drenaje {slot_id}"
+        cluster.api.phone_sends(SENDER, enrolled[slot_id], text)
+        wait_for(lambda slot_id=slot_id, text=text: [
+            e for e in own_receiver.delivered(type="message", line=enrolled[slot_id])
+            if e["payload"]["Message"].get("conversation") == text], timeout=20,
+            what=f"a message through {slot_id} after the drain")
+    assert not [e for e in own_receiver.delivered() if "stream_replaced" in str(e)]
+
+
+def test_a_drain_of_an_unknown_host_or_by_a_user_token_is_refused(cluster):
+    unknown = cluster.api.api("POST", "/hosts/nowhere/drain")
+    assert unknown.status_code == 422 and unknown.json()["error"] == "unknown_host"
+    assert cluster.api.api("POST", "/hosts/h1/drain", token=cluster.api.user_token).status_code == 403

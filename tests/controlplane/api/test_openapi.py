@@ -44,6 +44,7 @@ OPERATION_IDS = {
     ("GET", "/slots"): "listSlots", ("POST", "/slots"): "provisionSlots",
     ("GET", "/slots/{status}"): "listSlotsByStatus", ("GET", "/slot/{slot}"): "getSlot",
     ("GET", "/slots/details"): "listSlotDetails",
+    ("GET", "/hosts"): "listHosts", ("POST", "/hosts/{name}/drain"): "drainHost",
     ("GET", "/slots2lines"): "mapSlotsToLines", ("GET", "/lines2slots"): "mapLinesToSlots",
     ("GET", "/enroll/{slot}"): "enrollSlot", ("POST", "/enroll/{slot}"): "enrollSlotPost",
     ("GET", "/qr/{slot}"): "getQrCode",

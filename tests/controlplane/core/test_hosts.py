@@ -1,0 +1,40 @@
+"""controlplane.core.hosts: the pure choice of a host, and the registry against a real Redis."""
+
+import time
+
+from controlplane.core.hosts import Host, HostRegistry, choose_host
+
+NOW = 1_000_000.0
+
+
+def host(name, capacity=10, age=1.0, draining=False):
+    return Host(name, NOW - age, capacity, draining)
+
+
+def test_the_live_host_with_most_free_places_wins_and_the_name_breaks_ties():
+    hosts = [host("a"), host("b"), host("c", capacity=20)]
+    assert choose_host(hosts, {"c": 15}, NOW, 30) == "a"  # a, b: 10 free; c: 5
+    assert choose_host(hosts, {"a": 1}, NOW, 30) == "c"  # c: 20 free
+    assert choose_host(hosts, {"a": 3, "c": 13}, NOW, 30) == "b"
+
+
+def test_dead_draining_full_and_excluded_hosts_are_never_chosen():
+    assert choose_host([host("old", age=31)], {}, NOW, 30) is None
+    assert choose_host([host("d", draining=True), host("e")], {}, NOW, 30) == "e"
+    assert choose_host([host("f", capacity=2)], {"f": 2}, NOW, 30) is None
+    assert choose_host([host("g"), host("h", capacity=1)], {}, NOW, 30, exclude=("g",)) == "h"
+    assert choose_host([], {}, NOW, 30) is None
+
+
+def test_the_registry_reads_back_beats_drains_and_a_start_ends_a_drain(redis_client):
+    registry = HostRegistry(redis_client, dead_after=30)
+    registry.beat("h1", 50, started=True)
+    registry.beat("h2", 70, started=True)
+    registry.set_draining("h2", True)
+    registry.beat("h2", 70)  # a routine beat keeps the drain
+    found = {h.name: h for h in registry.all()}
+    assert (found["h1"].capacity, found["h1"].draining, found["h2"].draining) == (50, False, True)
+    assert abs(found["h1"].heartbeat - time.time()) < 5 and registry.alive("h1")
+    registry.beat("h2", 70, started=True)  # its agent started again: back in service
+    assert not registry.get("h2").draining
+    assert registry.get("nowhere") is None and not registry.alive("nowhere")

@@ -1,0 +1,79 @@
+"""slotworker.lease against a real Redis: one holder at a time, a same-host restart takes over at once,
+and a worker that cannot renew lets go before its lease can expire in Redis."""
+
+import threading
+import time
+
+import redis
+
+from slotworker.lease import STOP_AT, Lease
+
+
+def lease(client, host="h1", seconds=1.5, on_lost=lambda: None):
+    return Lease(client, "SLOT0001", host, seconds, on_lost)
+
+
+def test_a_lease_held_by_another_host_is_waited_for_until_it_expires(redis_client):
+    first = lease(redis_client, "h1")
+    assert first.acquire(threading.Event())
+    first._stopped.set()  # its host dies: no more renewals, no release
+    other = lease(redis_client, "h2")
+    began = time.monotonic()
+    assert other.acquire(threading.Event())
+    assert 0.5 < time.monotonic() - began < 5  # only once h1's lease ran out
+    assert redis_client.get("whin:lease:SLOT0001").startswith("h2 ")
+    other.release()
+    assert redis_client.get("whin:lease:SLOT0001") is None
+
+
+def test_the_same_hosts_next_worker_takes_over_at_once(redis_client):
+    crashed = lease(redis_client, "h1", seconds=30)
+    assert crashed.acquire(threading.Event())
+    crashed._stopped.set()
+    began = time.monotonic()
+    successor = lease(redis_client, "h1", seconds=30)
+    assert successor.acquire(threading.Event()) and time.monotonic() - began < 1
+    crashed.release()  # the old one's release never takes the new one's lease
+    assert redis_client.get("whin:lease:SLOT0001") == successor.token
+    successor.release()
+
+
+def test_a_wait_ends_when_stopped_or_moved_away(redis_client):
+    holder = lease(redis_client, "h1", seconds=30)
+    holder.acquire(threading.Event())
+    stop = threading.Event()
+    stop.set()
+    assert not lease(redis_client, "h2").acquire(stop)
+    assert not lease(redis_client, "h2").acquire(threading.Event(), still_wanted=lambda: False)
+    holder.release()
+
+
+def test_a_renewed_lease_outlives_its_ttl_and_a_cut_off_worker_lets_go_before_it_expires(redis_server):
+    client = redis.Redis(unix_socket_path=str(redis_server), db=5, decode_responses=True, socket_timeout=0.5)
+    client.delete("whin:lease:SLOT0001")
+    lost = threading.Event()
+    held = lease(client, "h1", seconds=1.5, on_lost=lost.set)
+    assert held.acquire(threading.Event())
+    time.sleep(2.5)  # longer than its TTL: renewed meanwhile
+    assert client.get("whin:lease:SLOT0001") == held.token and not lost.is_set()
+
+    def unreachable(*args, **kwargs):
+        raise redis.ConnectionError("cut")
+
+    renewed_at = held._renewed_at
+    held._renew = unreachable  # the host's Redis connection is cut from now on
+    assert lost.wait(3)
+    let_go = time.monotonic()
+    assert let_go - renewed_at <= 1.5 * STOP_AT + 0.3  # before the TTL (1.5 s) counted from that renewal
+    assert let_go - renewed_at < 1.5
+    held.release()
+
+
+def test_a_lease_taken_by_someone_else_is_lost_at_the_next_renewal(redis_client):
+    lost = threading.Event()
+    held = lease(redis_client, "h1", seconds=1.5, on_lost=lost.set)
+    held.acquire(threading.Event())
+    redis_client.set("whin:lease:SLOT0001", "h2 someone-else", px=10000)
+    assert lost.wait(2)
+    held.release()
+    assert redis_client.get("whin:lease:SLOT0001") == "h2 someone-else"  # not ours: left alone
