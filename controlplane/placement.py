@@ -11,21 +11,46 @@ waits for the slot's lease (slotworker/lease.py): never two hosts at once.
 
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 from controlplane.core.config import Role, Settings
 from controlplane.core.hosts import HostRegistry, choose_host
-from controlplane.core.store import Slot, SlotStore
+from controlplane.core.store import Slot, SlotStore, wants_worker
 
 log = logging.getLogger(__name__)
 
 
-def load(slots: list[Slot], now: float) -> dict[str, int]:
-    """Per host, the slots placed there whose worker should run: the places taken."""
-    taken: dict[str, int] = {}
-    for slot in slots:
-        if slot.host and slot.wants_worker(now):
-            taken[slot.host] = taken.get(slot.host, 0) + 1
-    return taken
+# What placing needs of a slot: where it is, and whether its worker should run (Slot.wants_worker).
+PLACEMENT_FIELDS = ("status", "pairing", "pair_deadline", "teardown", "host")
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """Per host, the slots placed there (``placed``) and how many of them take a place, their worker
+    being one that should run (``taken``)."""
+    placed: dict[str, list[str]]
+    taken: Counter
+
+    @classmethod
+    def read(cls, store: SlotStore, now: float) -> "Occupancy":
+        """From the slots' PLACEMENT_FIELDS only, in one SORT: GET /hosts and every placing read it,
+        and a whole Slot per slot (store.all) costs 4x as much with 1,000 slots."""
+        return cls.of(store.fields(PLACEMENT_FIELDS), now)
+
+    @classmethod
+    def of(cls, rows: list[tuple[str, dict]], now: float) -> "Occupancy":
+        """From store.fields rows that hold PLACEMENT_FIELDS."""
+        placed: dict[str, list[str]] = {}
+        taken: Counter = Counter()
+        for slot_id, fields in rows:
+            host = fields.get("host")
+            if host:
+                placed.setdefault(host, []).append(slot_id)
+                if wants_worker(fields["status"], fields.get("teardown") == "1", fields.get("pairing") == "1",
+                                float(fields.get("pair_deadline") or 0), now):
+                    taken[host] += 1
+        return cls(placed, taken)
 
 
 class Placement:
@@ -47,7 +72,7 @@ class Placement:
         alive = {h.name for h in known if h.alive(now, self.settings.host_dead_after)}
         if slot.host and slot.host not in exclude and (slot.host in alive or not self.movable):
             return slot.host
-        choice = choose_host(known, load(self.store.all(), now), now, self.settings.host_dead_after,
+        choice = choose_host(known, Occupancy.read(self.store, now).taken, now, self.settings.host_dead_after,
                              exclude=exclude)
         if choice is None and self.settings.role is Role.ALL and self.settings.host_name not in exclude \
                 and not alive - {self.settings.host_name}:

@@ -8,7 +8,7 @@ from flask import jsonify
 from controlplane.api import admin_only, lifecycle, ok_text
 from controlplane.api.schemas import OK_TEXT, json_response
 from controlplane.host_drain import drain
-from controlplane.placement import load
+from controlplane.placement import Occupancy
 
 bp = APIBlueprint("hosts", __name__, tag="Hosts")
 
@@ -24,12 +24,11 @@ def list_hosts():
     """
     lc = lifecycle()
     now = time.time()
-    slots = lc.store.all()
-    taken = load(slots, now)
+    occupancy = Occupancy.read(lc.store, now)
     return jsonify([{
         "name": host.name, "alive": host.alive(now, lc.settings.host_dead_after), "capacity": host.capacity,
-        "running": taken.get(host.name, 0), "draining": host.draining,
-        "slots": [s.id for s in slots if s.host == host.name],
+        "running": occupancy.taken[host.name], "draining": host.draining,
+        "slots": occupancy.placed.get(host.name, []),
     } for host in lc.hosts.all()])
 
 

@@ -15,8 +15,9 @@ from controlplane.core.hosts import HostRegistry
 from controlplane.core.keys import LATENCY, STATS
 from controlplane.core.states import SlotStatus
 from controlplane.core.stats import LATENCY_BUCKETS
-from controlplane.core.store import Slot, SlotStore
+from controlplane.core.store import SlotStore
 from controlplane.messaging.backlog import delivery_queue
+from controlplane.placement import PLACEMENT_FIELDS, Occupancy
 
 _DELIVERY = ("delivered", "retried", "given_up")
 
@@ -29,7 +30,7 @@ class GatewayCollector:
 
     def collect(self):
         r = self.store.redis
-        slots = self.store.fields(("status", "pairing", "pair_deadline", "teardown", "host"))
+        slots = self.store.fields(PLACEMENT_FIELDS)
         # The small reads in one round trip: a scrape under load waits for each one it makes.
         queues = [delivery_queue(r, n) for n in range(1, self.delivery_workers + 1)]
         with r.pipeline(transaction=False) as pipe:
@@ -89,12 +90,7 @@ class GatewayCollector:
         """Each slot host (core/hosts.py) by name: alive or not, its capacity, the slots placed there and
         those of them whose worker should run."""
         now = time.time()
-        placed, running = Counter(), Counter()
-        for slot_id, fields in slots:
-            if fields.get("host"):
-                placed[fields["host"]] += 1
-                if Slot.from_hash(slot_id, fields).wants_worker(now):
-                    running[fields["host"]] += 1
+        occupancy = Occupancy.of(slots, now)
         alive = GaugeMetricFamily("whin_host_alive", "1 while the host's agent beats within WHIN_HOST_DEAD_AFTER.",
                                   labels=["host"])
         capacity = GaugeMetricFamily("whin_host_capacity", "The most slots the host runs (WHIN_HOST_CAPACITY).",
@@ -106,8 +102,8 @@ class GatewayCollector:
         for host in self.hosts.all():
             alive.add_metric([host.name], int(host.alive(now, self.hosts.dead_after)))
             capacity.add_metric([host.name], host.capacity)
-            on_host.add_metric([host.name], placed[host.name])
-            busy.add_metric([host.name], running[host.name])
+            on_host.add_metric([host.name], len(occupancy.placed.get(host.name, [])))
+            busy.add_metric([host.name], occupancy.taken[host.name])
             draining.add_metric([host.name], int(host.draining))
         yield from (alive, capacity, on_host, busy, draining)
 

@@ -34,6 +34,14 @@ SLOT_FIELDS = ("status", "line", "pairing", "pair_deadline", "qr", "qr_expires_a
                "pair_error", "enrollment", "host")
 
 
+def wants_worker(status: str, teardown: bool, pairing: bool, pair_deadline: float | None, now: float) -> bool:
+    """A slot's worker runs while its line is active, while it pairs, and while it must be wiped. Of
+    plain values, so that a listing of 1,000 slots can ask it without building a Slot for each."""
+    if teardown or status == SlotStatus.ACTIVE:
+        return True
+    return pairing and (pair_deadline or 0) > now
+
+
 @dataclass(frozen=True)
 class Slot:
     id: str
@@ -70,10 +78,7 @@ class Slot:
         )
 
     def wants_worker(self, now: float) -> bool:
-        """A slot's worker runs while its line is active, while it pairs, and while it must be wiped."""
-        if self.teardown or self.status is SlotStatus.ACTIVE:
-            return True
-        return self.pairing and (self.pair_deadline or 0) > now
+        return wants_worker(self.status, self.teardown, self.pairing, self.pair_deadline, now)
 
     @property
     def phase(self) -> SlotPhase:
@@ -153,7 +158,8 @@ class SlotStore(CommandQueue):
 
     def place(self, slot_id: str, host: str | None, expected: str | None) -> bool:
         """Put the slot on ``host`` (None: on no host) if it is still on ``expected``: of two agents
-        placing one slot at once, one wins. False when it had moved meanwhile (or is gone)."""
+        placing one slot at once, one wins. False when it had moved meanwhile (or is gone). A slot that
+        leaves a host is not connected until its worker on the next one says so."""
         key = slot_key(slot_id)
         with self.redis.pipeline() as pipe:
             try:
@@ -165,6 +171,10 @@ class SlotStore(CommandQueue):
                     pipe.hset(key, "host", host)
                 else:
                     pipe.hdel(key, "host")
+                if expected and host != expected:
+                    # Said by the worker it leaves (a dead host's says so for ever): the new one
+                    # says it again once it is connected.
+                    pipe.hdel(key, "connected")
                 pipe.execute()
                 return True
             except redis.WatchError:
