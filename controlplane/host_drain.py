@@ -16,8 +16,7 @@ import logging
 import time
 
 from controlplane.core.errors import EngineTimeout, Refused, ServiceUnavailable
-from controlplane.core.keys import lease_key
-from controlplane.core.store import Slot
+from controlplane.core.keys import lease_host, lease_key
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +55,19 @@ def drain(lifecycle, name: str) -> list[str]:
 def _wait_until_served(lifecycle, slot_id: str, host: str) -> None:
     settings = lifecycle.settings
     deadline = time.monotonic() + settings.connect_timeout + settings.lease_seconds + settings.reconcile_interval * 2
+    woken = False
     while time.monotonic() < deadline:
         slot = lifecycle.store.get(slot_id)
-        if slot is None or _served_by(lifecycle, slot, host):
+        if slot is None or not slot.wants_worker(time.time()):
+            return  # slept, killed or unlinked meanwhile: nothing to wait for
+        holder = lease_host(lifecycle.store.redis.get(lease_key(slot_id)))
+        if holder == host and (slot.connected or slot.pairing or slot.teardown):
             return
+        if holder is None and not woken:
+            # The old worker has let go: the new host's agent, which holds a start back while another
+            # host's worker has the lease, starts it now rather than at its next pass.
+            lifecycle.hosts.nudge(host)
+            woken = True
         time.sleep(POLL_SECONDS)
     raise EngineTimeout(f"Slot {slot_id} was moved to host {host} but does not serve there yet; "
                         "it keeps trying, and the drain stopped there.")
-
-
-def _served_by(lifecycle, slot: Slot, host: str) -> bool:
-    if not slot.wants_worker(time.time()):
-        return True  # slept, killed or unlinked meanwhile: nothing to wait for
-    holder = lifecycle.store.redis.get(lease_key(slot.id)) or ""
-    running_there = holder.split(" ")[0] == host
-    return running_there and (slot.connected or slot.pairing or slot.teardown)

@@ -21,6 +21,7 @@ from controlplane.core import lifeline, logs
 from controlplane.core.config import Role, Settings, default_start_concurrency
 from controlplane.core.errors import ServiceUnavailable
 from controlplane.core.hosts import HostRegistry, host_nudge_key
+from controlplane.core.keys import lease_host, lease_key
 from controlplane.core.store import Slot, SlotStore
 from controlplane.messaging.backlog import Sweep
 from controlplane.messaging.events import bytes_connection, drain_timeout
@@ -132,6 +133,13 @@ def bound_starts(actions: list[Action], slots: list[Slot], programs: dict[str, s
     return Bounded(others + starts[:places], [a.slot_id for a in starts[places:]])
 
 
+def held_elsewhere(actions: list[Action], holders: dict[str, str | None], host: str) -> list[str]:
+    """The slots among ``actions``' starts whose lease a worker of another host still holds (``holders``:
+    slot id -> the host in its lease). Started later: the worker would only wait for that lease, and a
+    slot would have a process on two hosts while one drains or its lease runs out."""
+    return [a.slot_id for a in actions if a.kind is ActionKind.START and holders.get(a.slot_id) not in (None, host)]
+
+
 class HostAgent:
     """This machine as a slot host: its heartbeat, and the placing of slots no live host runs."""
 
@@ -214,8 +222,11 @@ class Reconciler:
             foreign = plan_foreign(slots, programs, self.host.name, self.host.single_machine)
             slots = mine(slots, self.host.name, self.host.single_machine)
         ages = self.start_ages(spawned)
-        bounded = bound_starts(plan(slots, programs, time.time()) + foreign, slots, programs, ages,
-                               self.start_concurrency, self.start_settle)
+        planned = plan(slots, programs, time.time()) + foreign
+        if self.host is not None:
+            held = set(held_elsewhere(planned, self.lease_holders(planned), self.host.name))
+            planned = [a for a in planned if not (a.kind is ActionKind.START and a.slot_id in held)]
+        bounded = bound_starts(planned, slots, programs, ages, self.start_concurrency, self.start_settle)
         if bounded.waiting and not self.waiting:
             log.info("reconcile: %d slot starts wait for a place (at most %d starting at once)",
                      len(bounded.waiting), self.start_concurrency)
@@ -223,6 +234,14 @@ class Reconciler:
         actions = bounded.actions
         self.apply(actions)
         return actions
+
+    def lease_holders(self, actions: list[Action]) -> dict[str, str | None]:
+        """The host holding each to-be-started slot's lease, in one MGET (none when nothing starts)."""
+        starts = [a.slot_id for a in actions if a.kind is ActionKind.START]
+        if not starts:
+            return {}
+        tokens = self.store.redis.mget([lease_key(slot_id) for slot_id in starts])
+        return {slot_id: lease_host(token) for slot_id, token in zip(starts, tokens, strict=True)}
 
     def start_ages(self, spawned: dict[str, float]) -> dict[str, float]:
         """Seconds since each recent start of ours. In this reconciler's first settle seconds, also

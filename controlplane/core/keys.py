@@ -59,6 +59,11 @@ def lease_key(slot_id: str) -> str:
     return f"{PREFIX}lease:{slot_id}"
 
 
+def lease_host(token: str | None) -> str | None:
+    """The host whose worker holds a lease, from its token ("<host> <random>"); None: nobody's."""
+    return token.split(" ", 1)[0] if token else None
+
+
 def command_key(slot_id: str) -> str:
     return f"{PREFIX}cmd:{slot_id}"
 

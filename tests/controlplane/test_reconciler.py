@@ -14,7 +14,10 @@ from controlplane.reconciler import (
     ActionKind,
     Reconciler,
     bound_starts,
+    held_elsewhere,
+    mine,
     plan,
+    plan_foreign,
     should_run,
     starting,
 )
@@ -437,3 +440,34 @@ def test_start_concurrency_is_read_from_the_environment(tmp_path):
 def test_a_bad_start_concurrency_stops_start_up_with_a_sentence(tmp_path, raw):
     with pytest.raises(ConfigError, match=r"WHIN_START_CONCURRENCY must be a whole number of at least 1, got"):
         Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_START_CONCURRENCY": raw})
+
+
+# --- more than one host ---
+
+
+def placed(slot_id: str, host: str | None, status=SlotStatus.ACTIVE) -> Slot:
+    return Slot(slot_id, status, line="34666000001", host=host)
+
+
+def test_a_host_runs_the_slots_placed_on_it_and_a_single_machine_also_those_placed_nowhere():
+    slots = [placed("HERE0001", "h1"), placed("AWAY0001", "h2"), placed("NEW00001", None)]
+    assert [s.id for s in mine(slots, "h1", single_machine=False)] == ["HERE0001"]
+    assert [s.id for s in mine(slots, "h1", single_machine=True)] == ["HERE0001", "NEW00001"]
+
+
+def test_a_host_stops_then_removes_the_programs_of_slots_placed_elsewhere():
+    slots = [placed("HERE0001", "h1"), placed("MOVED001", "h2"), placed("GONE0001", "h3"),
+             placed("ASLEEP01", None, SlotStatus.SLEEPING)]
+    programs = {"HERE0001": "RUNNING", "MOVED001": "RUNNING", "GONE0001": "STOPPED", "ASLEEP01": "EXITED",
+                "UNKNOWN1": "RUNNING"}  # a program of no slot at all is plan()'s business, not this one's
+    assert plan_foreign(slots, programs, "h1", single_machine=False) == [
+        Action(ActionKind.REMOVE, "ASLEEP01"), Action(ActionKind.REMOVE, "GONE0001"), Action(STOP, "MOVED001")]
+    # On a single machine a slot placed nowhere is its own.
+    assert Action(ActionKind.REMOVE, "ASLEEP01") not in plan_foreign(slots, programs, "h1", single_machine=True)
+
+
+def test_a_start_waits_while_another_hosts_worker_holds_the_slots_lease():
+    actions = [Action(START, "FREE0001"), Action(START, "MINE0001"), Action(START, "HELD0001"),
+               Action(STOP, "HELD0002")]
+    holders = {"FREE0001": None, "MINE0001": "h1", "HELD0001": "h2", "HELD0002": "h2"}
+    assert held_elsewhere(actions, holders, "h1") == ["HELD0001"]  # its own previous worker's lease is taken over
