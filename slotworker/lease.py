@@ -13,6 +13,9 @@ Its worker holds a lease, ``whin:lease:<ID>`` in Redis: a token (``<host> <rando
   expire in Redis, and then stops. Redis counts the TTL from when it applied the renewal, which is
   after it began, so the worker's deadline always comes first.
 - A worker that stops releases the lease (only if still its own), so a move is not held up by it.
+- On one machine with its embedded Redis (``solo``), no other host can reach that Redis: a Redis
+  outage or restart is waited out connected, as before there were hosts, and a lease that ran out
+  meanwhile is taken again.
 """
 
 import logging
@@ -50,8 +53,9 @@ return 0
 
 
 class Lease:
-    def __init__(self, client: redis.Redis, slot_id: str, host: str, seconds: float, on_lost):
+    def __init__(self, client: redis.Redis, slot_id: str, host: str, seconds: float, on_lost, solo: bool = False):
         self.redis = client
+        self.solo = solo
         self.slot_id = slot_id
         self.host = host
         self.seconds = seconds
@@ -104,9 +108,12 @@ class Lease:
         while not self._stopped.wait(self._next_wait(every, give_up_after)):
             began = time.monotonic()
             try:
-                kept = self._renew(keys=[self.key], args=[self.token, int(self.seconds * 1000)])
+                ttl = int(self.seconds * 1000)
+                kept = self._renew(keys=[self.key], args=[self.token, ttl])
+                if not kept and self.solo:  # ran out while Redis was away (or restarted): nobody else's
+                    kept = self._acquire(keys=[self.key], args=[self.token, ttl, self.host]) is None
             except redis.RedisError as err:
-                if time.monotonic() - self._renewed_at < give_up_after:
+                if self.solo or time.monotonic() - self._renewed_at < give_up_after:
                     log.warning("slot %s: lease not renewed (%s); retrying", self.slot_id, type(err).__name__)
                     continue
                 self._lose(f"not renewed for {time.monotonic() - self._renewed_at:.1f} s "
@@ -119,6 +126,8 @@ class Lease:
 
     def _next_wait(self, every: float, give_up_after: float) -> float:
         # The next renewal, but never past the give-up point: a failing Redis is retried up to it.
+        if self.solo:
+            return every
         until_give_up = self._renewed_at + give_up_after - time.monotonic()
         return max(0.05, min(every, until_give_up if until_give_up > 0 else 0.05))
 

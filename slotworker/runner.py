@@ -54,7 +54,8 @@ class SlotRunner(EngineCallbacks):
         self.unqueued = Unqueued(slot_id, self.patience)
         self.connected = ConnectedFlag(store, slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
-        self.lease = Lease(store.redis, slot_id, settings.host_name, settings.lease_seconds, self._lease_lost)
+        self.lease = Lease(store.redis, slot_id, settings.host_name, settings.lease_seconds, self._lease_lost,
+                           solo=settings.embedded_redis)
         sealer = Sealer(settings.queue_key)
         self.messages = MessageIndex(store.redis, sealer, settings.message_index_ttl)
         self.commands = CommandHandler(slot_id, store, self.engine, sealer, self.patience,

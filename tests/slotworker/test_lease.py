@@ -9,8 +9,8 @@ import redis
 from slotworker.lease import STOP_AT, Lease
 
 
-def lease(client, host="h1", seconds=1.5, on_lost=lambda: None):
-    return Lease(client, "SLOT0001", host, seconds, on_lost)
+def lease(client, host="h1", seconds=1.5, on_lost=lambda: None, solo=False):
+    return Lease(client, "SLOT0001", host, seconds, on_lost, solo=solo)
 
 
 def test_a_lease_held_by_another_host_is_waited_for_until_it_expires(redis_client):
@@ -77,3 +77,24 @@ def test_a_lease_taken_by_someone_else_is_lost_at_the_next_renewal(redis_client)
     assert lost.wait(2)
     held.release()
     assert redis_client.get("whin:lease:SLOT0001") == "h2 someone-else"  # not ours: left alone
+
+
+def test_on_one_machine_with_its_own_redis_an_outage_is_waited_out_and_the_lease_taken_again(redis_client):
+    lost = threading.Event()
+    held = lease(redis_client, "h1", seconds=0.6, on_lost=lost.set, solo=True)
+    assert held.acquire(threading.Event())
+    renew = held._renew
+
+    def unreachable(*args, **kwargs):
+        raise redis.ConnectionError("restarting")
+
+    held._renew = unreachable  # Redis away for twice the lease
+    time.sleep(1.2)
+    assert not lost.is_set()
+    assert redis_client.get("whin:lease:SLOT0001") is None  # it ran out meanwhile
+    held._renew = renew
+    wait_for = time.monotonic() + 2
+    while redis_client.get("whin:lease:SLOT0001") != held.token and time.monotonic() < wait_for:
+        time.sleep(0.05)
+    assert redis_client.get("whin:lease:SLOT0001") == held.token and not lost.is_set()
+    held.release()
