@@ -113,6 +113,25 @@ def test_a_blank_secret_counts_as_missing(data_dir):
 
 # --- supervisord.conf ---
 
+@pytest.mark.parametrize("role", ["host", "api"])
+def test_a_host_or_api_machine_never_makes_up_the_queue_key_the_others_must_share(data_dir, role):
+    environ = sim_environ(data_dir, WHIN_ROLE=role, WHIN_REDIS_URL="redis://10.0.0.5:6379/0")
+    with pytest.raises(ConfigError, match="WHIN_QUEUE_KEY, the same on every machine"):
+        prepare(environ)
+    assert not (data_dir / "secrets.env").exists()
+    settings, _, generated = prepare({**environ, "WHIN_QUEUE_KEY": "k" * 43 + "="})
+    assert settings.role.value == role and "WHIN_QUEUE_KEY" not in generated
+
+
+def test_each_role_runs_its_own_programs(data_dir):
+    outside = {"WHIN_REDIS_URL": "redis://10.0.0.5:6379/0", "WHIN_QUEUE_KEY": "k" * 43 + "=",
+               "WHIN_WEBHOOK_URL": "https://inmovilla.example/hook"}
+    _, host, _ = prepare(sim_environ(data_dir / "host", WHIN_ROLE="host", **outside))
+    _, api, _ = prepare(sim_environ(data_dir / "api", WHIN_ROLE="api", **outside))
+    assert program_names(host) == ["reconciler"]  # the host agent; its slots are added as they come
+    assert sorted(program_names(api)) == ["api", "delivery-1", "delivery-2", "reconciler", "simnet"]
+
+
 def test_supervisord_conf_is_owner_only_and_holds_the_password(data_dir):
     environ = sim_environ(data_dir)
     _, conf, _ = prepare(environ)
