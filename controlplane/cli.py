@@ -178,6 +178,45 @@ def decode_qr_png(png: bytes) -> str:
     return found[0].text
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def hosts(as_json):
+    """Every slot host: alive or not, its running slots and capacity."""
+    import time
+
+    from controlplane.placement import Occupancy
+
+    lc = _lifecycle()
+    now = time.time()
+    occupancy = Occupancy.read(lc.store, now)
+    rows = [{"name": h.name, "alive": h.alive(now, lc.settings.host_dead_after), "capacity": h.capacity,
+             "running": occupancy.taken[h.name], "slots": len(occupancy.placed.get(h.name, [])),
+             "draining": h.draining} for h in lc.hosts.all()]
+    text = "\n".join(f"{r['name']}  {'alive' if r['alive'] else 'DEAD ':<5}  running {r['running']}/{r['capacity']}"
+                     f"  slots {r['slots']}{'  (draining)' if r['draining'] else ''}" for r in rows)
+    _out(as_json, rows, text or "no slot host has beaten yet; is the gateway running (make run)?")
+
+
+@main.command()
+@click.argument("name")
+def drain(name):
+    """Move every slot of host NAME to other hosts, one by one (as POST /hosts/NAME/drain)."""
+    from controlplane.host_drain import drain as drain_host
+
+    moved = drain_host(_lifecycle(), name)
+    click.echo(f"OK: {len(moved)} slot(s) moved off {name}")
+
+
+@main.command(name="remove-host")
+@click.argument("name")
+def remove_host(name):
+    """Forget host NAME for good: stopped, drained, it leaves GET /hosts and /metrics."""
+    from controlplane.host_removal import remove
+
+    remove(_lifecycle(), name)
+    click.echo("OK")
+
+
 def _line_action(action: str):
     @main.command(name=action, help=f"{action.capitalize()} the line on SLOT, or the line given by --line.")
     @click.argument("slot", required=False)

@@ -181,6 +181,11 @@ class Gateway:
                                 capture_output=True, text=True, timeout=30)
         return result.stdout
 
+    def whinctl(self, *args: str) -> subprocess.CompletedProcess:
+        """whinctl as a sysadmin runs it in this gateway's project and data folder."""
+        return subprocess.run([sys.executable, "-m", "controlplane.cli", *args], cwd=REPO, env=self.env,
+                              capture_output=True, text=True, timeout=60)
+
     def slot_pid(self, slot_id: str) -> int:
         return self.running_pid(program_name(slot_id))
 

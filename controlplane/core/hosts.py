@@ -91,6 +91,13 @@ class HostRegistry:
         else:
             self.redis.hdel(host_key(name), "draining")
 
+    def forget(self, name: str) -> None:
+        """The host is gone for good: out of GET /hosts and /metrics (host_removal.py checks first)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(HOSTS, name)
+            pipe.delete(host_key(name), host_nudge_key(name))
+            pipe.execute()
+
     def nudge(self, name: str) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.rpush(host_nudge_key(name), 1)

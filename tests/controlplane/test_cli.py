@@ -9,8 +9,7 @@ from tests.gateway import QUEUE_KEY, REPO, free_port, wait_for
 
 
 def whinctl(gateway, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "controlplane.cli", *args], cwd=REPO, env=gateway.env,
-                          capture_output=True, text=True, timeout=60)
+    return gateway.whinctl(*args)
 
 
 def test_provision_enroll_scan_message_and_kill_from_the_command_line(gateway, receiver, new_line):

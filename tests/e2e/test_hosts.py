@@ -2,6 +2,7 @@
 PostgreSQL for the sessions, the simulated network. Slots are placed on the host with the most room,
 a dead host's slots resume on the others, a drained host gives its slots away one by one."""
 
+import json
 import threading
 import time
 
@@ -204,6 +205,31 @@ def test_a_drain_moves_a_hosts_slots_one_by_one_and_places_nothing_new_there(clu
             if e["payload"]["Message"].get("conversation") == text], timeout=20,
             what=f"a message through {slot_id} after the drain")
     assert not [e for e in own_receiver.delivered() if "stream_replaced" in str(e)]
+
+
+def test_a_stopped_host_is_drained_and_removed_from_the_command_line(cluster, new_line):
+    enrolled = enroll(cluster, 3, new_line)
+    (sleeper,) = [slot_id for slot_id in enrolled if cluster.host_of(slot_id) == "h3"]  # one per host
+    assert cluster.api.api("GET", f"/sleep/{enrolled[sleeper]}").status_code == 200
+    alive = cluster.api.whinctl("remove-host", "h3")
+    assert alive.returncode == 1 and "[host_alive]" in alive.stderr and "Traceback" not in alive.stderr
+    cluster.hosts["h3"].stop()
+    wait_for(lambda: not {h["name"]: h for h in cluster.host_list()}["h3"]["alive"], what="h3 to be dead")
+    holding = cluster.api.whinctl("remove-host", "h3")
+    assert holding.returncode == 1 and "[host_has_slots]" in holding.stderr and sleeper in holding.stderr
+    drained = cluster.api.whinctl("drain", "h3")
+    assert (drained.returncode, drained.stdout.strip()) == (0, "OK: 0 slot(s) moved off h3")  # only asleep there
+    removed = cluster.api.whinctl("remove-host", "h3")
+    assert (removed.returncode, removed.stdout.strip()) == (0, "OK")
+    assert [h["name"] for h in cluster.host_list()] == ["h1", "h2"]
+    listed = json.loads(cluster.api.whinctl("hosts", "--json").stdout)
+    assert [(h["name"], h["alive"], h["running"], h["slots"]) for h in listed] == [("h1", True, 1, 1),
+                                                                                  ("h2", True, 1, 1)]
+    metrics = cluster.api.api("GET", "/metrics").text
+    assert 'whin_host_alive{host="h1"} 1.0' in metrics and 'host="h3"' not in metrics
+    assert "[unknown_host]" in cluster.api.whinctl("remove-host", "h3").stderr
+    assert cluster.api.api("POST", f"/resume/{enrolled[sleeper]}").status_code == 200
+    assert cluster.host_of(sleeper) in ("h1", "h2")
 
 
 def test_a_drain_of_an_unknown_host_or_by_a_user_token_is_refused(cluster):
