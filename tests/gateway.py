@@ -14,11 +14,11 @@ import time
 import uuid
 from pathlib import Path
 
-import redis
 import requests
 
 from controlplane import instance
 from controlplane.cli import decode_qr_png
+from controlplane.core.connection import connect
 from controlplane.supervisor import Supervisor, program_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self.simnet_url = f"http://127.0.0.1:{self.simnet_port}"
         redis_url = redis_url or f"unix://{self.data_dir.resolve()}/run/redis.sock"
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis = connect(redis_url)  # redis+sentinel:// too
         # By default the process we start is the launcher, supervisord's parent (`make run` without make).
         self.command = command or [sys.executable, "-m", "controlplane.launch"]
         self.process: subprocess.Popen | None = None

@@ -113,8 +113,10 @@ class CommandQueue:
             if self._binary is None:
                 pool = self.redis.connection_pool
                 kwargs = {**pool.connection_kwargs, "decode_responses": False}
-                self._binary = redis_py.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
-                                                                         **kwargs))
+                # A plain pool of the same connections, as rq's scheduler makes one: a Sentinel's
+                # connections find the master through the pool in their kwargs, whatever pool holds them.
+                self._binary = redis_py.Redis(connection_pool=redis_py.ConnectionPool(
+                    connection_class=pool.connection_class, **kwargs))
             return self._binary
 
     def wait_reply(self, request_id: str, timeout: float) -> dict | None:

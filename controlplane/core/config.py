@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from controlplane.core import engine_names, event_types
 
@@ -62,6 +63,20 @@ def _host_name(environ) -> str:
     if not HOST_NAME.fullmatch(name):
         raise ConfigError(f"WHIN_HOST_NAME must be letters, digits, '.', '_' or '-' (at most 63), got {name!r}")
     return name
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+
+
+def _redis_url(environ) -> str:
+    url = environ.get("WHIN_REDIS_URL", "").strip()
+    if url and not url.startswith(REDIS_SCHEMES):
+        raise ConfigError("WHIN_REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel:// "
+                          f"(got {url.split('://')[0] + '://' if '://' in url else 'no scheme'})")
+    if url.startswith("redis+sentinel://") and not urlsplit(url).path.strip("/"):
+        raise ConfigError("WHIN_REDIS_URL=redis+sentinel://… names the service its Sentinels watch: "
+                          "redis+sentinel://sentinel-1:26379,sentinel-2:26379/<service>/0")
+    return url
 
 
 def _role(environ, external_redis: bool) -> Role:
@@ -231,7 +246,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         data_dir = data_dir_from_env(environ)
         run_dir = data_dir / "run"
-        redis_url = environ.get("WHIN_REDIS_URL", "").strip()
+        redis_url = _redis_url(environ)
         engine = environ.get("WHIN_ENGINE", "whatsmeow").strip() or "whatsmeow"
         if engine not in engine_names.REQUIRES:
             raise ConfigError(f"WHIN_ENGINE must be 'whatsmeow' or 'sim', got {engine!r}")

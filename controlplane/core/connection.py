@@ -4,6 +4,7 @@ EXEC reply from a transaction that never ran."""
 import uuid
 
 import redis
+import redis_sentinel_url
 
 from controlplane.core import scripts
 from controlplane.core.keys import txn_key
@@ -14,11 +15,23 @@ SOCKET_TIMEOUT = 60
 CONNECT_TIMEOUT = 5
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
 def connect(url: str, decode_responses: bool = True) -> redis.Redis:
-    """A client for the gateway's Redis; rq needs decode_responses=False (it stores bytes)."""
-    return redis.Redis.from_url(url, decode_responses=decode_responses, socket_timeout=SOCKET_TIMEOUT,
-                                socket_connect_timeout=CONNECT_TIMEOUT,
-                                health_check_interval=30)
+    """A client for the gateway's Redis; rq needs decode_responses=False (it stores bytes).
+
+    ``redis+sentinel://host:26379[,host2:26379…]/<service>[/db]`` asks those Sentinels for the
+    service's master, and again whenever a connection to it fails: after a failover, the next try
+    reaches the new master. It is the URL format rq-dashboard reads too (redis_sentinel_url)."""
+    options = {"decode_responses": decode_responses, "socket_timeout": SOCKET_TIMEOUT,
+               "socket_connect_timeout": CONNECT_TIMEOUT, "health_check_interval": 30}
+    if url.startswith(SENTINEL_SCHEME):
+        sentinel = {"socket_timeout": CONNECT_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT}
+        _, client = redis_sentinel_url.connect(url, client_class=redis.Redis, client_options=options,
+                                               sentinel_options=sentinel)
+        return client  # the service is named: config.py refuses a URL without one
+    return redis.Redis.from_url(url, **options)
 
 
 def mark_transaction(pipe, token: str) -> None:
