@@ -15,8 +15,9 @@ Backlogs are named by a hash of the line (of the slot, for a slot's events witho
 no phone number appears in a key name, a job's arguments or rq-dashboard.
 
 The sweep (run by the reconciler) keeps that machinery whole: it recovers the jobs of a worker that
-died mid-POST, queues a drain for a backlog nobody drains (its drain job was deleted, or failed for
-good), and moves the jobs of a queue no worker serves any more (WHIN_DELIVERY_WORKERS was lowered).
+died mid-POST, puts back on its queue a job a worker took but never started (stranded), queues a
+drain for a backlog nobody drains (its drain job was deleted, or failed for good), and moves the jobs
+of a queue no worker serves any more (WHIN_DELIVERY_WORKERS was lowered).
 """
 
 import hashlib
@@ -47,6 +48,10 @@ DRAIN_CHUNK = 100  # entries read at a time
 # sweep queues a new one. Its Retry is also what lets rq recover it after its worker was killed.
 DRAIN_RETRIES = 30
 SWEEP_SECONDS = 15.0
+# A job taken off its queue but not started for this long is stranded (Sweep._put_back_stranded). A
+# worker starts what it takes within milliseconds; a worker frozen longer than this may run it twice,
+# which delivery tolerates (a drain finds what is left; a repeat keeps its webhook-id).
+STRANDED_SECONDS = 10.0
 
 
 def token(line: str | None, slot_id: str) -> str:
@@ -151,6 +156,16 @@ def queue_drain_unless_queued(connection: redis.Redis, queue: Queue, backlog: st
                 continue
 
 
+# KEYS intermediate list, queue; ARGV job id. rq's dequeue takes from the left (the front).
+_PUT_BACK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
 class Sweep:
     """The reconciler's keeper of the delivery machinery (see the module's note), every SWEEP_SECONDS."""
 
@@ -159,6 +174,7 @@ class Sweep:
         self.workers = workers
         self.drain_timeout = drain_timeout
         self._heads: dict[str, bytes] = {}  # backlog -> its first entry at the last sweep
+        self._stranded: dict[tuple[str, str], float] = {}  # (queue, job id) -> when first seen stranded
         self._last = float("-inf")
 
     def __call__(self) -> None:
@@ -166,6 +182,7 @@ class Sweep:
         for queue in queues:
             # Deliveries whose worker died mid-POST: retried now rather than at a worker's maintenance.
             StartedJobRegistry(queue=queue).cleanup()
+        self._put_back_stranded(queues)
         if time.monotonic() - self._last < SWEEP_SECONDS:
             return
         self._last = time.monotonic()
@@ -173,6 +190,30 @@ class Sweep:
             if number_of(queue) > self.workers:
                 self._fold(queue)
         self._restart_stuck_backlogs()
+
+    def _put_back_stranded(self, queues: list[Queue]) -> None:
+        """A job in a queue's intermediate list that its worker has not started for STRANDED_SECONDS goes
+        back to the front of its queue. rq's worker moves a job there as it takes it (BLMOVE)
+        and starts it in its next step; when the move's answer is lost with its connection (Redis
+        failing over), redis-py sends the command again on a new connection and the first job waits
+        there for ever, its line's backlog with it (the drain's mark still names it). rq's own clean-up
+        of these runs at a worker's maintenance, ten minutes apart, and fails them."""
+        now = time.monotonic()
+        stranded = {}
+        for queue in queues:
+            started = StartedJobRegistry(queue=queue)
+            for raw in self.connection.lrange(queue.intermediate_queue_key, 0, -1):
+                job_id = raw.decode()
+                if job_id not in started:
+                    stranded[(queue.name, job_id)] = self._stranded.get((queue.name, job_id), now)
+        for (name, job_id), since in stranded.items():
+            if now - since < STRANDED_SECONDS:
+                continue  # a worker takes a job and starts it a moment later
+            queue = next(q for q in queues if q.name == name)
+            # One step, and only if it is still there: a worker that starts it now takes it off first.
+            if self.connection.eval(_PUT_BACK, 2, queue.intermediate_queue_key, queue.key, job_id):
+                log.warning("a delivery job its worker took but never started was put back on its queue")
+        self._stranded = stranded
 
     def _restart_stuck_backlogs(self) -> None:
         """A backlog whose first entry has not moved since the last sweep and that no queued drain

@@ -1,6 +1,7 @@
 """controlplane.messaging.backlog's sweep against a real Redis: a backlog nobody drains gets a drain, and the
 jobs of a queue no worker serves any more move to one that does."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,6 +61,30 @@ def test_a_backlog_being_delivered_gets_no_second_drain(connection, monkeypatch)
     sweep()
     sweep()  # unmoved, but its drain is queued
     assert len(all_queued(connection, 1)) == 1
+
+
+def test_a_job_its_worker_took_but_never_started_goes_back_to_the_front_of_its_queue(connection, monkeypatch):
+    monkeypatch.setattr(backlog, "STRANDED_SECONDS", 0.5)
+    events = publisher(connection, 1)
+    events.message("SLOT0001", LINE, {"Message": {"conversation": "uno"}}, "M1", None)
+    events.message("SLOT0002", "34666000002", {"Message": {"conversation": "dos"}}, "M2", None)
+    queue = backlog.delivery_queue(connection, 1)
+    stranded, waiting = queue.get_job_ids()
+    # A worker's BLMOVE whose answer was lost: the job sits in rq's intermediate list, never started.
+    assert connection.lmove(queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT") == stranded.encode()
+    busy = connection.lmove(queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT")  # being started now
+    sweep = backlog.Sweep(connection, workers=1, drain_timeout=30)
+    sweep()  # first sight: maybe a worker is just about to start it
+    assert queue.get_job_ids() == []
+    connection.lrem(queue.intermediate_queue_key, 1, busy)  # ...and it did, as rq's start takes it off
+    sweep()
+    assert queue.get_job_ids() == []  # not for long enough yet
+    time.sleep(0.6)
+    sweep()
+    assert queue.get_job_ids() == [stranded]  # back at the front, once; the started one is not doubled
+    assert connection.lrange(queue.intermediate_queue_key, 0, -1) == [] and waiting == busy.decode()
+    sweep()
+    assert queue.get_job_ids() == [stranded]
 
 
 def test_jobs_of_a_queue_no_worker_serves_move_to_one_that_does(connection, monkeypatch):
