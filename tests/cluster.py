@@ -69,15 +69,22 @@ class Cluster:
 
 def slot_workers(slot_id: str) -> list[str]:
     """The hosts with a live worker process of ``slot_id`` now (read from each process's environment)."""
-    hosts = []
+    return workers_by_slot([slot_id])[slot_id]
+
+
+def workers_by_slot(slot_ids: list[str]) -> dict[str, list[str]]:
+    """For each of ``slot_ids``, the hosts with a live worker process of it now: one walk of the processes."""
+    wanted = set(slot_ids)
+    found: dict[str, list[str]] = {slot_id: [] for slot_id in slot_ids}
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmdline = proc.info["cmdline"] or []
-            if cmdline[-2:] == ["slotworker", slot_id] and proc.status() != psutil.STATUS_ZOMBIE:
-                hosts.append(proc.environ().get("WHIN_HOST_NAME", "?"))
+            if len(cmdline) >= 2 and cmdline[-2] == "slotworker" and cmdline[-1] in wanted \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found[cmdline[-1]].append(proc.environ().get("WHIN_HOST_NAME", "?"))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return hosts
+    return found
 
 
 def log_times(gw, slot_id: str, words: str, after: float) -> list[float]:
