@@ -8,16 +8,20 @@ Its worker holds a lease, ``whin:lease:<ID>`` in Redis: a token (``<host> <rando
   expires: a dead or cut-off host's lease runs out by itself. A lease held by this same host is taken
   over at once: supervisord runs one process per program, so it was this slot's previous worker,
   killed or crashed (waiting for it would only delay every restart by the TTL).
-- A worker that cannot renew (Redis unreachable, or the lease no longer its own) disconnects from
-  WhatsApp once STOP_AT of the TTL has passed since its last renewal began, well before the lease can
-  expire in Redis, and then stops. Redis counts the TTL from when it applied the renewal, which is
-  after it began, so the worker's deadline always comes first.
+- A worker that cannot renew (Redis unreachable or silent, the lease no longer its own, or its slot
+  placed on another host meanwhile) disconnects from WhatsApp once STOP_AT of the TTL has passed
+  since its last renewal began, well before the lease can expire in Redis, and then stops. Redis
+  counts the TTL from when it applied the renewal, which is after it began, so the worker's deadline
+  always comes first. A watchdog keeps that deadline whatever a renewal is doing (a partition that
+  drops packets leaves a call waiting for its timeout), the lease's own client times out within a
+  fraction of the TTL, and a disconnection that has not returned by HARD_STOP_AT ends the process.
 - A worker that stops releases the lease (only if still its own), so a move is not held up by it.
 - On one machine with its embedded Redis (``solo``), no other host can reach that Redis: a Redis
   outage or restart is waited out connected, as before there were hosts, and a lease that ran out
   meanwhile is taken again.
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -25,11 +29,14 @@ import time
 
 import redis
 
-from controlplane.core.keys import lease_key
+from controlplane.core.connection import bounded
+from controlplane.core.keys import lease_key, slot_key
 
 log = logging.getLogger(__name__)
 
 STOP_AT = 0.6  # of the TTL since the last renewal began: then the worker disconnects and stops
+HARD_STOP_AT = 0.9  # of the TTL: a disconnection still under way then ends the process (os._exit)
+CALL_TIMEOUT = 0.15  # of the TTL: the lease client's socket and connect timeouts (lease_client)
 WAIT_POLL_SECONDS = 0.5
 
 # Take the lease: free, or held by this host (its previous worker). KEYS[1] lease; ARGV token, ttl ms, host.
@@ -41,15 +48,26 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
-# Renew or release, only while it is still ours.
+# Renew, only while it is still ours and the slot is still placed on this host (or on none: a slot
+# of one machine before its first placing). KEYS lease, slot hash; ARGV token, ttl ms, host.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local host = redis.call('HGET', KEYS[2], 'host')
+if host and host ~= ARGV[3] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
+# Release, only while it is still ours.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def lease_client(store_client: redis.Redis, seconds: float) -> redis.Redis:
+    """The lease's own Redis client, beside the store's: every call answers or fails within
+    CALL_TIMEOUT of the TTL (the store's client waits a minute for a blocking read, far longer than
+    a lease lasts)."""
+    return bounded(store_client, seconds * CALL_TIMEOUT)
 
 
 class Lease:
@@ -65,6 +83,7 @@ class Lease:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._held = False
+        self._lock = threading.Lock()  # _held's changes, and what must not run once it is lost (held())
         self._stopped = threading.Event()
         self._renewed_at = 0.0  # monotonic: when the last successful renewal began
         self._thread: threading.Thread | None = None
@@ -72,6 +91,14 @@ class Lease:
     @property
     def key(self) -> str:
         return lease_key(self.slot_id)
+
+    @contextlib.contextmanager
+    def held(self):
+        """``with lease.held() as ok:`` ok says whether the lease is still this worker's, and it stays
+        so until the block ends: a connect made inside it is never made after the lease was lost (the
+        loss waits for the block, then disconnects)."""
+        with self._lock:
+            yield self._held
 
     def acquire(self, stop: threading.Event, still_wanted=lambda: True) -> bool:
         """Wait until the lease is ours (True), or ``stop`` is set or ``still_wanted()`` says no (False).
@@ -101,6 +128,17 @@ class Lease:
     def _start_renewing(self) -> None:
         self._thread = threading.Thread(target=self._keep, name=f"lease-{self.slot_id}", daemon=True)
         self._thread.start()
+        if not self.solo:
+            threading.Thread(target=self._watch, name=f"lease-watch-{self.slot_id}", daemon=True).start()
+
+    def _watch(self) -> None:
+        """The give-up deadline, kept apart from the renewals: one that hangs cannot delay it."""
+        give_up_after = self.seconds * STOP_AT
+        while not self._stopped.wait(max(0.0, self._renewed_at + give_up_after - time.monotonic())):
+            late = time.monotonic() - self._renewed_at
+            if late >= give_up_after:
+                self._lose(f"not renewed for {late:.1f} s")
+                return
 
     def _keep(self) -> None:
         every = self.seconds / 3
@@ -109,7 +147,7 @@ class Lease:
             began = time.monotonic()
             try:
                 ttl = int(self.seconds * 1000)
-                kept = self._renew(keys=[self.key], args=[self.token, ttl])
+                kept = self._renew(keys=[self.key, slot_key(self.slot_id)], args=[self.token, ttl, self.host])
                 if not kept and self.solo:  # ran out while Redis was away (or restarted): nobody else's
                     kept = self._acquire(keys=[self.key], args=[self.token, ttl, self.host]) is None
             except redis.RedisError as err:
@@ -120,7 +158,7 @@ class Lease:
                            f"(Redis unreachable: {type(err).__name__})")
                 return
             if not kept:
-                self._lose("it is no longer this worker's (expired, or taken by another host)")
+                self._lose("it is no longer this worker's (expired, taken by another host, or the slot moved)")
                 return
             self._renewed_at = began
 
@@ -132,16 +170,36 @@ class Lease:
         return max(0.05, min(every, until_give_up if until_give_up > 0 else 0.05))
 
     def _lose(self, why: str) -> None:
-        self._held = False
+        """Once, from whichever thread sees it first: off WhatsApp (on_lost) before the TTL runs out."""
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._stopped.set()
         log.error("slot %s: lease lost, %s; disconnecting before another host may take the slot", self.slot_id, why)
-        self.on_lost()
+        # A disconnection stuck past HARD_STOP_AT would outlive the lease: the process ends instead,
+        # and the kernel closes its connection to WhatsApp.
+        left = max(0.0, self._renewed_at + self.seconds * HARD_STOP_AT - time.monotonic())
+        deadline = threading.Timer(left, self._exit_now)
+        deadline.daemon = True
+        deadline.start()
+        try:
+            self.on_lost()
+        finally:
+            deadline.cancel()
+
+    def _exit_now(self) -> None:
+        log.critical("slot %s: still connected as its lease runs out; ending the worker", self.slot_id)
+        logging.shutdown()
+        os._exit(70)
 
     def release(self) -> None:
         """Stop renewing, and give the lease back if it is still ours (one try: else it expires)."""
         self._stopped.set()
-        if not self._held:
-            return
-        self._held = False
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
         try:
             self._release(keys=[self.key], args=[self.token])
         except redis.RedisError as err:

@@ -27,7 +27,7 @@ from controlplane.messaging.message_index import MessageIndex
 from slotworker import lean, start
 from slotworker.callbacks import ConnectedFlag, EngineCallbacks, masked
 from slotworker.commands import CommandHandler
-from slotworker.lease import Lease
+from slotworker.lease import Lease, lease_client
 from slotworker.outage import GAVE_UP, Backoff, Patience, Unqueued
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class SlotRunner(EngineCallbacks):
         self.unqueued = Unqueued(slot_id, self.patience)
         self.connected = ConnectedFlag(store, slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
-        self.lease = Lease(store.redis, slot_id, settings.host_name, settings.lease_seconds, self._lease_lost,
-                           solo=settings.embedded_redis)
+        self.lease = Lease(lease_client(store.redis, settings.lease_seconds), slot_id, settings.host_name,
+                           settings.lease_seconds, self._lease_lost, solo=settings.embedded_redis)
         sealer = Sealer(settings.queue_key)
         self.messages = MessageIndex(store.redis, sealer, settings.message_index_ttl)
         self.commands = CommandHandler(slot_id, store, self.engine, sealer, self.patience,
@@ -122,18 +122,30 @@ class SlotRunner(EngineCallbacks):
             log.info("slot %s: reconnecting line %s", self.slot_id, masked(slot.line))
             self.line = slot.line
             self.enrollment = slot.enrollment
-            self.engine.connect()
+            if not self._while_leased(self.engine.connect):
+                return 0
         elif what is start.Start.PAIR:
             log.info("slot %s: pairing", self.slot_id)
             self._pair_deadline = slot.pair_deadline
             slotfiles.private_dir(self.slot_dir)
-            self.engine.start_pairing()
+            if not self._while_leased(self.engine.start_pairing):
+                return 0
         else:
             log.info("slot %s: %s and not pairing; nothing to do", self.slot_id, slot.status.value)
             return 0
         self._serve()
         log.info("slot %s: worker done (%s)", self.slot_id, self.exit_reason)
         return 0
+
+    def _while_leased(self, begin) -> bool:
+        """Start talking to WhatsApp only while the lease is still ours (it may have been lost during
+        the reads before); False, nothing started, if not."""
+        with self.lease.held() as ours:
+            if ours:
+                begin()
+                return True
+        log.warning("slot %s: lease lost before connecting; nothing started", self.slot_id)
+        return False
 
     def request_stop(self, signum: int | None = None) -> None:
         if self.patience.stop() and signum is not None:

@@ -11,6 +11,7 @@ import uuid
 
 import redis as redis_py  # not `redis`: the class's attribute of that name is the store's client
 
+from controlplane.core.connection import twin
 from controlplane.core.keys import NUDGE, command_key, reply_dropped_key, reply_key, wake_key
 
 REPLY_TTL = 60  # seconds an answer nobody waits for any more stays in Redis
@@ -111,12 +112,7 @@ class CommandQueue:
         """The store's Redis without decoding to str: frames are bytes (the same server and database)."""
         with _BINARY_LOCK:  # two first downloads at once must not each open a pool
             if self._binary is None:
-                pool = self.redis.connection_pool
-                kwargs = {**pool.connection_kwargs, "decode_responses": False}
-                # A plain pool of the same connections, as rq's scheduler makes one: a Sentinel's
-                # connections find the master through the pool in their kwargs, whatever pool holds them.
-                self._binary = redis_py.Redis(connection_pool=redis_py.ConnectionPool(
-                    connection_class=pool.connection_class, **kwargs))
+                self._binary = twin(self.redis, decode_responses=False)
             return self._binary
 
     def wait_reply(self, request_id: str, timeout: float) -> dict | None:

@@ -5,6 +5,8 @@ import uuid
 
 import redis
 import redis_sentinel_url
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from controlplane.core import scripts
 from controlplane.core.keys import txn_key
@@ -32,6 +34,22 @@ def connect(url: str, decode_responses: bool = True) -> redis.Redis:
                                                sentinel_options=sentinel)
         return client  # the service is named: config.py refuses a URL without one
     return redis.Redis.from_url(url, **options)
+
+
+def twin(client: redis.Redis, **changes) -> redis.Redis:
+    """A client of the same server and database as ``client``, its connections made with ``changes``
+    (decode_responses, timeouts…), in a pool of its own. A plain pool of the same connection class, as
+    rq's scheduler makes one: a Sentinel's connections find the master through the pool in their
+    kwargs, whatever pool holds them."""
+    pool = client.connection_pool
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
+                                                            **{**pool.connection_kwargs, **changes}))
+
+
+def bounded(client: redis.Redis, seconds: float) -> redis.Redis:
+    """``client``'s twin whose every call answers or fails within ``seconds``, once (no retry by
+    redis-py): for a caller that must know within a bound that Redis does not answer (a slot's lease)."""
+    return twin(client, socket_timeout=seconds, socket_connect_timeout=seconds, retry=Retry(NoBackoff(), 0))
 
 
 def mark_transaction(pipe, token: str) -> None:

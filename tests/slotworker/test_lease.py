@@ -4,9 +4,10 @@ and a worker that cannot renew lets go before its lease can expire in Redis."""
 import threading
 import time
 
+import pytest
 import redis
 
-from slotworker.lease import STOP_AT, Lease
+from slotworker.lease import CALL_TIMEOUT, STOP_AT, Lease, lease_client
 
 
 def lease(client, host="h1", seconds=1.5, on_lost=lambda: None, solo=False):
@@ -97,4 +98,76 @@ def test_on_one_machine_with_its_own_redis_an_outage_is_waited_out_and_the_lease
     while redis_client.get("whin:lease:SLOT0001") != held.token and time.monotonic() < wait_for:
         time.sleep(0.05)
     assert redis_client.get("whin:lease:SLOT0001") == held.token and not lost.is_set()
+    held.release()
+
+
+def test_a_renewal_that_hangs_still_lets_go_at_the_give_up_point(redis_client):
+    lost = threading.Event()
+    held = lease(redis_client, "h1", seconds=1.5, on_lost=lost.set)
+    assert held.acquire(threading.Event())
+    renewed_at = held._renewed_at
+
+    def silent(*args, **kwargs):  # a partition that drops packets: the call waits, nothing comes back
+        time.sleep(5)
+        return 1
+
+    held._renew = silent
+    assert lost.wait(3)
+    assert time.monotonic() - renewed_at < 1.5  # before the TTL counted from its last renewal
+    held.release()
+
+
+def test_the_lease_client_answers_within_a_fraction_of_the_ttl_when_redis_is_silent(redis_client):
+    client = lease_client(redis_client, 2.0)
+    pauser = redis.Redis(connection_pool=redis_client.connection_pool)
+    pauser.execute_command("CLIENT", "PAUSE", 2000)  # every client's next command waits 2 s
+    began = time.monotonic()
+    try:
+        with pytest.raises(redis.TimeoutError):
+            client.get("whin:lease:SLOT0001")
+    finally:
+        took = time.monotonic() - began
+        time.sleep(max(0.0, 2.1 - took))  # the pause ends by itself
+    assert took < 2.0 * CALL_TIMEOUT + 0.2  # one try: redis-py does not retry it
+
+
+def test_a_slot_placed_on_another_host_loses_its_lease_at_the_next_renewal(redis_client):
+    lost = threading.Event()
+    held = lease(redis_client, "h1", seconds=1.5, on_lost=lost.set)
+    redis_client.hset("whin:slot:SLOT0001", "host", "h1")
+    assert held.acquire(threading.Event())
+    time.sleep(0.7)
+    assert not lost.is_set()  # renewed while it is placed here
+    redis_client.hset("whin:slot:SLOT0001", "host", "h2")  # a host agent moved it (its host died, or a drain)
+    assert lost.wait(1)
+    held.release()
+    redis_client.delete("whin:slot:SLOT0001")
+
+
+def test_nothing_is_begun_after_the_lease_is_lost_and_the_loss_waits_for_what_was_begun(redis_client):
+    order = []
+    held = lease(redis_client, "h1", seconds=30, on_lost=lambda: order.append("disconnected"))
+    assert held.acquire(threading.Event())
+    with held.held() as ours:
+        assert ours
+        loser = threading.Thread(target=held._lose, args=("test",))
+        loser.start()
+        time.sleep(0.2)
+        order.append("connected")  # the loss waits for the block: it cannot disconnect first
+    loser.join(5)
+    assert order == ["connected", "disconnected"]
+    with held.held() as ours:
+        assert not ours
+    held.release()
+
+
+def test_a_disconnection_stuck_past_the_hard_stop_ends_the_process(redis_client, monkeypatch):
+    ended = threading.Event()
+    monkeypatch.setattr(Lease, "_exit_now", lambda self: ended.set())
+    held = lease(redis_client, "h1", seconds=1.0, on_lost=lambda: time.sleep(3))  # the engine hangs
+    assert held.acquire(threading.Event())
+    began = held._renewed_at
+    threading.Thread(target=held._lose, args=("test",), daemon=True).start()
+    assert ended.wait(2)
+    assert time.monotonic() - began < 1.0  # before the TTL
     held.release()
