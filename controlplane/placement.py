@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from controlplane.core.config import Role, Settings
-from controlplane.core.hosts import HostRegistry, choose_host
+from controlplane.core.hosts import Host, HostRegistry, choose_host
 from controlplane.core.store import Slot, SlotStore, wants_worker
 
 log = logging.getLogger(__name__)
@@ -64,16 +64,20 @@ class Placement:
         """Sessions in PostgreSQL: a slot can resume on any host."""
         return bool(self.settings.session_db)
 
-    def place(self, slot: Slot, exclude: tuple[str, ...] = ()) -> str | None:
+    def view(self) -> "View":
+        """The hosts and their places taken, read once: a caller placing many slots in a row (an agent
+        taking over a dead host's) passes it to each place() instead of reading every slot again."""
+        now = time.time()
+        return View(self.hosts.all(), Occupancy.read(self.store, now).taken, now)
+
+    def place(self, slot: Slot, exclude: tuple[str, ...] = (), view: "View | None" = None) -> str | None:
         """The host ``slot``'s worker runs on, placing it first if it has none, or if its host is dead
         (or in ``exclude``) and its session can move. None: no live host has room."""
-        now = time.time()
-        known = self.hosts.all()
-        alive = {h.name for h in known if h.alive(now, self.settings.host_dead_after)}
+        view = view or self.view()
+        alive = {h.name for h in view.hosts if h.alive(view.now, self.settings.host_dead_after)}
         if slot.host and slot.host not in exclude and (slot.host in alive or not self.movable):
             return slot.host
-        choice = choose_host(known, Occupancy.read(self.store, now).taken, now, self.settings.host_dead_after,
-                             exclude=exclude)
+        choice = choose_host(view.hosts, view.taken, view.now, self.settings.host_dead_after, exclude=exclude)
         if choice is None and self.settings.role is Role.ALL and self.settings.host_name not in exclude \
                 and not alive - {self.settings.host_name}:
             # The one machine of a single-host gateway, before its agent's first heartbeat.
@@ -83,5 +87,15 @@ class Placement:
         if self.store.place(slot.id, choice, slot.host):
             if slot.host:
                 log.info("placement: slot %s moves from host %s to host %s", slot.id, slot.host, choice)
+                view.taken[slot.host] -= slot.wants_worker(view.now)
+            view.taken[choice] += slot.wants_worker(view.now)
             return choice
         return (self.store.get(slot.id) or slot).host  # placed by someone else meanwhile: theirs
+
+
+@dataclass
+class View:
+    """What placing reads: the hosts, and per host the places taken (Occupancy.taken), at ``now``."""
+    hosts: list[Host]
+    taken: Counter
+    now: float

@@ -11,6 +11,7 @@ or stops a worker, so a worker seen running was already wanted by the time Redis
 
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -152,8 +153,21 @@ class HostAgent:
         self._started = False
 
     def beat(self) -> None:
+        """Each pass; the first also starts the heartbeat's own thread, so that a long pass (placing
+        hundreds of a dead host's slots) or a stuck one (supervisord slow to answer) never makes this
+        host, whose workers go on serving, look dead to the others."""
         self.hosts.beat(self.name, self.settings.host_capacity, started=not self._started)
-        self._started = True
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True).start()
+
+    def _beat_forever(self) -> None:
+        every = max(0.1, min(self.settings.reconcile_interval, self.settings.host_dead_after / 4))
+        while True:
+            time.sleep(every)
+            # Redis away: the pass says so in the log, and this beats again once it is back.
+            with contextlib.suppress(redis.RedisError):
+                self.hosts.beat(self.name, self.settings.host_capacity)
 
     def place_orphans(self, slots: list[Slot]) -> bool:
         """Place each slot that should run and has no live host to run it (never placed, or its host
@@ -161,13 +175,15 @@ class HostAgent:
         now = time.time()
         alive = {h.name for h in self.hosts.all() if h.alive(now, self.settings.host_dead_after)}
         placed = False
+        view = None  # read once, at the first orphan: not once per slot
         for slot in slots:
             if not slot.wants_worker(now) or slot.host in alive:
                 continue
             if slot.host and not self.placement.movable:
                 continue  # pinned to the host that holds its files
             before = slot.host
-            after = self.placement.place(slot)
+            view = view or self.placement.view()
+            after = self.placement.place(slot, view=view)
             if after and after != before:
                 log.info("reconcile: slot %s placed on host %s (was %s)", slot.id, after, before or "none")
                 placed = True

@@ -471,3 +471,44 @@ def test_a_start_waits_while_another_hosts_worker_holds_the_slots_lease():
                Action(STOP, "HELD0002")]
     holders = {"FREE0001": None, "MINE0001": "h1", "HELD0001": "h2", "HELD0002": "h2"}
     assert held_elsewhere(actions, holders, "h1") == ["HELD0001"]  # its own previous worker's lease is taken over
+
+
+def host_settings(**env) -> Settings:
+    return Settings.from_env({"WHIN_REDIS_URL": "redis://x", "WHIN_ROLE": "host", "WHIN_HOST_NAME": "h1",
+                              "WHIN_SESSION_DB": "postgresql://x", **env})
+
+
+def test_a_host_keeps_beating_while_its_pass_is_stuck(redis_client):
+    from controlplane.core.hosts import HostRegistry
+    from controlplane.core.store import SlotStore
+    from controlplane.reconciler import HostAgent
+
+    settings = host_settings(WHIN_RECONCILE_INTERVAL="0.2", WHIN_HOST_DEAD_AFTER="1")
+    hosts = HostRegistry(redis_client, settings.host_dead_after)
+    HostAgent(settings, SlotStore(redis_client), hosts).beat()  # its first pass, then no other
+    time.sleep(2)  # twice WHIN_HOST_DEAD_AFTER without a pass
+    assert hosts.alive("h1")
+
+
+def test_a_dead_hosts_slots_are_placed_from_one_read_spread_over_the_live_hosts(redis_client, monkeypatch):
+    from controlplane import placement
+    from controlplane.core.hosts import HostRegistry
+    from controlplane.core.store import SlotStore
+    from controlplane.reconciler import HostAgent
+
+    settings = host_settings(WHIN_HOST_DEAD_AFTER="5")
+    store = SlotStore(redis_client)
+    hosts = HostRegistry(redis_client, settings.host_dead_after)
+    redis_client.sadd("whin:hosts", "dead")
+    redis_client.hset("whin:host:dead", mapping={"heartbeat": "1", "capacity": 10})
+    hosts.beat("h1", 10)
+    hosts.beat("h2", 10)
+    orphans = store.create_slots(6)
+    for slot_id in orphans:
+        redis_client.hset(f"whin:slot:{slot_id}", mapping={"status": "active", "line": "34666000001", "host": "dead"})
+    reads = []
+    real_read = placement.Occupancy.read
+    monkeypatch.setattr(placement.Occupancy, "read", classmethod(lambda cls, *a: reads.append(1) or real_read(*a)))
+    assert HostAgent(settings, store, hosts).place_orphans(store.all())
+    assert len(reads) == 1
+    assert sorted(store.get(s).host for s in orphans) == ["h1", "h1", "h1", "h2", "h2", "h2"]
