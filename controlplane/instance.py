@@ -20,8 +20,12 @@ import socket
 import time
 from pathlib import Path
 
+import redis
+
 from controlplane.core import slotfiles
 from controlplane.core.config import Role, Settings
+from controlplane.core.connection import connect
+from controlplane.core.hosts import HostRegistry
 
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 # Set by the launcher for every program of one data folder: a later start finds what a killed run left.
@@ -242,3 +246,27 @@ def end_processes(leftovers: list[int], grace: float = 5.0) -> list[int]:
 def _alive_not_zombie(pid: int) -> bool:
     stat = _stat(pid)
     return stat is not None and stat[0] != "Z"
+
+
+def claim_host_name(settings: Settings) -> bool:
+    """A slot host on a shared Redis takes its name for this run (hosts.HostRegistry.claim), or refuses
+    to start while another machine beats under it. True if claimed (release it at the end); False
+    when there is nothing to claim (no slots here, the embedded Redis) or Redis cannot be asked now
+    (the agent's first beat claims it then)."""
+    if settings.role is Role.API or settings.embedded_redis or not settings.host_instance:
+        return False
+    registry = HostRegistry(connect(settings.redis_url), settings.host_dead_after)
+    try:
+        age = registry.claim(settings.host_name, settings.host_instance)
+    except redis.RedisError:
+        return False
+    if age is not None:
+        raise CannotStart(f"another machine runs as slot host {settings.host_name} (it beat {age:.0f} s ago): "
+                          "give each machine its own WHIN_HOST_NAME")
+    return True
+
+
+def release_host_name(settings: Settings) -> None:
+    with contextlib.suppress(redis.RedisError):
+        HostRegistry(connect(settings.redis_url), settings.host_dead_after).release(settings.host_name,
+                                                                                   settings.host_instance)

@@ -16,6 +16,7 @@ import re
 import secrets
 import shlex
 import sys
+import uuid
 from importlib import resources
 from pathlib import Path
 
@@ -221,11 +222,13 @@ def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
 
 def main() -> None:
     load_dotenv_file()
+    os.environ["WHIN_HOST_INSTANCE"] = uuid.uuid4().hex  # this run, for every program it starts
     try:
         lock = instance.claim_data_dir(Settings.from_env(os.environ))  # held until this process ends
         settings, conf, generated = prepare(os.environ)
         instance.end_orphans(settings, grace=longest_stop_wait(settings))
         instance.refuse_busy_ports(settings)
+        named = instance.claim_host_name(settings)
     except (ConfigError, instance.CannotStart) as err:
         sys.exit(f"whinmovilla: {err}")
     print(f"whinmovilla: starting ({settings.engine} engine, data and logs in {settings.data_dir})…", flush=True)
@@ -238,6 +241,8 @@ def main() -> None:
     elif not launcher.stopping:
         print(banner(settings, conf, generated), flush=True)
     code = launcher.wait()
+    if named:
+        instance.release_host_name(settings)
     lock.close()
     sys.exit(1 if failure else code)
 

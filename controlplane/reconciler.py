@@ -11,6 +11,7 @@ or stops a worker, so a worker seen running was already wanted by the time Redis
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import redis
 from controlplane.core import lifeline, logs
 from controlplane.core.config import Role, Settings, default_start_concurrency
 from controlplane.core.errors import ServiceUnavailable
-from controlplane.core.hosts import HostRegistry, host_nudge_key
+from controlplane.core.hosts import HostRegistry, NameTaken, host_nudge_key
 from controlplane.core.keys import lease_host, lease_key
 from controlplane.core.store import Slot, SlotStore
 from controlplane.messaging.backlog import Sweep
@@ -156,7 +157,7 @@ class HostAgent:
         """Each pass; the first also starts the heartbeat's own thread, so that a long pass (placing
         hundreds of a dead host's slots) or a stuck one (supervisord slow to answer) never makes this
         host, whose workers go on serving, look dead to the others."""
-        self.hosts.beat(self.name, self.settings.host_capacity, started=not self._started)
+        self._beat_once(started=not self._started)
         if not self._started:
             self._started = True
             threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True).start()
@@ -167,7 +168,19 @@ class HostAgent:
             time.sleep(every)
             # Redis away: the pass says so in the log, and this beats again once it is back.
             with contextlib.suppress(redis.RedisError):
-                self.hosts.beat(self.name, self.settings.host_capacity)
+                self._beat_once()
+
+    def _beat_once(self, started: bool = False) -> None:
+        try:
+            self.hosts.beat(self.name, self.settings.host_capacity, started=started,
+                            instance=self.settings.host_instance)
+        except NameTaken:
+            # Another machine's launcher holds this name now (this one was away longer than the dead
+            # time): its slots are that machine's. This agent ends; its workers' leases fail too.
+            log.critical("reconcile: another machine runs as host %s now; this agent stops (give each machine "
+                         "its own WHIN_HOST_NAME)", self.name)
+            logging.shutdown()
+            os._exit(2)
 
     def place_orphans(self, slots: list[Slot]) -> bool:
         """Place each slot that should run and has no live host to run it (never placed, or its host

@@ -1,13 +1,17 @@
 """A running slot's lease: never two hosts serving one slot, not even across a network partition.
 
 WhatsApp drops both clients of a device that connects twice, so a slot must run on one host at a time.
-Its worker holds a lease, ``whin:lease:<ID>`` in Redis: a token (``<host> <random>``) with a TTL
-(WHIN_SLOT_LEASE), renewed every third of it. The rules:
+Its worker holds a lease, ``whin:lease:<ID>`` in Redis: a token (``<host> <run> <random>``, the run
+being the launcher's, WHIN_HOST_INSTANCE) with a TTL (WHIN_SLOT_LEASE), renewed every third of it.
+The rules:
 
 - A worker connects only once it holds the lease. A lease held by another host is waited for until it
-  expires: a dead or cut-off host's lease runs out by itself. A lease held by this same host is taken
-  over at once: supervisord runs one process per program, so it was this slot's previous worker,
-  killed or crashed (waiting for it would only delay every restart by the TTL).
+  expires: a dead or cut-off host's lease runs out by itself. A lease held by this same host's same
+  run is taken over at once: supervisord runs one process per program, so it was this slot's
+  previous worker, killed or crashed (waiting for it would only delay every restart by the TTL). A
+  lease of an earlier run, or of another machine under the same name, is waited for (a graceful stop
+  gives leases back, so only a crash costs that wait). With the embedded Redis (``solo``) the host's
+  name is enough: no other machine can reach it.
 - A worker that cannot renew (Redis unreachable or silent, the lease no longer its own, or its slot
   placed on another host meanwhile) disconnects from WhatsApp once STOP_AT of the TTL has passed
   since its last renewal began, well before the lease can expire in Redis, and then stops. Redis
@@ -30,6 +34,7 @@ import time
 import redis
 
 from controlplane.core.connection import bounded
+from controlplane.core.hosts import host_key
 from controlplane.core.keys import lease_key, slot_key
 
 log = logging.getLogger(__name__)
@@ -39,21 +44,25 @@ HARD_STOP_AT = 0.9  # of the TTL: a disconnection still under way then ends the 
 CALL_TIMEOUT = 0.15  # of the TTL: the lease client's socket and connect timeouts (lease_client)
 WAIT_POLL_SECONDS = 0.5
 
-# Take the lease: free, or held by this host (its previous worker). KEYS[1] lease; ARGV token, ttl ms, host.
+# Take the lease: free, or held by this host's run (its previous worker). KEYS[1] lease; ARGV token,
+# ttl ms, the token's prefix that may be taken over ("<host> <run> ", or "<host> " when solo).
 _ACQUIRE = """
 local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, 1, string.len(ARGV[3]) + 1) ~= ARGV[3] .. ' ' then
+if held and string.sub(held, 1, string.len(ARGV[3])) ~= ARGV[3] then
   return held
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
-# Renew, only while it is still ours and the slot is still placed on this host (or on none: a slot
-# of one machine before its first placing). KEYS lease, slot hash; ARGV token, ttl ms, host.
+# Renew, only while it is still ours, the slot still placed on this host (or on none: a slot of one
+# machine before its first placing), and the host's name still this run's (hosts.claim). KEYS lease,
+# slot hash, host hash; ARGV token, ttl ms, host, run ('' for none).
 _RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local host = redis.call('HGET', KEYS[2], 'host')
 if host and host ~= ARGV[3] then return 0 end
+local run = redis.call('HGET', KEYS[3], 'instance')
+if ARGV[4] ~= '' and run and run ~= ARGV[4] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 # Release, only while it is still ours.
@@ -71,13 +80,17 @@ def lease_client(store_client: redis.Redis, seconds: float) -> redis.Redis:
 
 
 class Lease:
-    def __init__(self, client: redis.Redis, slot_id: str, host: str, seconds: float, on_lost, solo: bool = False):
+    def __init__(self, client: redis.Redis, slot_id: str, host: str, seconds: float, on_lost, solo: bool = False,
+                 run: str = ""):
         self.redis = client
         self.solo = solo
         self.slot_id = slot_id
         self.host = host
+        self.run = run
         self.seconds = seconds
-        self.token = f"{host} {os.urandom(8).hex()}"
+        self.token = f"{host} {run or '-'} {os.urandom(8).hex()}"
+        # Whose lease this worker takes over at once: its own run's (see the module's note).
+        self.successor_of = f"{host} " if solo else f"{host} {run or '-'} "
         self.on_lost = on_lost  # called once, from the renewing thread, when the lease cannot be kept
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
@@ -107,7 +120,7 @@ class Lease:
         while not stop.is_set():
             began = time.monotonic()
             try:
-                holder = self._acquire(keys=[self.key], args=[self.token, int(self.seconds * 1000), self.host])
+                holder = self._acquire(keys=[self.key], args=[self.token, int(self.seconds * 1000), self.successor_of])
             except redis.RedisError as err:
                 holder = f"unknown (Redis unreachable: {type(err).__name__})"
             if holder is None:
@@ -147,9 +160,10 @@ class Lease:
             began = time.monotonic()
             try:
                 ttl = int(self.seconds * 1000)
-                kept = self._renew(keys=[self.key, slot_key(self.slot_id)], args=[self.token, ttl, self.host])
+                kept = self._renew(keys=[self.key, slot_key(self.slot_id), host_key(self.host)],
+                                   args=[self.token, ttl, self.host, self.run])
                 if not kept and self.solo:  # ran out while Redis was away (or restarted): nobody else's
-                    kept = self._acquire(keys=[self.key], args=[self.token, ttl, self.host]) is None
+                    kept = self._acquire(keys=[self.key], args=[self.token, ttl, self.successor_of]) is None
             except redis.RedisError as err:
                 if self.solo or time.monotonic() - self._renewed_at < give_up_after:
                     log.warning("slot %s: lease not renewed (%s); retrying", self.slot_id, type(err).__name__)

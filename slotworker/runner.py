@@ -55,7 +55,8 @@ class SlotRunner(EngineCallbacks):
         self.connected = ConnectedFlag(store, slot_id)
         self.engine = engine_factory(slot_id, self.slot_dir, settings, self)
         self.lease = Lease(lease_client(store.redis, settings.lease_seconds), slot_id, settings.host_name,
-                           settings.lease_seconds, self._lease_lost, solo=settings.embedded_redis)
+                           settings.lease_seconds, self._lease_lost, solo=settings.embedded_redis,
+                           run=settings.host_instance)
         sealer = Sealer(settings.queue_key)
         self.messages = MessageIndex(store.redis, sealer, settings.message_index_ttl)
         self.commands = CommandHandler(slot_id, store, self.engine, sealer, self.patience,

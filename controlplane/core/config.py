@@ -177,6 +177,7 @@ class Settings:
     host_name: str = "localhost"
     host_capacity: int = 500
     host_dead_after: float = 30.0
+    host_instance: str = ""  # this launcher run's id (WHIN_HOST_INSTANCE, set by the launcher): hosts.claim
     lease_seconds: float = 15.0
     session_db: str = ""  # where slot sessions live (both engines): a PostgreSQL URL, or empty for the slot folders
     simnet_port: int = 8090
@@ -262,6 +263,7 @@ class Settings:
             host_name=_host_name(environ),
             host_capacity=_count(environ, "WHIN_HOST_CAPACITY", 500),
             host_dead_after=_number(environ, "WHIN_HOST_DEAD_AFTER", 30.0),
+            host_instance=environ.get("WHIN_HOST_INSTANCE", "").strip(),
             lease_seconds=_number(environ, "WHIN_SLOT_LEASE", 15.0),
             session_db=environ.get("WHIN_SESSION_DB", "").strip(),
             simnet_port=int(_number(environ, "WHIN_SIMNET_PORT", 8090)),

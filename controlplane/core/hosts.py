@@ -7,7 +7,8 @@ places (capacity minus the slots placed there that should run), the name breakin
 
 Keys (this module owns them):
   whin:hosts               SET   every host name that ever beat
-  whin:host:<name>         HASH  heartbeat (unix time), capacity, draining ("1" while it drains)
+  whin:host:<name>         HASH  heartbeat (unix time), capacity, draining ("1" while it drains),
+                                 instance (the launcher run that holds the name: HostRegistry.claim)
   whin:host:<name>:nudge   LIST  a poke that wakes that host's agent before its next pass
 """
 
@@ -54,20 +55,65 @@ def choose_host(hosts: Iterable[Host], load: dict[str, int], now: float, dead_af
     return min(name for free, name in room if free == best)
 
 
+# Take the name for this launcher run unless another run beat under it within the dead time.
+# KEYS host hash; ARGV instance, now, dead_after. Returns false when taken, else the other's age.
+_CLAIM = """
+local other = redis.call('HGET', KEYS[1], 'instance')
+local beat = tonumber(redis.call('HGET', KEYS[1], 'heartbeat') or '0')
+if other and other ~= ARGV[1] and tonumber(ARGV[2]) - beat <= tonumber(ARGV[3]) then
+  return tostring(tonumber(ARGV[2]) - beat)
+end
+redis.call('HSET', KEYS[1], 'instance', ARGV[1])
+return false
+"""
+# A beat, only while the name is still this run's. KEYS hosts set, host hash; ARGV name, now, capacity,
+# instance ('' for none), started ('1': the agent's first beat, which also ends a drain).
+_BEAT = """
+local holder = redis.call('HGET', KEYS[2], 'instance')
+if ARGV[4] ~= '' and holder and holder ~= ARGV[4] then return 0 end
+if ARGV[4] ~= '' and not holder then redis.call('HSET', KEYS[2], 'instance', ARGV[4]) end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'heartbeat', ARGV[2], 'capacity', ARGV[3])
+if ARGV[5] == '1' then redis.call('HDEL', KEYS[2], 'draining') end
+return 1
+"""
+
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'instance') == ARGV[1] then redis.call('HDEL', KEYS[1], 'instance') end
+"""
+
+
+class NameTaken(RuntimeError):
+    """Another machine's launcher holds this host name."""
+
+
 class HostRegistry:
     def __init__(self, client: redis.Redis, dead_after: float):
         self.redis = client
         self.dead_after = dead_after
+        self._beat = client.register_script(_BEAT)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
 
-    def beat(self, name: str, capacity: int, started: bool = False) -> None:
+    def beat(self, name: str, capacity: int, started: bool = False, instance: str = "") -> None:
         """The host's heartbeat; ``started``: the agent's first, which also ends a drain (a host that
-        was drained for maintenance and started again is back in service)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(HOSTS, name)
-            pipe.hset(host_key(name), mapping={"heartbeat": f"{time.time():.3f}", "capacity": capacity})
-            if started:
-                pipe.hdel(host_key(name), "draining")
-            pipe.execute()
+        was drained for maintenance and started again is back in service). Raises NameTaken once
+        another launcher run has claimed the name (``instance``: this run's, see claim)."""
+        if not self._beat(keys=[HOSTS, host_key(name)],
+                          args=[name, f"{time.time():.3f}", capacity, instance, "1" if started else ""]):
+            raise NameTaken(name)
+
+    def claim(self, name: str, instance: str) -> float | None:
+        """Take ``name`` for this launcher run (``instance``); None when done, else how many seconds ago
+        the run that holds it beat: two live machines under one name would pass for one host, and
+        each take over the other's slots."""
+        age = self._claim(keys=[host_key(name)], args=[instance, f"{time.time():.3f}", self.dead_after])
+        return None if age is None else float(age)
+
+    def release(self, name: str, instance: str) -> None:
+        """A stopped launcher gives the name back, so that its next start need not wait the dead time."""
+        self._release(keys=[host_key(name)], args=[instance])
 
     def all(self) -> list[Host]:
         names = sorted(self.redis.smembers(HOSTS))

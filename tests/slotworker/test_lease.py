@@ -171,3 +171,22 @@ def test_a_disconnection_stuck_past_the_hard_stop_ends_the_process(redis_client,
     assert ended.wait(2)
     assert time.monotonic() - began < 1.0  # before the TTL
     held.release()
+
+
+def test_a_lease_of_an_earlier_run_of_the_same_host_is_waited_for_and_a_new_run_of_its_name_ends_it(redis_client):
+    lost = threading.Event()
+    earlier = Lease(redis_client, "SLOT0001", "h1", 30, lost.set, run="run-a")
+    assert earlier.acquire(threading.Event())
+    later = Lease(redis_client, "SLOT0001", "h1", 1.5, lambda: None, run="run-b")
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    assert not later.acquire(stop)  # not taken over: it may be another machine under the same name
+    # Another run claims the name (the earlier one was away longer than the dead time): the earlier
+    # run's worker cannot renew any more.
+    fast = Lease(redis_client, "SLOT0002", "h1", 1.5, lost.set, run="run-a")
+    assert fast.acquire(threading.Event())
+    redis_client.hset("whin:host:h1", "instance", "run-b")
+    assert lost.wait(2)
+    earlier.release()
+    fast.release()
+    redis_client.delete("whin:host:h1", "whin:lease:SLOT0001", "whin:lease:SLOT0002")

@@ -2,7 +2,9 @@
 
 import time
 
-from controlplane.core.hosts import Host, HostRegistry, choose_host
+import pytest
+
+from controlplane.core.hosts import Host, HostRegistry, NameTaken, choose_host
 
 NOW = 1_000_000.0
 
@@ -38,3 +40,23 @@ def test_the_registry_reads_back_beats_drains_and_a_start_ends_a_drain(redis_cli
     registry.beat("h2", 70, started=True)  # its agent started again: back in service
     assert not registry.get("h2").draining
     assert registry.get("nowhere") is None and not registry.alive("nowhere")
+
+
+def test_a_host_name_is_one_launcher_runs_while_it_beats_and_free_once_released_or_dead(redis_client):
+    hosts = HostRegistry(redis_client, dead_after=1)
+    assert hosts.claim("h1", "run-a") is None
+    hosts.beat("h1", 10, instance="run-a")
+    age = hosts.claim("h1", "run-b")  # a second machine under the same name
+    assert age is not None and age < 1
+    with pytest.raises(NameTaken):
+        hosts.beat("h1", 10, instance="run-b")
+    assert hosts.claim("h1", "run-a") is None  # its own run again: fine
+    hosts.release("h1", "run-b")  # not the holder: nothing
+    assert hosts.claim("h1", "run-b") is not None
+    hosts.release("h1", "run-a")  # a graceful stop gives it back
+    assert hosts.claim("h1", "run-b") is None
+    hosts.beat("h1", 10, instance="run-b")
+    time.sleep(1.2)  # run-b's machine dies: after the dead time the name is free again
+    assert hosts.claim("h1", "run-c") is None
+    with pytest.raises(NameTaken):
+        hosts.beat("h1", 10, instance="run-b")  # and the old run, back, learns it lost it
