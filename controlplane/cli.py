@@ -207,6 +207,17 @@ def drain(name):
     click.echo(f"OK: {len(moved)} slot(s) moved off {name}")
 
 
+@main.command()
+@click.argument("name")
+def undrain(name):
+    """Put host NAME back in service after a drain, without restarting it: it takes new slots again."""
+    lc = _lifecycle()
+    if lc.hosts.get(name) is None:
+        raise click.ClickException(f"There is no slot host named {name!r}. [unknown_host]")
+    lc.hosts.set_draining(name, False)
+    click.echo("OK")
+
+
 @main.command(name="remove-host")
 @click.argument("name")
 def remove_host(name):

@@ -39,6 +39,8 @@ def drain(lifecycle, name: str) -> list[str]:
             continue  # moved (or killed) meanwhile
         if not current.wants_worker(time.time()):
             lifecycle.store.place(slot.id, None, name)
+            if current.pairing:  # its time ran out: no host's agent would end it now
+                lifecycle.store.end_pairing(slot.id)
             continue
         target = lifecycle.placement.place(current, exclude=(name,))
         if target is None or target == name:

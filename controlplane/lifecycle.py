@@ -115,7 +115,11 @@ class Lifecycle:
             started = self.store.begin_pairing(slot.id, time.time() + self.settings.pairing_timeout)
         if started:
             self.store.count("pairing_started")
-            self._start_worker(slot.id)
+            try:
+                self._start_worker(slot.id)
+            except ServiceUnavailable:  # no host has room: no worker will ever end this pairing
+                self.store.end_pairing(slot.id, "no_host")
+                raise
         return self._wait_for_qr(slot.id)
 
     def current_qr(self, slot: Slot) -> QrCode:
@@ -206,6 +210,11 @@ class Lifecycle:
         # The worker logs out from the network and wipes its own files; start it if it sleeps.
         self._start_worker(slot.id)
         if not self._wait_for_teardown(slot.id):
+            host = (self.store.get(slot.id) or slot).host
+            if host not in (None, self.local_host) and not self.placement.movable:
+                # Its session is a folder on that host's disk: only its worker there can wipe it.
+                raise EngineTimeout(f"Slot {slot.id} is released, but host {host} has not logged it out yet; "
+                                    "it does once its worker runs there (its session is on that host's disk).")
             log.warning("slot %s: worker did not finish its logout in time; wiping its files here", slot.id)
             self._stop_worker(slot.id)
             slotfiles.wipe(self.settings.slot_dir(slot.id))

@@ -340,6 +340,39 @@ def test_kill_wipes_the_files_itself_when_the_worker_does_not(lifecycle, supervi
     assert lifecycle.store.get(slot_id).phase is SlotPhase.AVAILABLE
 
 
+def api_lifecycle(settings, redis_client, supervisor, **env):
+    """The lifecycle of a WHIN_ROLE=api machine: slots run on hosts, never here."""
+    api_settings = Settings.from_env({"WHIN_DATA_DIR": str(settings.data_dir), "WHIN_REDIS_URL": settings.redis_url,
+                                      "WHIN_ENGINE": "sim", "WHIN_QUEUE_KEY": QUEUE_KEY, "WHIN_ROLE": "api",
+                                      "WHIN_HOST_NAME": "api", "WHIN_KILL_TIMEOUT": "0.3", **env})
+    kwargs = redis_client.connection_pool.connection_kwargs
+    return Lifecycle(api_settings, SlotStore(redis_client), supervisor,
+                     EventPublisher(api_settings, redis.Redis(unix_socket_path=kwargs["path"], db=kwargs["db"])))
+
+
+def test_a_kill_on_the_api_whose_host_keeps_the_files_leaves_the_wipe_to_that_host(lifecycle, supervisor, settings,
+                                                                                   redis_client):
+    slot_id = make(lifecycle, SlotPhase.SLEEPING)
+    api = api_lifecycle(settings, redis_client, supervisor)  # sessions on the hosts' disks: pinned
+    api.hosts.beat("h1", 10)
+    assert api.store.place(slot_id, "h1", None)
+    with pytest.raises(EngineTimeout, match="host h1 has not logged it out yet"):
+        api.kill(api.slot(slot_id))  # h1's worker does not finish in time
+    slot = api.store.get(slot_id)
+    assert slot.teardown and slot.line is None  # released; h1's worker wipes its files when it runs
+    assert supervisor.calls == []  # nothing asked of the api machine's own supervisord
+
+
+def test_an_enrollment_no_host_can_take_ends_its_pairing(lifecycle, supervisor, settings, redis_client):
+    (slot_id,) = lifecycle.store.create_slots(1)
+    api = api_lifecycle(settings, redis_client, supervisor)  # and no host has beaten
+    with pytest.raises(ServiceUnavailable) as refused:
+        api.enroll(api.slot(slot_id))
+    assert refused.value.code == "no_host"
+    slot = api.store.get(slot_id)
+    assert not slot.pairing and slot.pair_error == "no_host"
+
+
 def test_cancel_ends_a_pairing_and_tells_nothing(lifecycle, supervisor):
     slot_id = make(lifecycle, SlotPhase.PAIRING)
     supervisor.known.add(slot_id)

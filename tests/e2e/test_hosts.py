@@ -3,6 +3,8 @@ PostgreSQL for the sessions, the simulated network. Slots are placed on the host
 a dead host's slots resume on the others, a drained host gives its slots away one by one."""
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,7 +12,7 @@ import pytest
 
 from tests.cluster import Cluster, log_times, slot_workers, workers_by_slot
 from tests.cutter import RedisDoor
-from tests.gateway import wait_for
+from tests.gateway import REPO, Gateway, wait_for
 from tests.helpers import redis_url
 
 SENDER = "34611122233"
@@ -207,6 +209,13 @@ def test_a_drain_moves_a_hosts_slots_one_by_one_and_places_nothing_new_there(clu
             if e["payload"]["Message"].get("conversation") == text], timeout=20,
             what=f"a message through {slot_id} after the drain")
     assert not [e for e in own_receiver.delivered() if "stream_replaced" in str(e)]
+    # Back in service without a restart.
+    assert cluster.api.whinctl("undrain", "h1").stdout.strip() == "OK"
+    assert not {h["name"]: h for h in cluster.host_list()}["h1"]["draining"]
+    (later,) = cluster.api.provision(1)
+    cluster.api.enroll(later, new_line())
+    assert cluster.host_of(later) == "h1"  # the emptiest again
+    assert "[unknown_host]" in cluster.api.whinctl("undrain", "nowhere").stderr
 
 
 def test_a_stopped_host_is_drained_and_removed_from_the_command_line(cluster, new_line):
@@ -238,3 +247,19 @@ def test_a_drain_of_an_unknown_host_or_by_a_user_token_is_refused(cluster):
     unknown = cluster.api.api("POST", "/hosts/nowhere/drain")
     assert unknown.status_code == 422 and unknown.json()["error"] == "unknown_host"
     assert cluster.api.api("POST", "/hosts/h1/drain", token=cluster.api.user_token).status_code == 403
+
+
+def test_a_second_machine_under_a_live_hosts_name_is_refused_and_the_name_is_free_after_a_stop(tmp_path, redis_server):
+    url = redis_url(redis_server)
+    first = Gateway(tmp_path / "first", url, WHIN_ROLE="host", WHIN_HOST_NAME="twin").start()
+    try:
+        second = subprocess.run([sys.executable, "-m", "controlplane.launch"], cwd=REPO, capture_output=True,
+                                text=True, timeout=120, env={**Gateway(tmp_path / "second", url).env,
+                                                             "WHIN_ROLE": "host", "WHIN_HOST_NAME": "twin"})
+        assert second.returncode != 0 and "Traceback" not in second.stderr
+        assert "another machine runs as slot host twin" in second.stderr
+        assert "give each machine its own WHIN_HOST_NAME" in second.stderr
+    finally:
+        first.stop()
+    again = Gateway(tmp_path / "second", url, WHIN_ROLE="host", WHIN_HOST_NAME="twin").start()  # given back
+    again.stop()
