@@ -48,6 +48,10 @@ DRAIN_CHUNK = 100  # entries read at a time
 # sweep queues a new one. Its Retry is also what lets rq recover it after its worker was killed.
 DRAIN_RETRIES = 30
 SWEEP_SECONDS = 15.0
+# A finished or failed job's hash stays this long (seconds): not 0, since rq re-runs a recovered job
+# whose result vanished (RELIABILITY-NOTES); no longer, since a job holds its (sealed) arguments and a
+# give-up is counted, not kept.
+RESULT_TTL = 1
 # A job taken off its queue but not started for this long is stranded (Sweep._put_back_stranded). A
 # worker starts what it takes within milliseconds; a worker frozen longer than this may run it twice,
 # which delivery tolerates (a drain finds what is left; a repeat keeps its webhook-id).
@@ -118,8 +122,7 @@ def _job(queue: Queue, func: str, args: tuple, job_id: str, description: str, re
          timeout: int) -> Job:
     return queue.create_job(
         func, args=args, job_id=job_id, description=description, retry=retry, timeout=timeout,
-        result_ttl=1,  # not 0: rq re-runs a recovered job whose result vanished (RELIABILITY-NOTES)
-        failure_ttl=1,  # a failed job holds its arguments; the give-up is counted, not kept
+        result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
     )
 
 

@@ -182,12 +182,13 @@ def test_the_overrides_were_checked_against_the_rq_that_is_installed():
     assert rq.__version__ == RQ_CHECKED
 
 
-def test_a_stop_that_lands_as_a_job_ends_leaves_it_finished_and_stops_the_worker(connection, receiver):
+def test_a_stop_that_lands_as_a_job_ends_leaves_it_finished_and_stops_the_worker(connection, receiver, monkeypatch):
     """supervisord's SIGTERM during the job's end MULTI: rq raises StopRequested once it sees IDLE; inside
     perform_job that turned the delivered job into a failed one, rescheduled and POSTed again."""
     import os
     import signal
 
+    monkeypatch.setattr(backlog, "RESULT_TTL", 60)  # its status still there to read, however slow the stop
     publish(connection, 1)
     (job_id,) = backlog.delivery_queue(connection, 1).get_job_ids()
 
