@@ -80,6 +80,8 @@ def test_a_stop_of_3n_active_slots_takes_far_less_than_3_times_a_stop_of_n(make_
     print(f"slot phase of the stop: N={n}: {t_small:.2f} s, 3N={3 * n}: {t_big:.2f} s; both stops {took:.1f} s")
     assert t_big < 2 * max(t_small, RESOLUTION_SECONDS), (t_small, t_big)
     # And what makes it so: the 3N slots got their SIGTERM together, not one after another.
-    # One after another, 3N worker exits (tens of ms each) would spread them over far more than this.
+    # One after another, 3N worker exits (tens of ms each) would spread them over far more than this:
+    # at least 10 ms a slot (0.9 s for 90; a fresh-clone run under load saw 0.34 s for 90 at once).
     signalled = signalled_at(big, big_slots)
-    assert max(signalled) - min(signalled) < max(t_big / 2, SIMULTANEOUS_SECONDS), (sorted(signalled), t_big)
+    bound = max(t_big / 2, SIMULTANEOUS_SECONDS, 0.01 * len(big_slots))
+    assert max(signalled) - min(signalled) < bound, (sorted(signalled), t_big)
