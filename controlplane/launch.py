@@ -16,7 +16,6 @@ import re
 import secrets
 import shlex
 import sys
-import uuid
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from dotenv import dotenv_values
 from controlplane import instance
 from controlplane.core import slotfiles
 from controlplane.core.config import ConfigError, Role, Settings, data_dir_from_env, load_dotenv_file
+from controlplane.core.hosts import run_id
 from controlplane.foreground import Launcher
 from controlplane.supervisor import escape
 
@@ -222,7 +222,7 @@ def banner(settings: Settings, conf: Path, generated: list[str]) -> str:
 
 def main() -> None:
     load_dotenv_file()
-    os.environ["WHIN_HOST_INSTANCE"] = uuid.uuid4().hex  # this run, for every program it starts
+    os.environ["WHIN_HOST_INSTANCE"] = run_id(data_dir_from_env(os.environ))  # this run, for all it starts
     try:
         lock = instance.claim_data_dir(Settings.from_env(os.environ))  # held until this process ends
         settings, conf, generated = prepare(os.environ)

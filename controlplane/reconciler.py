@@ -172,8 +172,9 @@ class HostAgent:
 
     def _beat_once(self, started: bool = False) -> None:
         try:
+            # With the embedded Redis no other machine can share the name: nothing to claim.
             self.hosts.beat(self.name, self.settings.host_capacity, started=started,
-                            instance=self.settings.host_instance)
+                            instance="" if self.settings.embedded_redis else self.settings.host_instance)
         except NameTaken:
             # Another machine's launcher holds this name now (this one was away longer than the dead
             # time): its slots are that machine's. This agent ends; its workers' leases fail too.

@@ -7,11 +7,11 @@ The rules:
 
 - A worker connects only once it holds the lease. A lease held by another host is waited for until it
   expires: a dead or cut-off host's lease runs out by itself. A lease held by this same host's same
-  run is taken over at once: supervisord runs one process per program, so it was this slot's
-  previous worker, killed or crashed (waiting for it would only delay every restart by the TTL). A
-  lease of an earlier run, or of another machine under the same name, is waited for (a graceful stop
-  gives leases back, so only a crash costs that wait). With the embedded Redis (``solo``) the host's
-  name is enough: no other machine can reach it.
+  place (this machine and data folder, whatever the launcher run) is taken over at once: one
+  supervisord runs one process per program, and the data folder's lock one launcher, so it was this
+  slot's previous worker, killed or crashed (waiting for it would only delay every restart by the
+  TTL). A lease of another machine under the same name is waited for. With the embedded Redis
+  (``solo``) the host's name is enough: no other machine can reach it.
 - A worker that cannot renew (Redis unreachable or silent, the lease no longer its own, or its slot
   placed on another host meanwhile) disconnects from WhatsApp once STOP_AT of the TTL has passed
   since its last renewal began, well before the lease can expire in Redis, and then stops. Redis
@@ -89,8 +89,10 @@ class Lease:
         self.run = run
         self.seconds = seconds
         self.token = f"{host} {run or '-'} {os.urandom(8).hex()}"
-        # Whose lease this worker takes over at once: its own run's (see the module's note).
-        self.successor_of = f"{host} " if solo else f"{host} {run or '-'} "
+        # Whose lease this worker takes over at once (see the module's note): a worker of the same
+        # place's runs (run: "<place>:<random>", hosts.run_id), or of this host at all when solo.
+        place = run.split(":", 1)[0] + ":" if ":" in run else (run or "-") + " "
+        self.successor_of = f"{host} " if solo else f"{host} {place}"
         self.on_lost = on_lost  # called once, from the renewing thread, when the lease cannot be kept
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
@@ -107,11 +109,11 @@ class Lease:
 
     @contextlib.contextmanager
     def held(self):
-        """``with lease.held() as ok:`` ok says whether the lease is still this worker's, and it stays
-        so until the block ends: a connect made inside it is never made after the lease was lost (the
-        loss waits for the block, then disconnects)."""
+        """``with lease.held() as ok:`` ok says whether the lease is still this worker's (and not past
+        its give-up point), and it stays so until the block ends: a connect made inside it is never
+        made after the lease was lost (the loss waits for the block, then disconnects)."""
         with self._lock:
-            yield self._held
+            yield self._held and (self.solo or time.monotonic() - self._renewed_at < self.seconds * STOP_AT)
 
     def acquire(self, stop: threading.Event, still_wanted=lambda: True) -> bool:
         """Wait until the lease is ours (True), or ``stop`` is set or ``still_wanted()`` says no (False).
@@ -184,23 +186,27 @@ class Lease:
         return max(0.05, min(every, until_give_up if until_give_up > 0 else 0.05))
 
     def _lose(self, why: str) -> None:
-        """Once, from whichever thread sees it first: off WhatsApp (on_lost) before the TTL runs out."""
+        """Once, from whichever thread sees it first: off WhatsApp (on_lost) before the TTL runs out,
+        then the lease given back if it is still this worker's token (the slot moved, say), so that
+        the next host need not wait for it to expire."""
+        # Armed first: a connect under held() may keep the lock a while. A disconnection stuck past
+        # HARD_STOP_AT would outlive the lease: the process ends, and the kernel closes its connection.
+        left = max(0.0, self._renewed_at + self.seconds * HARD_STOP_AT - time.monotonic())
+        deadline = threading.Timer(left, self._exit_now)
+        deadline.daemon = True
         with self._lock:
             if not self._held:
                 return
             self._held = False
+            deadline.start()
         self._stopped.set()
         log.error("slot %s: lease lost, %s; disconnecting before another host may take the slot", self.slot_id, why)
-        # A disconnection stuck past HARD_STOP_AT would outlive the lease: the process ends instead,
-        # and the kernel closes its connection to WhatsApp.
-        left = max(0.0, self._renewed_at + self.seconds * HARD_STOP_AT - time.monotonic())
-        deadline = threading.Timer(left, self._exit_now)
-        deadline.daemon = True
-        deadline.start()
         try:
             self.on_lost()
         finally:
             deadline.cancel()
+        with contextlib.suppress(redis.RedisError):  # unreachable: it expires by itself
+            self._release(keys=[self.key], args=[self.token])
 
     def _exit_now(self) -> None:
         log.critical("slot %s: still connected as its lease runs out; ending the worker", self.slot_id)

@@ -48,7 +48,9 @@ def twin(client: redis.Redis, **changes) -> redis.Redis:
 
 def bounded(client: redis.Redis, seconds: float) -> redis.Redis:
     """``client``'s twin whose every call answers or fails within ``seconds``, once (no retry by
-    redis-py): for a caller that must know within a bound that Redis does not answer (a slot's lease)."""
+    redis-py): for a caller that must know within a bound that Redis does not answer (a slot's lease).
+    Behind Sentinel, finding the master again after a failure also asks the Sentinels, on their own
+    (longer) timeouts: the lease's watchdog keeps its deadline whatever a call takes."""
     return twin(client, socket_timeout=seconds, socket_connect_timeout=seconds, retry=Retry(NoBackoff(), 0))
 
 

@@ -12,9 +12,14 @@ Keys (this module owns them):
   whin:host:<name>:nudge   LIST  a poke that wakes that host's agent before its next pass
 """
 
+import contextlib
+import hashlib
+import socket
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -55,33 +60,56 @@ def choose_host(hosts: Iterable[Host], load: dict[str, int], now: float, dead_af
     return min(name for free, name in room if free == best)
 
 
-# Take the name for this launcher run unless another run beat under it within the dead time.
-# KEYS host hash; ARGV instance, now, dead_after. Returns false when taken, else the other's age.
+# A launcher run's id is "<place>:<random>" (place: this machine and data folder, run_id): a run of
+# the same place takes over at once (the data folder's lock rules out two at a time there, so the
+# other is this gateway's earlier, crashed run); another place only once the holder is dead.
+# KEYS host hash; ARGV instance, now, dead_after. Returns false when taken, else the holder's age.
 _CLAIM = """
 local other = redis.call('HGET', KEYS[1], 'instance')
 local beat = tonumber(redis.call('HGET', KEYS[1], 'heartbeat') or '0')
-if other and other ~= ARGV[1] and tonumber(ARGV[2]) - beat <= tonumber(ARGV[3]) then
+local function place(run) return string.match(run, '^([^:]*):') or run end
+if other and other ~= ARGV[1] and place(other) ~= place(ARGV[1])
+   and tonumber(ARGV[2]) - beat <= tonumber(ARGV[3]) then
   return tostring(tonumber(ARGV[2]) - beat)
 end
-redis.call('HSET', KEYS[1], 'instance', ARGV[1])
+-- A beat too: the claimer lives, and a dead holder's run coming back must find the name taken.
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'heartbeat', ARGV[2])
 return false
 """
-# A beat, only while the name is still this run's. KEYS hosts set, host hash; ARGV name, now, capacity,
-# instance ('' for none), started ('1': the agent's first beat, which also ends a drain).
+# A beat, taking the name as claim would (a run whose launcher could not reach Redis claims it here);
+# refused while another place's live run holds it. KEYS hosts set, host hash; ARGV name, now,
+# capacity, instance ('' for none: the embedded Redis), started ('1': the agent's first beat, which
+# also ends a drain), dead_after.
 _BEAT = """
-local holder = redis.call('HGET', KEYS[2], 'instance')
-if ARGV[4] ~= '' and holder and holder ~= ARGV[4] then return 0 end
-if ARGV[4] ~= '' and not holder then redis.call('HSET', KEYS[2], 'instance', ARGV[4]) end
+if ARGV[4] ~= '' then
+  local other = redis.call('HGET', KEYS[2], 'instance')
+  local beat = tonumber(redis.call('HGET', KEYS[2], 'heartbeat') or '0')
+  local function place(run) return string.match(run, '^([^:]*):') or run end
+  if other and other ~= ARGV[4] and place(other) ~= place(ARGV[4])
+     and tonumber(ARGV[2]) - beat <= tonumber(ARGV[6]) then
+    return 0
+  end
+  redis.call('HSET', KEYS[2], 'instance', ARGV[4])
+end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'heartbeat', ARGV[2], 'capacity', ARGV[3])
 if ARGV[5] == '1' then redis.call('HDEL', KEYS[2], 'draining') end
 return 1
 """
-
-
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'instance') == ARGV[1] then redis.call('HDEL', KEYS[1], 'instance') end
 """
+
+
+def run_id(data_dir) -> str:
+    """A new launcher run's id: "<place>:<random>", the place standing for this machine and data folder."""
+    machine = ""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            machine = Path(path).read_text().strip()
+            break
+    place = hashlib.blake2b(f"{machine or socket.gethostname()}|{data_dir}".encode(), digest_size=6).hexdigest()
+    return f"{place}:{uuid.uuid4().hex}"
 
 
 class NameTaken(RuntimeError):
@@ -100,8 +128,8 @@ class HostRegistry:
         """The host's heartbeat; ``started``: the agent's first, which also ends a drain (a host that
         was drained for maintenance and started again is back in service). Raises NameTaken once
         another launcher run has claimed the name (``instance``: this run's, see claim)."""
-        if not self._beat(keys=[HOSTS, host_key(name)],
-                          args=[name, f"{time.time():.3f}", capacity, instance, "1" if started else ""]):
+        args = [name, f"{time.time():.3f}", capacity, instance, "1" if started else "", self.dead_after]
+        if not self._beat(keys=[HOSTS, host_key(name)], args=args):
             raise NameTaken(name)
 
     def claim(self, name: str, instance: str) -> float | None:

@@ -159,13 +159,13 @@ def queue_drain_unless_queued(connection: redis.Redis, queue: Queue, backlog: st
                 continue
 
 
-# KEYS intermediate list, queue; ARGV job id. rq's dequeue takes from the left (the front).
+# KEYS intermediate list, queue, the job's hash; ARGV job id. rq's dequeue takes from the left (the
+# front). A job whose hash is gone (deleted, expired) is only dropped: rq would skip it for ever.
 _PUT_BACK = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then return 2 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
 """
 
 
@@ -214,7 +214,9 @@ class Sweep:
                 continue  # a worker takes a job and starts it a moment later
             queue = next(q for q in queues if q.name == name)
             # One step, and only if it is still there: a worker that starts it now takes it off first.
-            if self.connection.eval(_PUT_BACK, 2, queue.intermediate_queue_key, queue.key, job_id):
+            done = self.connection.eval(_PUT_BACK, 3, queue.intermediate_queue_key, queue.key, Job.key_for(job_id),
+                                        job_id)
+            if done == 1:
                 log.warning("a delivery job its worker took but never started was put back on its queue")
         self._stranded = stranded
 

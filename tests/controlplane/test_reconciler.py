@@ -512,3 +512,18 @@ def test_a_dead_hosts_slots_are_placed_from_one_read_spread_over_the_live_hosts(
     assert HostAgent(settings, store, hosts).place_orphans(store.all())
     assert len(reads) == 1
     assert sorted(store.get(s).host for s in orphans) == ["h1", "h1", "h1", "h2", "h2", "h2"]
+
+
+def test_with_the_embedded_redis_an_agent_claims_no_name_so_a_second_start_beats(redis_client, monkeypatch, tmp_path):
+    from controlplane import reconciler
+    from controlplane.core.hosts import HostRegistry
+    from controlplane.core.store import SlotStore
+    from controlplane.reconciler import HostAgent
+
+    monkeypatch.setattr(reconciler.os, "_exit", lambda code: (_ for _ in ()).throw(AssertionError("exited")))
+    settings = Settings.from_env({"WHIN_DATA_DIR": str(tmp_path), "WHIN_HOST_NAME": "h1",
+                                  "WHIN_HOST_INSTANCE": "a1:run2"})  # no WHIN_REDIS_URL: the embedded one
+    assert settings.embedded_redis
+    redis_client.hset("whin:host:h1", mapping={"instance": "b2:run1", "heartbeat": time.time(), "capacity": 500})
+    HostAgent(settings, SlotStore(redis_client), HostRegistry(redis_client, 30)).beat()  # persisted from before
+    assert HostRegistry(redis_client, 30).alive("h1")

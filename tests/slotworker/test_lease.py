@@ -190,3 +190,32 @@ def test_a_lease_of_an_earlier_run_of_the_same_host_is_waited_for_and_a_new_run_
     earlier.release()
     fast.release()
     redis_client.delete("whin:host:h1", "whin:lease:SLOT0001", "whin:lease:SLOT0002")
+
+
+def test_a_lease_of_an_earlier_run_of_the_same_machine_and_folder_is_taken_over_at_once(redis_client):
+    crashed = Lease(redis_client, "SLOT0001", "h1", 30, lambda: None, run="a1b2:run1")
+    assert crashed.acquire(threading.Event())
+    crashed._stopped.set()  # kill -9 of the whole host: no release
+    began = time.monotonic()
+    restarted = Lease(redis_client, "SLOT0001", "h1", 30, lambda: None, run="a1b2:run2")
+    assert restarted.acquire(threading.Event()) and time.monotonic() - began < 1
+    elsewhere = Lease(redis_client, "SLOT0001", "h1", 30, lambda: None, run="c3d4:run3")
+    stop = threading.Event()
+    threading.Timer(0.8, stop.set).start()
+    assert not elsewhere.acquire(stop)  # another machine under the name: waits for it
+    restarted.release()
+
+
+def test_a_lease_lost_because_the_slot_moved_is_given_back_for_the_next_host(redis_client):
+    lost = threading.Event()
+    held = lease(redis_client, "h1", seconds=1.5, on_lost=lost.set)
+    redis_client.hset("whin:slot:SLOT0001", "host", "h1")
+    assert held.acquire(threading.Event())
+    redis_client.hset("whin:slot:SLOT0001", "host", "h2")  # drained away
+    assert lost.wait(1.5)
+    wait_until = time.monotonic() + 1
+    while redis_client.exists("whin:lease:SLOT0001") and time.monotonic() < wait_until:
+        time.sleep(0.02)
+    assert not redis_client.exists("whin:lease:SLOT0001")  # not left to expire
+    held.release()
+    redis_client.delete("whin:slot:SLOT0001")

@@ -60,3 +60,27 @@ def test_a_host_name_is_one_launcher_runs_while_it_beats_and_free_once_released_
     assert hosts.claim("h1", "run-c") is None
     with pytest.raises(NameTaken):
         hosts.beat("h1", 10, instance="run-b")  # and the old run, back, learns it lost it
+
+
+def test_a_restart_of_the_same_machine_and_folder_takes_its_name_back_at_once(redis_client):
+    hosts = HostRegistry(redis_client, dead_after=30)
+    crashed, restarted, elsewhere = "a1b2c3:run1", "a1b2c3:run2", "d4e5f6:run3"
+    assert hosts.claim("h1", crashed) is None
+    hosts.beat("h1", 10, instance=crashed)  # then kill -9: no release, a fresh heartbeat
+    assert hosts.claim("h1", elsewhere) is not None  # another machine: refused for the dead time
+    assert hosts.claim("h1", restarted) is None  # its own folder's next run: at once
+    hosts.beat("h1", 10, instance=restarted)
+    with pytest.raises(NameTaken):
+        hosts.beat("h1", 10, instance=elsewhere)
+
+
+def test_a_run_that_could_not_claim_at_start_claims_at_its_first_beat_and_takes_a_dead_holders_name(redis_client):
+    hosts = HostRegistry(redis_client, dead_after=1)
+    hosts.beat("h1", 10, instance="a1:run1")  # its launcher found Redis away: the beat claims it
+    assert redis_client.hget("whin:host:h1", "instance") == "a1:run1"
+    with pytest.raises(NameTaken):
+        hosts.beat("h1", 10, instance="b2:run2")
+    time.sleep(1.2)  # a1's machine dies
+    hosts.beat("h1", 10, instance="b2:run2")
+    assert redis_client.hget("whin:host:h1", "instance") == "b2:run2"
+    hosts.beat("h1", 10)  # the embedded Redis' agents beat with no run: never refused

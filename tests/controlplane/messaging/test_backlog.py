@@ -87,6 +87,16 @@ def test_a_job_its_worker_took_but_never_started_goes_back_to_the_front_of_its_q
     assert queue.get_job_ids() == [stranded]
 
 
+def test_a_stranded_id_whose_job_is_gone_is_dropped_not_queued_again(connection, monkeypatch):
+    monkeypatch.setattr(backlog, "STRANDED_SECONDS", 0.0)
+    queue = backlog.delivery_queue(connection, 1)
+    connection.rpush(queue.intermediate_queue_key, "drain_gone")  # its hash deleted or expired
+    sweep = backlog.Sweep(connection, workers=1, drain_timeout=30)
+    sweep()
+    sweep()
+    assert queue.get_job_ids() == [] and connection.llen(queue.intermediate_queue_key) == 0
+
+
 def test_jobs_of_a_queue_no_worker_serves_move_to_one_that_does(connection, monkeypatch):
     monkeypatch.setattr(backlog, "SWEEP_SECONDS", 0.0)
     lines = [f"3466600{i:04d}" for i in range(12)]
