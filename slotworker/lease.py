@@ -34,7 +34,7 @@ import time
 import redis
 
 from controlplane.core.connection import bounded
-from controlplane.core.hosts import host_key
+from controlplane.core.hosts import host_key, place_of
 from controlplane.core.keys import lease_key, slot_key
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Lease:
         self.token = f"{host} {run or '-'} {os.urandom(8).hex()}"
         # Whose lease this worker takes over at once (see the module's note): a worker of the same
         # place's runs (run: "<place>:<random>", hosts.run_id), or of this host at all when solo.
-        place = run.split(":", 1)[0] + ":" if ":" in run else (run or "-") + " "
+        place = f"{place_of(run)}:" if ":" in run else f"{run or '-'} "
         self.successor_of = f"{host} " if solo else f"{host} {place}"
         self.on_lost = on_lost  # called once, from the renewing thread, when the lease cannot be kept
         self._acquire = client.register_script(_ACQUIRE)

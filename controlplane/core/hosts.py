@@ -63,15 +63,23 @@ def choose_host(hosts: Iterable[Host], load: dict[str, int], now: float, dead_af
 # A launcher run's id is "<place>:<random>" (place: this machine and data folder, run_id): a run of
 # the same place takes over at once (the data folder's lock rules out two at a time there, so the
 # other is this gateway's earlier, crashed run); another place only once the holder is dead.
-# KEYS host hash; ARGV instance, now, dead_after. Returns false when taken, else the holder's age.
-_CLAIM = """
-local other = redis.call('HGET', KEYS[1], 'instance')
-local beat = tonumber(redis.call('HGET', KEYS[1], 'heartbeat') or '0')
+# _HELD_ELSEWHERE(key, run, now, dead_after): the age of the holder's last beat while another place's
+# live run holds the name in that host hash, else nil. Both scripts below start with it.
+_HELD_ELSEWHERE = """
 local function place(run) return string.match(run, '^([^:]*):') or run end
-if other and other ~= ARGV[1] and place(other) ~= place(ARGV[1])
-   and tonumber(ARGV[2]) - beat <= tonumber(ARGV[3]) then
-  return tostring(tonumber(ARGV[2]) - beat)
+local function held_elsewhere(key, run, now, dead_after)
+  local other = redis.call('HGET', key, 'instance')
+  local age = tonumber(now) - tonumber(redis.call('HGET', key, 'heartbeat') or '0')
+  if other and other ~= run and place(other) ~= place(run) and age <= tonumber(dead_after) then
+    return age
+  end
+  return nil
 end
+"""
+# KEYS host hash; ARGV instance, now, dead_after. Returns false when taken, else the holder's age.
+_CLAIM = _HELD_ELSEWHERE + """
+local age = held_elsewhere(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if age then return tostring(age) end
 -- A beat too: the claimer lives, and a dead holder's run coming back must find the name taken.
 redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'heartbeat', ARGV[2])
 return false
@@ -80,15 +88,9 @@ return false
 # refused while another place's live run holds it. KEYS hosts set, host hash; ARGV name, now,
 # capacity, instance ('' for none: the embedded Redis), started ('1': the agent's first beat, which
 # also ends a drain), dead_after.
-_BEAT = """
+_BEAT = _HELD_ELSEWHERE + """
 if ARGV[4] ~= '' then
-  local other = redis.call('HGET', KEYS[2], 'instance')
-  local beat = tonumber(redis.call('HGET', KEYS[2], 'heartbeat') or '0')
-  local function place(run) return string.match(run, '^([^:]*):') or run end
-  if other and other ~= ARGV[4] and place(other) ~= place(ARGV[4])
-     and tonumber(ARGV[2]) - beat <= tonumber(ARGV[6]) then
-    return 0
-  end
+  if held_elsewhere(KEYS[2], ARGV[4], ARGV[2], ARGV[6]) then return 0 end
   redis.call('HSET', KEYS[2], 'instance', ARGV[4])
 end
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -99,6 +101,11 @@ return 1
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'instance') == ARGV[1] then redis.call('HDEL', KEYS[1], 'instance') end
 """
+
+
+def place_of(run: str) -> str:
+    """The place of a launcher run's id (run_id), as _HELD_ELSEWHERE reads it: the whole id if it has none."""
+    return run.split(":", 1)[0]
 
 
 def run_id(data_dir) -> str:

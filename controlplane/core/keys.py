@@ -30,7 +30,7 @@ Keys (prefix ``whin:``):
   whin:stats:latency     HASH  delivery latency histogram: bucket upper bound -> count, plus "sum"
   whin:slotstats:<ID>    HASH  per-slot counters: worker starts, reconnects
   whin:webhook:hold      STR   unix time before which no delivery is attempted (the receiver's Retry-After)
-  whin:lease:<ID>        STR   the slot's lease: "<host> <random>" of the worker serving it, with a TTL it
+  whin:lease:<ID>        STR   the slot's lease: "<host> <run> <random>" of the worker serving it, with a TTL it
                                renews (slotworker/lease.py): never two hosts at once for one slot
   whin:txn:<uuid>        STR   written by one MULTI/EXEC, for a minute: tells a lost EXEC reply from a
                                transaction that never ran (see store.committed_despite)
@@ -60,7 +60,7 @@ def lease_key(slot_id: str) -> str:
 
 
 def lease_host(token: str | None) -> str | None:
-    """The host whose worker holds a lease, from its token ("<host> <random>"); None: nobody's."""
+    """The host whose worker holds a lease, from its token ("<host> <run> <random>"); None: nobody's."""
     return token.split(" ", 1)[0] if token else None
 
 
