@@ -184,14 +184,12 @@ def hosts(as_json):
     """Every slot host: alive or not, its running slots and capacity."""
     import time
 
-    from controlplane.placement import Occupancy
+    from controlplane.placement import Occupancy, host_listing
 
     lc = _lifecycle()
     now = time.time()
-    occupancy = Occupancy.read(lc.store, now)
-    rows = [{"name": h.name, "alive": h.alive(now, lc.settings.host_dead_after), "capacity": h.capacity,
-             "running": occupancy.taken[h.name], "slots": len(occupancy.placed.get(h.name, [])),
-             "draining": h.draining} for h in lc.hosts.all()]
+    rows = [{**host, "slots": len(host["slots"])}  # a count: the ids are GET /hosts' business
+            for host in host_listing(lc.hosts.all(), Occupancy.read(lc.store, now), now, lc.settings.host_dead_after)]
     text = "\n".join(f"{r['name']}  {'alive' if r['alive'] else 'DEAD ':<5}  running {r['running']}/{r['capacity']}"
                      f"  slots {r['slots']}{'  (draining)' if r['draining'] else ''}" for r in rows)
     _out(as_json, rows, text or "no slot host has beaten yet; is the gateway running (make run)?")

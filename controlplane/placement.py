@@ -53,6 +53,15 @@ class Occupancy:
         return cls(placed, taken)
 
 
+def host_listing(hosts: list[Host], occupancy: Occupancy, now: float, dead_after: float) -> list[dict]:
+    """Each host as GET /hosts shows it (whinctl hosts and /metrics' per-host gauges read the same):
+    alive or not, its capacity, its running slots (those taking a place), whether it drains, and the
+    ids of every slot placed there."""
+    return [{"name": h.name, "alive": h.alive(now, dead_after), "capacity": h.capacity,
+             "running": occupancy.taken[h.name], "draining": h.draining, "slots": occupancy.placed.get(h.name, [])}
+            for h in hosts]
+
+
 class Placement:
     def __init__(self, settings: Settings, store: SlotStore, hosts: HostRegistry):
         self.settings = settings

@@ -8,7 +8,7 @@ from flask import jsonify
 from controlplane.api import admin_only, lifecycle, ok_text
 from controlplane.api.schemas import OK_TEXT, json_response
 from controlplane.host_drain import drain
-from controlplane.placement import Occupancy
+from controlplane.placement import Occupancy, host_listing
 
 bp = APIBlueprint("hosts", __name__, tag="Hosts")
 
@@ -24,12 +24,7 @@ def list_hosts():
     """
     lc = lifecycle()
     now = time.time()
-    occupancy = Occupancy.read(lc.store, now)
-    return jsonify([{
-        "name": host.name, "alive": host.alive(now, lc.settings.host_dead_after), "capacity": host.capacity,
-        "running": occupancy.taken[host.name], "draining": host.draining,
-        "slots": occupancy.placed.get(host.name, []),
-    } for host in lc.hosts.all()])
+    return jsonify(host_listing(lc.hosts.all(), Occupancy.read(lc.store, now), now, lc.settings.host_dead_after))
 
 
 @bp.post("/hosts/<name>/drain")

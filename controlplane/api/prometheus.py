@@ -17,7 +17,7 @@ from controlplane.core.states import SlotStatus
 from controlplane.core.stats import LATENCY_BUCKETS
 from controlplane.core.store import SlotStore
 from controlplane.messaging.backlog import delivery_queue
-from controlplane.placement import PLACEMENT_FIELDS, Occupancy
+from controlplane.placement import PLACEMENT_FIELDS, Occupancy, host_listing
 
 _DELIVERY = ("delivered", "retried", "given_up")
 
@@ -90,7 +90,7 @@ class GatewayCollector:
         """Each slot host (core/hosts.py) by name: alive or not, its capacity, the slots placed there and
         those of them whose worker should run."""
         now = time.time()
-        occupancy = Occupancy.of(slots, now)
+        listing = host_listing(self.hosts.all(), Occupancy.of(slots, now), now, self.hosts.dead_after)
         alive = GaugeMetricFamily("whin_host_alive", "1 while the host's agent beats within WHIN_HOST_DEAD_AFTER.",
                                   labels=["host"])
         capacity = GaugeMetricFamily("whin_host_capacity", "The most slots the host runs (WHIN_HOST_CAPACITY).",
@@ -99,12 +99,12 @@ class GatewayCollector:
         busy = GaugeMetricFamily("whin_host_running", "Slots placed on the host whose worker should run.",
                                  labels=["host"])
         draining = GaugeMetricFamily("whin_host_draining", "1 while the host is drained.", labels=["host"])
-        for host in self.hosts.all():
-            alive.add_metric([host.name], int(host.alive(now, self.hosts.dead_after)))
-            capacity.add_metric([host.name], host.capacity)
-            on_host.add_metric([host.name], len(occupancy.placed.get(host.name, [])))
-            busy.add_metric([host.name], occupancy.taken[host.name])
-            draining.add_metric([host.name], int(host.draining))
+        for host in listing:
+            alive.add_metric([host["name"]], int(host["alive"]))
+            capacity.add_metric([host["name"]], host["capacity"])
+            on_host.add_metric([host["name"]], len(host["slots"]))
+            busy.add_metric([host["name"]], host["running"])
+            draining.add_metric([host["name"]], int(host["draining"]))
         yield from (alive, capacity, on_host, busy, draining)
 
     @staticmethod
