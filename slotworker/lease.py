@@ -167,12 +167,9 @@ class Lease:
                 if not kept and self.solo:  # ran out while Redis was away (or restarted): nobody else's
                     kept = self._acquire(keys=[self.key], args=[self.token, ttl, self.successor_of]) is None
             except redis.RedisError as err:
-                if self.solo or time.monotonic() - self._renewed_at < give_up_after:
-                    log.warning("slot %s: lease not renewed (%s); retrying", self.slot_id, type(err).__name__)
-                    continue
-                self._lose(f"not renewed for {time.monotonic() - self._renewed_at:.1f} s "
-                           f"(Redis unreachable: {type(err).__name__})")
-                return
+                # Retried up to the give-up point, which the watchdog keeps (_watch); solo, for ever.
+                log.warning("slot %s: lease not renewed (%s); retrying", self.slot_id, type(err).__name__)
+                continue
             if not kept:
                 self._lose("it is no longer this worker's (expired, taken by another host, or the slot moved)")
                 return

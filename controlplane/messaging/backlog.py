@@ -202,17 +202,19 @@ class Sweep:
         there for ever, its line's backlog with it (the drain's mark still names it). rq's own clean-up
         of these runs at a worker's maintenance, ten minutes apart, and fails them."""
         now = time.monotonic()
-        stranded = {}
+        stranded, waiting = {}, []
         for queue in queues:
-            started = StartedJobRegistry(queue=queue)
-            for raw in self.connection.lrange(queue.intermediate_queue_key, 0, -1):
-                job_id = raw.decode()
+            taken = [raw.decode() for raw in self.connection.lrange(queue.intermediate_queue_key, 0, -1)]
+            if not taken:
+                continue  # as almost always: no need to read the started jobs
+            started = set(StartedJobRegistry(queue=queue).get_job_ids(cleanup=False))
+            for job_id in taken:
                 if job_id not in started:
                     stranded[(queue.name, job_id)] = self._stranded.get((queue.name, job_id), now)
-        for (name, job_id), since in stranded.items():
-            if now - since < STRANDED_SECONDS:
+                    waiting.append((queue, job_id))
+        for queue, job_id in waiting:
+            if now - stranded[(queue.name, job_id)] < STRANDED_SECONDS:
                 continue  # a worker takes a job and starts it a moment later
-            queue = next(q for q in queues if q.name == name)
             # One step, and only if it is still there: a worker that starts it now takes it off first.
             done = self.connection.eval(_PUT_BACK, 3, queue.intermediate_queue_key, queue.key, Job.key_for(job_id),
                                         job_id)
