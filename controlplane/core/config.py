@@ -65,7 +65,8 @@ def _host_name(environ) -> str:
     return name
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+SENTINEL_SCHEME = "redis+sentinel://"  # connection.connect asks the Sentinels for the master
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME)
 
 
 def _redis_url(environ) -> str:
@@ -73,7 +74,7 @@ def _redis_url(environ) -> str:
     if url and not url.startswith(REDIS_SCHEMES):
         raise ConfigError("WHIN_REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel:// "
                           f"(got {url.split('://')[0] + '://' if '://' in url else 'no scheme'})")
-    if url.startswith("redis+sentinel://") and not urlsplit(url).path.strip("/"):
+    if url.startswith(SENTINEL_SCHEME) and not urlsplit(url).path.strip("/"):
         raise ConfigError("WHIN_REDIS_URL=redis+sentinel://… names the service its Sentinels watch: "
                           "redis+sentinel://sentinel-1:26379,sentinel-2:26379/<service>/0")
     return url

@@ -9,15 +9,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from controlplane.core import scripts
+from controlplane.core.config import SENTINEL_SCHEME
 from controlplane.core.keys import txn_key
 
 # redis-py 8 times out every read after 5 s by default, blocking pops included: ours (and rq's) block
 # for up to WHIN_SEND_TIMEOUT or rq's dequeue timeout, so reads get a minute before calling Redis dead.
 SOCKET_TIMEOUT = 60
 CONNECT_TIMEOUT = 5
-
-
-SENTINEL_SCHEME = "redis+sentinel://"
 
 
 def connect(url: str, decode_responses: bool = True) -> redis.Redis:
